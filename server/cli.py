@@ -1,0 +1,265 @@
+"""``log-monitor-server``: the reference server's command line.
+
+Subcommands (``serve`` is the default when none is given):
+
+- ``serve``: run the server (loopback unless ``--host`` says otherwise);
+- ``add-user NAME``: create a user, password from a prompt or ``--password-stdin``;
+- ``revoke NAME``: revoke every session of a user (their refresh tokens stop working);
+- ``dump``: print stored chunk text in ``seq`` order, byte for byte, or as JSON lines.
+
+Every failure a person can cause ends in one sentence on stderr and exit status 1 or 2;
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import platformdirs
+
+from server.app import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_PORT, RunningServer, ServerConfig
+from server.passwords import hash_password
+from server.storage import Database, StorageError
+
+PROG = "log-monitor-server"
+SUBCOMMANDS = ("serve", "add-user", "revoke", "dump")
+
+
+def default_data_dir() -> Path:
+    from_env = os.environ.get("LOG_MONITOR_SERVER_DATA_DIR")
+    if from_env:
+        return Path(from_env)
+    return Path(platformdirs.user_data_dir("log-monitor-server", appauthor=False))
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Reference log-monitor-server: Socket.IO namespace /client plus the HTTP auth API.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help="where the database and signing secret live "
+            "(default: $LOG_MONITOR_SERVER_DATA_DIR or the platform's user data dir)",
+        )
+
+    serve = sub.add_parser("serve", help="run the server (the default command)")
+    with_data_dir(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 picks one)",
+    )
+    serve.add_argument(
+        "--socketio-path", default="/socket.io/", help="Socket.IO path (default /socket.io/)"
+    )
+    serve.add_argument(
+        "--access-ttl",
+        type=_positive_float,
+        default=900.0,
+        metavar="SECONDS",
+        help="lifetime of access tokens (default 900)",
+    )
+    serve.add_argument(
+        "--max-chunk-bytes",
+        type=int,
+        default=DEFAULT_MAX_CHUNK_BYTES,
+        help=f"largest chunk accepted, in UTF-8 bytes (default {DEFAULT_MAX_CHUNK_BYTES})",
+    )
+    serve.add_argument(
+        "--processed-events",
+        action="store_true",
+        help="emit a processed_event to the client for every stored chunk",
+    )
+    serve.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help='write {"url", "pid"} as JSON to this file once listening',
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="log every connection")
+
+    add_user = sub.add_parser("add-user", help="create a user (or change a password with --update)")
+    with_data_dir(add_user)
+    add_user.add_argument("name")
+    add_user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    add_user.add_argument(
+        "--update", action="store_true", help="change the password of an existing user"
+    )
+
+    revoke = sub.add_parser("revoke", help="revoke every session of a user")
+    with_data_dir(revoke)
+    revoke.add_argument("name")
+
+    dump = sub.add_parser("dump", help="print stored chunks in seq order")
+    with_data_dir(dump)
+    dump.add_argument("--client-id", default=None, help="only this client (default: every client)")
+    dump.add_argument(
+        "--json", action="store_true", help="one JSON object per chunk, with metadata"
+    )
+    return parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise UsageError("the two passwords differ.")
+    if not password:
+        raise UsageError("the password is empty.")
+    return password
+
+
+def _add_user(args: argparse.Namespace, data_dir: Path) -> int:
+    name = args.name.strip()
+    if not name or len(name) > 200:
+        raise UsageError("a user name must be 1 to 200 characters.")
+    password_hash = hash_password(_read_password(args.password_stdin))
+    db = Database(data_dir)
+    try:
+        if args.update:
+            if not db.set_password(name, password_hash):
+                raise UsageError(f"no user named {name!r}.")
+            print(f"password of {name} changed")
+        else:
+            user = db.add_user(name, password_hash)
+            print(f"user {user.username} created ({user.id})")
+    finally:
+        db.close()
+    return 0
+
+
+def _revoke(args: argparse.Namespace, data_dir: Path) -> int:
+    db = Database(data_dir)
+    try:
+        user = db.find_user(args.name)
+        if user is None:
+            raise UsageError(f"no user named {args.name!r}.")
+        count = db.revoke_user_sessions(user.id)
+    finally:
+        db.close()
+    print(f"revoked {count} session(s) of {user.username}")
+    return 0
+
+
+def _dump(args: argparse.Namespace, data_dir: Path) -> int:
+    db = Database(data_dir)
+    out = sys.stdout.buffer
+    try:
+        client_ids = [args.client_id] if args.client_id else db.client_ids()
+        for client_id in client_ids:
+            for chunk in db.iter_chunks(client_id):
+                if args.json:
+                    record = {
+                        "clientId": chunk.client_id,
+                        "chunkId": chunk.chunk_id,
+                        "seq": chunk.seq,
+                        "source": None
+                        if chunk.source_path is None
+                        else {"path": chunk.source_path, "offset": chunk.source_offset},
+                        "sentAt": chunk.sent_at,
+                        "receivedAt": chunk.received_at,
+                        "identity": chunk.identity,
+                        "chunk": chunk.text,
+                    }
+                    out.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+                else:
+                    out.write(chunk.text.encode("utf-8"))
+        out.flush()
+    except BrokenPipeError:
+        # `dump | head` is normal use; the closed pipe is not an error worth a trace.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    finally:
+        db.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace, data_dir: Path) -> int:
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("log_monitor_server").setLevel(
+        logging.INFO if args.verbose else logging.WARNING
+    )
+    if args.max_chunk_bytes <= 0:
+        raise UsageError("--max-chunk-bytes must be greater than 0.")
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"{PROG}: listening on {args.host}, beyond this machine", file=sys.stderr)
+    config = ServerConfig(
+        data_dir=data_dir,
+        host=args.host,
+        port=args.port,
+        socketio_path=args.socketio_path,
+        access_ttl_seconds=args.access_ttl,
+        max_chunk_bytes=args.max_chunk_bytes,
+        processed_events=args.processed_events,
+        ready_file=args.ready_file,
+    )
+    try:
+        server = RunningServer(config)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}.") from None
+    print(f"{PROG}: listening on {server.url} (data in {data_dir})", file=sys.stderr, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(server.run())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # `serve` is the default: `log-monitor-server --port 0` means `serve --port 0`.
+    if not arguments or (arguments[0] not in SUBCOMMANDS and arguments[0] not in ("-h", "--help")):
+        arguments.insert(0, "serve")
+    args = build_parser().parse_args(arguments)
+    data_dir: Path = args.data_dir or default_data_dir()
+    commands = {"serve": _serve, "add-user": _add_user, "revoke": _revoke, "dump": _dump}
+    try:
+        return commands[args.command](args, data_dir)
+    except (UsageError, StorageError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The Socket.IO half of the reference server: namespace ``/client``.
+
+What a connection goes through (PROTOCOL.md sections 2 to 4):
+
+1. The handshake is always accepted at the transport level (``always_connect``) and then
+   judged by :meth:`AuthService.handshake`: the client is told ``authenticated``,
+   ``guestToken`` or ``retry_auth``. An unauthenticated connection may stay open (the
+   client closes it), but every chunk it submits is answered ``unauthenticated``.
+2. ``submit_log_chunk`` is validated with msgspec, checked against the handshake's
+   ``clientId`` and the size limit, committed, and only then acknowledged.
+3. When a user's access token expires while connected, the server says ``retry_auth``
+   at that instant and stops accepting chunks on the connection.
+
+Order: python-socketio would run each event handler as its own task, so two chunks of
+one connection could commit out of order. The server is built with
+``async_handlers=False``: each connection's events are handled one after another inside
+that connection's reader, while other connections go on independently.
+
+Nothing a client sends can raise out of a handler: every handler catches, answers with an
+error ack where there is an ack to send, counts, and logs one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+import socketio
+
+from server.auth import AuthService, GuestIdentity, IssueGuestToken, RetryAuth, UserIdentity
+from server.storage import IncomingChunk, ServerStore
+
+log = logging.getLogger("log_monitor_server.socket")
+
+NAMESPACE = "/client"
+
+
+class ChunkSource(msgspec.Struct, frozen=True):
+    path: str
+    offset: int
+
+
+class SubmitLogChunk(msgspec.Struct, frozen=True):
+    clientId: str  # the wire's own spelling
+    chunk: str
+    chunkId: str | None = None
+    seq: int | None = None
+    source: ChunkSource | None = None
+    sentAt: int | None = None
+
+
+@dataclass
+class ClientConnection:
+    client_id: str | None
+    hostname: str
+    identity: str | None = None
+    owner_id: str | None = None
+    username: str | None = None
+    expiry: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class SocketCounters:
+    connections: int = 0
+    chunks_stored: int = 0
+    bytes_stored: int = 0
+    duplicates: int = 0
+    rejected_invalid: int = 0
+    rejected_too_large: int = 0
+    rejected_unauthenticated: int = 0
+    unknown_events: int = 0
+    internal_errors: int = 0
+    retry_auth_sent: int = 0
+    guest_tokens_issued: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        values = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        return values | self.extra
+
+
+class ClientNamespace:
+    """Registers the ``/client`` handlers on an ``AsyncServer`` and keeps per-sid state."""
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        auth: AuthService,
+        store: ServerStore,
+        max_chunk_bytes: int,
+        processed_events: bool = False,
+    ) -> None:
+        self._sio = sio
+        self._auth = auth
+        self._store = store
+        self._max_chunk_bytes = max_chunk_bytes
+        self._processed_events = processed_events
+        self._connections: dict[str, ClientConnection] = {}
+        self.counters = SocketCounters()
+        sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        sio.on("submit_log_chunk", self._on_submit_log_chunk, namespace=NAMESPACE)
+        sio.on("ping", self._on_ping, namespace=NAMESPACE)
+        sio.on("*", self._on_unknown_event, namespace=NAMESPACE)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        query = parse_qs(str(environ.get("QUERY_STRING", "")))
+        client_id = query["clientId"][0] if "clientId" in query else None
+        hostname = query["hostname"][0] if "hostname" in query else ""
+        connection = ClientConnection(client_id=client_id, hostname=hostname)
+        self._connections[sid] = connection
+        self.counters.connections += 1
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if token is not None and not isinstance(token, str):
+            token = None
+        try:
+            outcome = await self._auth.handshake(token, client_id or "", hostname)
+        except Exception:
+            self.counters.internal_errors += 1
+            log.exception("handshake of %s failed", sid)
+            await self._sio.emit(
+                "retry_auth", {"reason": "server_error"}, to=sid, namespace=NAMESPACE
+            )
+            return
+        if isinstance(outcome, UserIdentity):
+            connection.identity = "user"
+            connection.owner_id = outcome.user_id
+            connection.username = outcome.username
+            delay = max(0.0, outcome.expires_at - time.time())
+            connection.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+            log.info("client %s authenticated as user %s", client_id, outcome.username)
+            await self._sio.emit(
+                "authenticated",
+                {"identity": "user", "userId": outcome.user_id, "username": outcome.username},
+                to=sid,
+                namespace=NAMESPACE,
+            )
+        elif isinstance(outcome, GuestIdentity):
+            connection.identity = "guest"
+            connection.owner_id = outcome.guest_id
+            log.info("client %s authenticated as guest", client_id)
+            await self._sio.emit(
+                "authenticated",
+                {"identity": "guest", "guestId": outcome.guest_id},
+                to=sid,
+                namespace=NAMESPACE,
+            )
+        elif isinstance(outcome, IssueGuestToken):
+            self.counters.guest_tokens_issued += 1
+            log.info("client %s given a guest token", client_id)
+            await self._sio.emit(
+                "guestToken", {"token": outcome.token}, to=sid, namespace=NAMESPACE
+            )
+        elif isinstance(outcome, RetryAuth):
+            self.counters.retry_auth_sent += 1
+            log.info("client %s told to retry auth (%s)", client_id, outcome.reason)
+            await self._sio.emit(
+                "retry_auth", {"reason": outcome.reason}, to=sid, namespace=NAMESPACE
+            )
+
+    def _expire(self, sid: str) -> None:
+        connection = self._connections.get(sid)
+        if connection is None or connection.identity != "user":
+            return
+        connection.identity = None
+        connection.expiry = None
+        self.counters.retry_auth_sent += 1
+        log.info("access token of client %s expired while connected", connection.client_id)
+        task = asyncio.ensure_future(
+            self._sio.emit("retry_auth", {"reason": "token_expired"}, to=sid, namespace=NAMESPACE)
+        )
+        task.add_done_callback(_log_task_failure)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        connection = self._connections.pop(sid, None)
+        if connection is not None and connection.expiry is not None:
+            connection.expiry.cancel()
+
+    async def _on_submit_log_chunk(self, sid: str, *args: Any) -> dict[str, Any]:
+        try:
+            return await self._submit(sid, args)
+        except Exception:
+            self.counters.internal_errors += 1
+            log.exception("submit_log_chunk from %s failed", sid)
+            return {"error": "server_error", "message": "the server could not store the chunk"}
+
+    async def _submit(self, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
+        connection = self._connections.get(sid)
+        if connection is None or connection.identity is None:
+            self.counters.rejected_unauthenticated += 1
+            return {"error": "unauthenticated"}
+        if len(args) != 1:
+            return self._invalid(f"expected one payload object, got {len(args)} arguments")
+        try:
+            payload = msgspec.convert(args[0], type=SubmitLogChunk)
+        except msgspec.ValidationError as exc:
+            return self._invalid(str(exc))
+        if connection.client_id is None or payload.clientId != connection.client_id:
+            return self._invalid("clientId does not match the connection's clientId")
+        try:
+            size = len(payload.chunk.encode("utf-8"))
+        except UnicodeEncodeError:
+            return self._invalid("chunk is not valid Unicode text (lone surrogate)")
+        if size > self._max_chunk_bytes:
+            self.counters.rejected_too_large += 1
+            return {
+                "error": "too_large",
+                "message": f"chunk is {size} bytes; the limit is {self._max_chunk_bytes}",
+            }
+        stored = await self._store.run(
+            self._store.database.store_chunk,
+            IncomingChunk(
+                client_id=payload.clientId,
+                chunk_id=payload.chunkId,
+                seq=payload.seq,
+                text=payload.chunk,
+                source_path=payload.source.path if payload.source else None,
+                source_offset=payload.source.offset if payload.source else None,
+                sent_at=payload.sentAt,
+                identity=connection.identity,
+                owner_id=connection.owner_id,
+            ),
+        )
+        ack: dict[str, Any] = {"ok": True}
+        if payload.chunkId is not None:
+            ack["chunkId"] = payload.chunkId
+        if not stored:
+            self.counters.duplicates += 1
+            ack["duplicate"] = True
+            return ack
+        self.counters.chunks_stored += 1
+        self.counters.bytes_stored += size
+        if self._processed_events:
+            await self._sio.emit(
+                "processed_event",
+                {
+                    "type": "chunk_stored",
+                    "chunkId": payload.chunkId,
+                    "bytes": size,
+                    "lines": payload.chunk.count("\n"),
+                },
+                to=sid,
+                namespace=NAMESPACE,
+            )
+        return ack
+
+    def _invalid(self, message: str) -> dict[str, Any]:
+        self.counters.rejected_invalid += 1
+        log.info("chunk rejected: %s", message)
+        return {"error": "invalid", "message": message}
+
+    async def _on_ping(self, sid: str, *args: Any) -> None:
+        timestamp: Any = None
+        if args and isinstance(args[0], dict):
+            timestamp = args[0].get("timestamp")
+        if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
+            timestamp = int(time.time() * 1000)
+        await self._sio.emit("pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE)
+
+    async def _on_unknown_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+        self.counters.unknown_events += 1
+        log.info("unknown event %.60r from %s ignored", event, sid)
+        return {"error": "unknown_event"}
+
+
+def _log_task_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("emit failed: %s", task.exception())

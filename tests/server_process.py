@@ -1,0 +1,121 @@
+"""The real reference server as a child process, for tests and benchmarks.
+
+:class:`ServerProcess` starts ``python -m server serve --port 0`` on loopback with a data
+dir of the caller's, waits (with a deadline) for the ready file the server writes once it
+listens, and stops it by its PID: politely with SIGTERM, or with SIGKILL to test crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        ready = self.data_dir.parent / f"{self.data_dir.name}-ready.json"
+        ready.unlink(missing_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--ready-file",
+                str(ready),
+                "--verbose",
+                *self.extra_args,
+            ],
+            cwd=REPOSITORY,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        process = self.process
+
+        def is_ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}: {self.log_text()}")
+            return ready.exists()
+
+        wait_for(is_ready, timeout, "the server's ready file")
+        self.url = str(json.loads(ready.read_text())["url"])
+        # Restart on the same port, so clients that remember the URL find it again.
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, kill: bool = False, timeout: float = 15.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout)
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def run_cli(
+        self, *args: str, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        return server_cli(self.data_dir, *args, input_text=input_text)
+
+    def dump(self, client_id: str | None = None) -> bytes:
+        args = ["dump"] + (["--client-id", client_id] if client_id else [])
+        result = self.run_cli(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+def server_cli(
+    data_dir: Path, *args: str, input_text: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    command, *rest = args
+    return subprocess.run(
+        [sys.executable, "-m", "server", command, "--data-dir", str(data_dir), *rest],
+        cwd=REPOSITORY,
+        input=None if input_text is None else input_text.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
