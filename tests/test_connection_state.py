@@ -1,0 +1,977 @@
+"""Every transition of the connection state machine, with a fake clock and a fake spool.
+
+``Driver`` plays the shell's part the way ``connection.py`` does: it executes actions in
+order, answers ``LoadChunks`` from an in-memory spool at once, deletes on
+``AcknowledgeChunk``, and records everything else so tests can look at it. Sockets are
+imaginary: tests feed the events a server would cause.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+import pytest
+
+from main_process.backoff import BackoffPolicy
+from main_process.connection_state import (
+    SIGNED_OUT_MESSAGE,
+    AcknowledgeChunk,
+    AckReceived,
+    Action,
+    Authenticated,
+    Chunk,
+    ChunkLocation,
+    ChunksAppended,
+    ChunksLoaded,
+    CloseSocket,
+    ConnectFailed,
+    ConnectionConfig,
+    ConnectionState,
+    ConnectRequested,
+    CredentialsChanged,
+    DeadLetterChunk,
+    DisconnectRequested,
+    EnsureConnected,
+    Event,
+    FatalError,
+    GuestTokenReceived,
+    LoadChunks,
+    MalformedPayload,
+    OpenSocket,
+    PersistTokens,
+    RefreshFailed,
+    RefreshRefused,
+    RefreshSucceeded,
+    RefreshTokens,
+    RetryAuthRequested,
+    SendChunk,
+    SendPing,
+    ServerActivity,
+    SocketConnected,
+    SocketDisconnected,
+    StatusChanged,
+    UnknownServerEvent,
+    ack_error,
+    is_auth_error,
+)
+from main_process.identity import Tokens
+
+ActionT = TypeVar("ActionT")
+
+USER = Tokens(access_token="acc-1", refresh_token="ref-1", guest_token="guest-1", username="ada")
+GUEST = Tokens(guest_token="guest-1")
+
+
+@dataclass
+class FakeSpool:
+    chunks: dict[int, Chunk] = field(default_factory=dict)
+    dead: dict[int, str] = field(default_factory=dict)
+    next_seq: int = 1
+
+    def append(self, count: int = 1) -> list[int]:
+        seqs = []
+        for _ in range(count):
+            seq = self.next_seq
+            self.next_seq += 1
+            self.chunks[seq] = Chunk(
+                seq, f"line {seq}\n", ChunkLocation("/var/log/x.log", seq * 10)
+            )
+            seqs.append(seq)
+        return seqs
+
+    def pending(self, after_seq: int | None, limit: int) -> list[Chunk]:
+        seqs = sorted(s for s in self.chunks if after_seq is None or s > after_seq)
+        return [self.chunks[s] for s in seqs[:limit]]
+
+
+class Driver:
+    """A shell stand-in: a clock, a spool, and a record of every action."""
+
+    def __init__(
+        self,
+        config: ConnectionConfig | None = None,
+        tokens: Tokens | None = None,
+        jitter: float = 0.5,
+    ) -> None:
+        self.now = 1000.0
+        self.machine = ConnectionState(config, tokens, random_source=lambda: jitter)
+        self.spool = FakeSpool()
+        self.actions: list[Action] = []
+        self.loads = 0
+
+    # -- feeding
+
+    def feed(self, event: Event) -> list[Action]:
+        return self._execute(self.machine.handle(event, self.now))
+
+    def advance(self, seconds: float) -> list[Action]:
+        """Move the clock, ticking at every deadline on the way, as the shell would."""
+        target = self.now + seconds
+        produced: list[Action] = []
+        while True:
+            deadline = self.machine.next_deadline()
+            if deadline is None or deadline > target:
+                break
+            self.now = max(self.now, deadline)
+            produced += self._execute(self.machine.tick(self.now))
+        self.now = target
+        produced += self._execute(self.machine.tick(self.now))
+        return produced
+
+    def _execute(self, actions: list[Action]) -> list[Action]:
+        done: list[Action] = []
+        for action in actions:
+            self.actions.append(action)
+            done.append(action)
+            match action:
+                case LoadChunks():
+                    self.loads += 1
+                    chunks = self.spool.pending(action.after_seq, action.limit)
+                    more = self.machine.handle(ChunksLoaded(action.epoch, chunks), self.now)
+                    done += self._execute(more)
+                case AcknowledgeChunk():
+                    del self.spool.chunks[action.seq]
+                case DeadLetterChunk():
+                    del self.spool.chunks[action.seq]
+                    self.spool.dead[action.seq] = action.code
+                case _:
+                    pass
+        return done
+
+    # -- shortcuts
+
+    @property
+    def epoch(self) -> int:
+        epoch = self.machine.live_epoch
+        assert epoch is not None
+        return epoch
+
+    def last_open(self) -> OpenSocket:
+        opens = [a for a in self.actions if isinstance(a, OpenSocket)]
+        assert opens, "no socket was opened"
+        return opens[-1]
+
+    def advance_to_retry(self) -> list[Action]:
+        """Wait out the current backoff, which opens the next socket."""
+        retry_ms = self.machine.status(self.now).next_retry_ms
+        assert retry_ms is not None, "not waiting to retry"
+        return self.advance(retry_ms / 1000)
+
+    def connect(self, identity: str | None = None) -> list[Action]:
+        """Start (if idle) and let the server accept and authenticate the socket."""
+        if self.machine.live_epoch is None:
+            self.feed(ConnectRequested())
+        self.feed(SocketConnected(self.epoch))
+        return self.feed(Authenticated(self.epoch, identity))  # type: ignore[arg-type]
+
+    def sent_seqs(self, epoch: int | None = None) -> list[int]:
+        return [
+            a.chunk.seq
+            for a in self.actions
+            if isinstance(a, SendChunk) and (epoch is None or a.epoch == epoch)
+        ]
+
+    def ack(self, *seqs: int, error: str | None = None, epoch: int | None = None) -> list[Action]:
+        produced: list[Action] = []
+        for seq in seqs:
+            produced += self.feed(AckReceived(epoch or self.epoch, seq, error))
+        return produced
+
+    def status(self) -> tuple[str, int, int | None, str | None]:
+        s = self.machine.status(self.now)
+        return s.state, s.attempt, s.next_retry_ms, s.last_error
+
+
+def of_type(actions: list[Action], kind: type[ActionT]) -> list[ActionT]:
+    return [a for a in actions if isinstance(a, kind)]
+
+
+# ----------------------------------------------------------------------------- handshake
+
+
+@pytest.mark.parametrize(
+    ("tokens", "token", "credential"),
+    [
+        (USER, "acc-1", "user"),
+        (GUEST, "guest-1", "guest"),
+        (Tokens(), None, "none"),
+    ],
+)
+def test_handshake_token_is_access_else_guest_else_none(
+    tokens: Tokens, token: str | None, credential: str
+) -> None:
+    d = Driver(tokens=tokens)
+    assert d.status()[0] == "disconnected"
+    actions = d.feed(ConnectRequested())
+    opened = of_type(actions, OpenSocket)
+    assert opened == [OpenSocket(1, token, credential)]  # type: ignore[arg-type]
+    assert d.status()[0] == "connecting"
+
+
+def test_connected_only_after_authenticated_actually_arrives() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.feed(SocketConnected(d.epoch))
+    d.advance(19.9)
+    assert d.status()[0] == "connecting"
+    assert not d.machine.status(d.now).authenticated
+    d.feed(Authenticated(d.epoch, "guest", None))
+    status = d.machine.status(d.now)
+    assert status.state == "connected"
+    assert status.authenticated
+    assert status.identity == "guest"
+
+
+def test_no_authenticated_within_the_handshake_timeout_is_a_failure() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.feed(SocketConnected(d.epoch))
+    first = d.epoch
+    actions = d.advance(20.0)
+    assert CloseSocket(first) in actions
+    state, attempt, next_retry_ms, error = d.status()
+    assert (state, attempt, next_retry_ms) == ("disconnected", 1, 500)
+    assert error == "server did not authenticate within 20 s"
+
+
+def test_authenticated_before_the_namespace_is_accepted_waits_for_it() -> None:
+    # Some servers emit from their connect handler before accepting the namespace;
+    # nothing can be sent on the socket until the namespace is connected.
+    d = Driver(tokens=GUEST)
+    d.spool.append(2)
+    d.feed(ConnectRequested())
+    d.feed(Authenticated(d.epoch, "guest"))
+    assert d.status()[0] == "connecting"
+    assert d.sent_seqs() == []
+    d.feed(SocketConnected(d.epoch))
+    assert d.status()[0] == "connected"
+    assert d.sent_seqs() == [1, 2]
+
+
+def test_authenticated_payload_sets_identity_and_username() -> None:
+    d = Driver(tokens=USER)
+    d.feed(ConnectRequested())
+    d.feed(SocketConnected(d.epoch))
+    actions = d.feed(Authenticated(d.epoch, "user", "ada-from-server"))
+    (changed,) = of_type(actions, StatusChanged)
+    assert changed.status.identity == "user"
+    assert changed.status.username == "ada-from-server"
+
+
+def test_identity_is_inferred_when_a_base_server_sends_no_payload() -> None:
+    d = Driver(tokens=USER)
+    d.connect()
+    status = d.machine.status(d.now)
+    assert (status.identity, status.username) == ("user", "ada")
+    d2 = Driver(tokens=GUEST)
+    d2.connect()
+    assert d2.machine.status(d2.now).identity == "guest"
+
+
+def test_refused_handshake_backs_off_and_counts_attempts() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.feed(ConnectFailed(d.epoch, "Connection refused"))
+    assert d.status() == ("disconnected", 1, 500, "could not connect: Connection refused")
+    # The second failure waits up to 2 s (jitter 0.5 → 1 s), the third up to 4 s.
+    d.advance(0.5)
+    assert d.last_open().epoch == 2
+    d.feed(ConnectFailed(2, "Connection refused"))
+    assert d.status()[1:3] == (2, 1000)
+    d.advance(1.0)
+    d.feed(SocketDisconnected(3, "transport close"))
+    assert d.status()[1:3] == (3, 2000)
+    assert d.status()[3] == "handshake failed: transport close"
+
+
+# ----------------------------------------------------------------------------- guest tokens
+
+
+def test_guest_token_is_persisted_then_used_about_100_ms_later() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    first = d.epoch
+    actions = d.feed(GuestTokenReceived(first, "guest-new"))
+    assert actions[:2] == [PersistTokens(Tokens(guest_token="guest-new")), CloseSocket(first)]
+    assert d.status()[:3] == ("disconnected", 0, 100)
+    d.advance(0.099)
+    assert d.last_open().epoch == first
+    d.advance(0.001)
+    assert d.last_open() == OpenSocket(first + 1, "guest-new", "guest")
+
+
+def test_guest_token_while_signed_in_is_kept_but_does_not_reconnect() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    actions = d.feed(GuestTokenReceived(d.epoch, "guest-2"))
+    assert of_type(actions, PersistTokens) == [PersistTokens(replace(USER, guest_token="guest-2"))]
+    assert of_type(actions, CloseSocket) == []
+    assert d.status()[0] == "connected"
+
+
+def test_refused_guest_token_is_forgotten_and_the_client_reconnects_with_none() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    actions = d.feed(RetryAuthRequested(d.epoch, "invalid_token"))
+    assert PersistTokens(Tokens()) in actions
+    assert d.machine.tokens == Tokens()
+    d.advance(0.1)
+    assert d.last_open() == OpenSocket(2, None, "none")
+
+
+def test_guest_token_refused_at_the_handshake_is_forgotten_too() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.feed(ConnectFailed(d.epoch, "jwt expired"))
+    assert d.machine.tokens.guest_token is None
+    d.advance(0.1)
+    assert d.last_open().token is None
+
+
+def test_a_server_refusing_even_no_token_gets_the_backoff() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    d.feed(ConnectFailed(d.epoch, "Authentication required"))
+    assert d.status()[:3] == ("disconnected", 1, 500)
+    assert "refused" in (d.status()[3] or "")
+
+
+def test_auth_driven_reconnect_loops_fall_back_to_the_backoff() -> None:
+    config = ConnectionConfig(auth_reconnects_before_backoff=3)
+    d = Driver(config=config, tokens=Tokens(), jitter=1.0)
+    d.feed(ConnectRequested())
+    delays = []
+    for n in range(5):
+        d.feed(GuestTokenReceived(d.epoch, f"g{n}"))
+        delay_ms = d.status()[2]
+        assert delay_ms is not None
+        delays.append(delay_ms)
+        d.advance(delay_ms / 1000)
+    assert delays == [100, 100, 100, 1000, 2000]
+
+
+# ----------------------------------------------------------------------------- user tokens
+
+
+def test_retry_auth_refreshes_persists_then_reconnects_about_2_s_later() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    first = d.epoch
+    actions = d.feed(RetryAuthRequested(first, "token_expired"))
+    assert CloseSocket(first) in actions
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+    assert d.status()[0] == "connecting"
+
+    actions = d.feed(RefreshSucceeded(1, "acc-2", "ref-2", username="ada"))
+    rotated = Tokens(
+        access_token="acc-2", refresh_token="ref-2", guest_token="guest-1", username="ada"
+    )
+    assert of_type(actions, PersistTokens) == [PersistTokens(rotated)]
+    assert of_type(actions, OpenSocket) == []
+    d.advance(1.999)
+    assert d.last_open().epoch == first
+    d.advance(0.001)
+    assert d.last_open() == OpenSocket(first + 1, "acc-2", "user")
+    # Rule 8: the rotated tokens were handed over before the socket that presents them.
+    order = [type(a) for a in d.actions if isinstance(a, PersistTokens | OpenSocket)]
+    assert order[-2:] == [PersistTokens, OpenSocket]
+
+
+@pytest.mark.parametrize("message", ["invalid signature", "jwt expired", "Authentication error"])
+def test_auth_flavoured_connect_error_runs_the_refresh_flow(message: str) -> None:
+    d = Driver(tokens=USER)
+    d.feed(ConnectRequested())
+    actions = d.feed(ConnectFailed(d.epoch, message))
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+
+
+@pytest.mark.parametrize("http_status", [401, 403])
+def test_refused_refresh_signs_out_and_continues_as_guest(http_status: int) -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+    actions = d.feed(RefreshRefused(1, http_status))
+    assert of_type(actions, PersistTokens) == [PersistTokens(Tokens(guest_token="guest-1"))]
+    assert d.status()[3] == SIGNED_OUT_MESSAGE
+    d.advance(2.0)
+    assert d.last_open() == OpenSocket(2, "guest-1", "guest")
+    d.connect("guest")
+    status = d.machine.status(d.now)
+    assert (status.state, status.identity, status.last_error) == (
+        "connected",
+        "guest",
+        SIGNED_OUT_MESSAGE,
+    )
+
+
+def test_retry_auth_without_a_refresh_token_signs_out() -> None:
+    d = Driver(tokens=Tokens(access_token="acc-only", guest_token="guest-1"))
+    d.connect("user")
+    actions = d.feed(RetryAuthRequested(d.epoch))
+    assert of_type(actions, RefreshTokens) == []
+    assert PersistTokens(Tokens(guest_token="guest-1")) in actions
+    assert d.status()[3] == SIGNED_OUT_MESSAGE
+
+
+def test_refresh_failed_by_network_or_5xx_keeps_tokens_and_backs_off() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+    actions = d.feed(RefreshFailed(1, "HTTP 503"))
+    assert of_type(actions, PersistTokens) == []
+    assert d.machine.tokens == USER
+    assert d.status() == (
+        "disconnected",
+        1,
+        500,
+        "could not refresh the session: HTTP 503",
+    )
+    # After the wait it refreshes again rather than presenting the refused token.
+    actions = d.advance(0.5)
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(2, "ref-1")]
+    assert of_type(actions, OpenSocket) == []
+    d.feed(RefreshFailed(2, "Cannot connect to host"))
+    assert d.status()[1:3] == (2, 1000)
+    d.advance(1.0)
+    d.feed(RefreshSucceeded(3, "acc-2", "ref-2"))
+    d.advance(2.0)
+    assert d.last_open().token == "acc-2"
+
+
+def test_a_refresh_answer_after_the_user_disconnected_still_keeps_the_rotated_token() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch))
+    d.feed(DisconnectRequested())
+    actions = d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    assert (
+        PersistTokens(
+            Tokens(
+                access_token="acc-2", refresh_token="ref-2", guest_token="guest-1", username="ada"
+            )
+        )
+        in actions
+    )
+    d.advance(60)
+    assert of_type(d.actions, OpenSocket)[-1].epoch == 1
+    assert d.status()[0] == "disconnected"
+
+
+def test_connect_while_a_refresh_is_out_waits_for_it_instead_of_refreshing_twice() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch))
+    d.feed(DisconnectRequested())
+    actions = d.feed(ConnectRequested())
+    assert of_type(actions, RefreshTokens) == []
+    assert of_type(actions, OpenSocket) == []
+    assert d.status()[0] == "connecting"
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    d.advance(2.0)
+    assert d.last_open().token == "acc-2"
+
+
+def test_a_refresh_answer_for_superseded_credentials_is_ignored() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch))
+    new_login = Tokens(
+        access_token="acc-b", refresh_token="ref-b", guest_token="guest-1", username="bob"
+    )
+    d.feed(CredentialsChanged(new_login))
+    assert d.last_open().token == "acc-b"
+    actions = d.feed(RefreshRefused(1, 401))
+    assert of_type(actions, PersistTokens) == []
+    assert d.machine.tokens == new_login
+
+
+def test_refresh_token_without_access_token_refreshes_before_connecting() -> None:
+    d = Driver(tokens=Tokens(refresh_token="ref-1", guest_token="guest-1", username="ada"))
+    actions = d.feed(ConnectRequested())
+    assert of_type(actions, OpenSocket) == []
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2", "u-1", "ada"))
+    d.advance(2)
+    assert d.last_open() == OpenSocket(1, "acc-2", "user")
+    assert d.machine.tokens.user_id == "u-1"
+
+
+def test_credentials_changed_while_connected_reconnects_with_the_new_token() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect("guest")
+    first = d.epoch
+    actions = d.feed(CredentialsChanged(USER))
+    assert CloseSocket(first) in actions
+    assert of_type(actions, OpenSocket) == [OpenSocket(first + 1, "acc-1", "user")]
+
+
+# ----------------------------------------------------------------------------- delivery
+
+
+def test_delivery_starts_on_authenticated_in_seq_order_with_a_window_of_8() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(20)
+    d.feed(ConnectRequested())
+    d.feed(SocketConnected(d.epoch))
+    assert d.sent_seqs() == []  # nothing goes out before ``authenticated``
+    d.feed(Authenticated(d.epoch))
+    assert d.sent_seqs() == list(range(1, 9))
+    d.ack(1)
+    assert d.sent_seqs() == list(range(1, 10))
+    d.ack(2, 3, 4, 5, 6, 7, 8, 9)
+    assert d.sent_seqs() == list(range(1, 18))
+    d.ack(*range(10, 18))
+    d.ack(18, 19, 20)
+    assert d.sent_seqs() == list(range(1, 21))
+    assert d.spool.chunks == {}
+    assert d.machine.counters.chunks_acknowledged == 20
+
+
+def test_appends_while_connected_are_sent_and_idle_delivery_loads_nothing() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect()
+    loads = d.loads
+    d.advance(5)
+    assert d.loads == loads  # no polling
+    d.spool.append(3)
+    d.feed(ChunksAppended())
+    assert d.sent_seqs() == [1, 2, 3]
+
+
+def test_never_two_loads_at_once_and_an_append_during_a_load_is_not_lost() -> None:
+    m = ConnectionState(tokens=GUEST)
+    now = 0.0
+    (opened,) = of_type(m.handle(ConnectRequested(), now), OpenSocket)
+    epoch = opened.epoch
+    m.handle(SocketConnected(epoch), now)
+    loads = of_type(m.handle(Authenticated(epoch), now), LoadChunks)
+    assert loads == [LoadChunks(epoch, None, 8)]
+    # The shell has not answered yet: more appends must not start a second load.
+    assert of_type(m.handle(ChunksAppended(), now), LoadChunks) == []
+    assert of_type(m.handle(ChunksAppended(), now), LoadChunks) == []
+    # The answer is short (the spool looked empty), yet an append came in meanwhile.
+    actions = m.handle(ChunksLoaded(epoch, [Chunk(1, "a")]), now)
+    assert of_type(actions, SendChunk) == [SendChunk(epoch, Chunk(1, "a"))]
+    assert of_type(actions, LoadChunks) == [LoadChunks(epoch, 1, 7)]
+
+
+def test_a_short_page_ends_loading_until_the_next_append() -> None:
+    m = ConnectionState(tokens=GUEST)
+    m.handle(ConnectRequested(), 0)
+    m.handle(SocketConnected(1), 0)
+    m.handle(Authenticated(1), 0)
+    actions = m.handle(ChunksLoaded(1, [Chunk(1, "a"), Chunk(2, "b")]), 0)
+    assert of_type(actions, LoadChunks) == []
+    assert of_type(m.handle(ChunksAppended(), 0), LoadChunks) == [LoadChunks(1, 2, 6)]
+
+
+def test_a_store_that_returns_old_or_too_many_chunks_cannot_break_order_or_window() -> None:
+    m = ConnectionState(ConnectionConfig(window=2), tokens=GUEST)
+    m.handle(ConnectRequested(), 0)
+    m.handle(SocketConnected(1), 0)
+    m.handle(Authenticated(1), 0)
+    actions = m.handle(ChunksLoaded(1, [Chunk(3, "c"), Chunk(1, "a"), Chunk(2, "b")]), 0)
+    assert [a.chunk.seq for a in of_type(actions, SendChunk)] == [1, 2]
+    actions = m.handle(AckReceived(1, 1), 0)
+    assert of_type(actions, LoadChunks) == [LoadChunks(1, 2, 1)]
+    actions = m.handle(ChunksLoaded(1, [Chunk(2, "b"), Chunk(3, "c")]), 0)
+    assert [a.chunk.seq for a in of_type(actions, SendChunk)] == [3]
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_interleavings_keep_window_order_and_lose_nothing(seed: int) -> None:
+    """Acks in any order, drops, appends and errors: the invariants always hold."""
+    rng = random.Random(seed)
+    d = Driver(tokens=GUEST, config=ConnectionConfig(window=8))
+    d.spool.append(rng.randint(1, 40))
+    d.connect()
+    delivered: set[int] = set()
+    epoch_sends: dict[int, list[int]] = {}
+    for _ in range(400):
+        machine = d.machine
+        assert len(machine.in_flight_seqs) <= 8
+        roll = rng.random()
+        in_flight = machine.in_flight_seqs
+        if machine.live_epoch is None or machine.status(d.now).state != "connected":
+            d.advance(31)
+            if machine.live_epoch is not None and machine.status(d.now).state == "connecting":
+                d.connect()
+        elif roll < 0.55 and in_flight:
+            seq = rng.choice(in_flight)
+            error = rng.choice([None] * 8 + ["busy", "too_large"])
+            d.ack(seq, error=error)
+            if error is None:
+                delivered.add(seq)
+        elif roll < 0.7:
+            d.spool.append(rng.randint(1, 5))
+            d.feed(ChunksAppended())
+        elif roll < 0.75:
+            d.feed(SocketDisconnected(d.epoch, "transport close"))
+        elif roll < 0.8 and in_flight:
+            d.ack(in_flight[0], epoch=d.epoch - 1 if d.epoch > 1 else 999)  # stale
+        else:
+            d.advance(rng.uniform(0, 5))
+    for action in d.actions:
+        if isinstance(action, SendChunk):
+            epoch_sends.setdefault(action.epoch, []).append(action.chunk.seq)
+    for seqs in epoch_sends.values():
+        # Within one socket a seq goes out once, except resends of server-rejected chunks.
+        first_sends = [s for i, s in enumerate(seqs) if s not in seqs[:i]]
+        assert first_sends == sorted(first_sends)
+    assert delivered.isdisjoint(d.spool.chunks)
+    assert delivered.isdisjoint(d.spool.dead)
+
+
+def test_ack_without_error_deletes_and_permanent_rejections_dead_letter() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(4)
+    d.connect()
+    actions = d.feed(AckReceived(d.epoch, 1, None, None))
+    assert AcknowledgeChunk(1) in actions
+    actions = d.feed(AckReceived(d.epoch, 2, "too_large", "chunk over 1 MB"))
+    assert DeadLetterChunk(2, "too_large", "chunk over 1 MB") in actions
+    d.feed(AckReceived(d.epoch, 3, "invalid", None))
+    assert d.spool.dead == {2: "too_large", 3: "invalid"}
+    assert list(d.spool.chunks) == [4]
+    assert d.machine.counters.chunks_dead_lettered == 2
+    assert d.status()[0] == "connected"
+
+
+def test_unauthenticated_ack_keeps_the_chunk_and_runs_the_retry_auth_flow() -> None:
+    d = Driver(tokens=USER)
+    d.spool.append(3)
+    d.connect("user")
+    first = d.epoch
+    actions = d.ack(1, error="unauthenticated")
+    assert of_type(actions, AcknowledgeChunk) == []
+    assert of_type(actions, DeadLetterChunk) == []
+    assert CloseSocket(first) in actions
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+    assert list(d.spool.chunks) == [1, 2, 3]
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    d.advance(2)
+    d.connect("user")
+    assert d.sent_seqs(d.epoch) == [1, 2, 3]
+
+
+def test_other_ack_errors_pause_delivery_and_resend_after_the_backoff() -> None:
+    d = Driver(tokens=GUEST, config=ConnectionConfig(window=2))
+    d.spool.append(4)
+    d.connect()
+    assert d.sent_seqs() == [1, 2]
+    d.ack(1, error="storage_unavailable")
+    assert d.status()[3] == "server rejected chunk 1 (storage_unavailable)"
+    d.ack(2)
+    assert d.sent_seqs() == [1, 2]  # paused: nothing new while 1 waits for its retry
+    d.advance(0.5)  # jitter 0.5 of the 1 s ceiling
+    assert d.sent_seqs() == [1, 2, 1, 3]
+    d.ack(1)
+    d.ack(3)
+    d.ack(4)
+    assert d.spool.chunks == {}
+    assert d.status()[0] == "connected"
+
+
+def test_retry_auth_while_flushing_resends_everything_unacknowledged_in_order() -> None:
+    d = Driver(tokens=USER)
+    d.spool.append(12)
+    d.connect("user")
+    first = d.epoch
+    d.ack(1, 2, 3)
+    assert d.sent_seqs(first) == list(range(1, 12))
+    d.feed(RetryAuthRequested(first, "token_expired"))
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    # Acks for the old socket arrive late: they must not delete anything.
+    d.ack(4, 5, epoch=first)
+    assert d.machine.counters.stale_events >= 2
+    assert sorted(d.spool.chunks) == list(range(4, 13))
+    d.advance(2)
+    second = d.epoch
+    d.connect("user")
+    assert d.sent_seqs(second) == list(range(4, 12))
+    d.ack(*range(4, 12))
+    d.ack(12)
+    assert d.sent_seqs(second) == list(range(4, 13))
+    assert d.spool.chunks == {}
+
+
+def test_no_ack_within_the_ack_timeout_drops_and_resends() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(3)
+    d.connect()
+    first = d.epoch
+    d.advance(10)
+    d.feed(ServerActivity(first))  # pongs keep the socket alive; still no ack
+    d.ack(1)
+    actions = d.advance(20)
+    assert CloseSocket(first) in actions
+    assert d.status()[3] == "no acknowledgement within 30 s"
+    d.advance(1)
+    d.connect()
+    assert d.sent_seqs(d.epoch) == [2, 3]
+
+
+def test_heartbeat_pings_every_20_s_and_30_s_of_silence_drops() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect()
+    epoch = d.epoch
+    actions = d.advance(20)
+    assert of_type(actions, SendPing) == [SendPing(epoch)]
+    d.feed(ServerActivity(epoch))  # the pong
+    actions = d.advance(20)
+    assert of_type(actions, SendPing) == [SendPing(epoch)]
+    assert d.status()[0] == "connected"
+    # No pong this time: 30 s after the last sign of life the socket is dropped.
+    actions = d.advance(9.9)
+    assert of_type(actions, CloseSocket) == []
+    actions = d.advance(0.1)
+    assert CloseSocket(epoch) in actions
+    assert d.status()[3] == "no word from the server for 30 s"
+
+
+def test_any_server_event_counts_as_a_sign_of_life() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect()
+    for _ in range(5):
+        d.advance(25)
+        d.feed(UnknownServerEvent(d.epoch, "something_new"))
+    assert d.status()[0] == "connected"
+    d.feed(MalformedPayload(d.epoch, "guestToken"))
+    assert d.machine.counters.unknown_events == 5
+    assert d.machine.counters.malformed_payloads == 1
+
+
+def test_a_dropped_socket_clears_in_flight_and_reconnects_with_backoff() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(5)
+    d.connect()
+    first = d.epoch
+    d.feed(SocketDisconnected(first, "transport close"))
+    assert d.machine.in_flight_seqs == []
+    assert d.status() == ("disconnected", 1, 500, "connection lost: transport close")
+    d.advance(0.5)
+    d.connect()
+    assert d.sent_seqs(d.epoch) == [1, 2, 3, 4, 5]
+
+
+def test_stale_events_from_an_old_socket_are_ignored() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(2)
+    d.connect()
+    first = d.epoch
+    d.feed(SocketDisconnected(first, "ping timeout"))
+    d.advance(0.5)
+    second = d.epoch
+    before = list(d.actions)
+    d.feed(AckReceived(first, 1))
+    d.feed(SocketDisconnected(first, "late duplicate"))
+    d.feed(GuestTokenReceived(first, "zombie"))
+    d.feed(Authenticated(first))
+    d.feed(ChunksLoaded(first, [Chunk(1, "a")]))
+    assert d.actions == before
+    assert d.status()[0] == "connecting"
+    assert d.machine.live_epoch == second
+    assert d.machine.tokens == GUEST
+    assert d.machine.counters.stale_events == 5
+
+
+def test_backoff_resets_after_10_s_authenticated() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    for _ in range(3):
+        d.feed(ConnectFailed(d.epoch, "refused"))
+        d.advance_to_retry()
+    assert d.status()[1] == 3
+    d.connect()
+    d.advance(9.9)
+    d.feed(SocketDisconnected(d.epoch, "transport close"))
+    assert d.status()[1] == 4  # 9.9 s was not long enough
+    d.advance_to_retry()
+    d.connect()
+    d.advance(10)
+    assert d.status()[1] == 0
+    d.feed(SocketDisconnected(d.epoch, "transport close"))
+    assert d.status()[1:3] == (1, 500)
+
+
+# ----------------------------------------------------------------------------- user commands
+
+
+def test_disconnect_during_flush_stops_everything_until_connect() -> None:
+    d = Driver(tokens=GUEST)
+    d.spool.append(10)
+    d.connect()
+    first = d.epoch
+    actions = d.feed(DisconnectRequested())
+    assert CloseSocket(first) in actions
+    assert d.status()[:3] == ("disconnected", 0, None)
+    d.ack(1, 2, epoch=first)  # late acks from the closed socket
+    assert sorted(d.spool.chunks) == list(range(1, 11))
+    d.spool.append(1)
+    d.feed(ChunksAppended())
+    d.feed(EnsureConnected())  # a send does not override the user's Disconnect
+    d.advance(3600)
+    assert d.last_open().epoch == first
+    d.feed(ConnectRequested())
+    d.connect()
+    assert d.sent_seqs(d.epoch) == list(range(1, 9))
+
+
+def test_stop_during_connect_closes_the_attempt_and_ignores_its_late_events() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    first = d.epoch
+    actions = d.feed(DisconnectRequested())
+    assert actions[0] == CloseSocket(first)
+    d.feed(SocketConnected(first))
+    d.feed(Authenticated(first))
+    assert d.status()[0] == "disconnected"
+    d.advance(3600)
+    assert len(of_type(d.actions, OpenSocket)) == 1
+    assert d.machine.next_deadline() is None
+
+
+def test_stop_while_waiting_cancels_the_retry() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.feed(ConnectFailed(d.epoch, "refused"))
+    d.feed(DisconnectRequested())
+    d.advance(3600)
+    assert len(of_type(d.actions, OpenSocket)) == 1
+
+
+def test_connect_while_waiting_skips_the_rest_of_the_wait() -> None:
+    d = Driver(tokens=GUEST, jitter=0.99)
+    d.feed(ConnectRequested())
+    for _ in range(4):
+        d.feed(ConnectFailed(d.epoch, "refused"))
+        d.advance_to_retry()
+    d.feed(ConnectFailed(d.epoch, "refused"))
+    assert d.status()[2] == round(16 * 0.99 * 1000)
+    actions = d.feed(ConnectRequested())
+    assert len(of_type(actions, OpenSocket)) == 1
+
+
+def test_ensure_connected_starts_an_idle_machine() -> None:
+    d = Driver(tokens=GUEST)
+    assert len(of_type(d.feed(EnsureConnected()), OpenSocket)) == 1
+    assert of_type(d.feed(EnsureConnected()), OpenSocket) == []
+
+
+def test_connect_while_connected_changes_nothing() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect()
+    assert d.feed(ConnectRequested()) == []
+
+
+def test_fatal_error_is_the_error_state_until_connect() -> None:
+    d = Driver(tokens=GUEST)
+    d.connect()
+    actions = d.feed(FatalError("server URL has no host"))
+    assert CloseSocket(1) in actions
+    assert d.status() == ("error", 0, None, "server URL has no host")
+    d.advance(3600)
+    assert d.feed(ConnectRequested())[0] == OpenSocket(2, "guest-1", "guest")
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def test_status_changes_are_announced_once_and_not_on_idle_ticks() -> None:
+    d = Driver(tokens=GUEST)
+    actions = d.feed(ConnectRequested())
+    assert [a.status.state for a in of_type(actions, StatusChanged)] == ["connecting"]
+    actions = d.feed(SocketConnected(d.epoch))
+    assert of_type(actions, StatusChanged) == []
+    actions = d.feed(Authenticated(d.epoch))
+    assert [a.status.state for a in of_type(actions, StatusChanged)] == ["connected"]
+    assert of_type(d.advance(5), StatusChanged) == []
+    actions = d.feed(SocketDisconnected(d.epoch, "transport close"))
+    (changed,) = of_type(actions, StatusChanged)
+    assert changed.status.state == "disconnected"
+    assert changed.status.next_retry_ms == 500
+
+
+def test_next_retry_ms_counts_down_with_the_clock() -> None:
+    d = Driver(tokens=GUEST, jitter=1.0)
+    d.feed(ConnectRequested())
+    d.feed(ConnectFailed(d.epoch, "refused"))
+    assert d.machine.status(d.now).next_retry_ms == 1000
+    assert d.machine.status(d.now + 0.25).next_retry_ms == 750
+    assert d.machine.status(d.now + 5).next_retry_ms == 0
+
+
+def test_next_deadline_tracks_the_earliest_timer() -> None:
+    d = Driver(tokens=GUEST)
+    assert d.machine.next_deadline() is None
+    d.feed(ConnectRequested())
+    assert d.machine.next_deadline() == d.now + 20  # handshake timeout
+    d.spool.append(1)
+    d.connect()
+    assert d.machine.next_deadline() == d.now + 10  # backoff reset
+    d.advance(10)
+    assert d.machine.next_deadline() == d.now + 10  # ping at 20 s after auth
+
+
+def test_tokens_never_show_in_reprs() -> None:
+    secrets = ["acc-1", "ref-1", "guest-1", "guest-new"]
+    texts = [
+        repr(USER),
+        repr(GuestTokenReceived(1, "guest-new")),
+        repr(OpenSocket(1, "acc-1", "user")),
+        repr(RefreshTokens(1, "ref-1")),
+        repr(RefreshSucceeded(1, "acc-1", "ref-1")),
+        repr(PersistTokens(USER)),
+    ]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"ok": True, "chunkId": "c:1"}, (None, None)),
+        ({"ok": True, "duplicate": True}, (None, None)),
+        ({"message": "stored"}, (None, None)),
+        ({}, (None, None)),
+        (None, (None, None)),
+        ("ok", (None, None)),
+        ({"error": None}, (None, None)),
+        ({"error": "too_large", "message": "over 1 MB"}, ("too_large", "over 1 MB")),
+        ({"error": "invalid", "message": 7}, ("invalid", None)),
+        ({"error": 500}, ("500", None)),
+    ],
+)
+def test_ack_error_follows_protocol_section_4(
+    payload: object, expected: tuple[str | None, str | None]
+) -> None:
+    assert ack_error(payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("invalid signature", True),
+        ("JWT expired", True),
+        ("Authentication failed", True),
+        ("unauthorized", True),
+        ("Connection refused", False),
+        ("One or more namespaces failed to connect", False),
+    ],
+)
+def test_auth_flavoured_connect_errors(message: str, expected: bool) -> None:
+    assert is_auth_error(message) is expected
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="window"):
+        ConnectionConfig(window=0)
+    with pytest.raises(ValueError, match="ack_timeout"):
+        ConnectionConfig(ack_timeout=0)
+    assert ConnectionConfig(backoff=BackoffPolicy(cap=5)).backoff.cap == 5
