@@ -1,0 +1,67 @@
+"""Qt-only window work that must happen on the GUI thread: screenshots.
+
+Owns: ``GuiThreadCall``, which runs a function on the Qt GUI thread from any other thread
+and waits for its result (a queued signal to a ``QObject`` living on the GUI thread), and
+``grab_png``, which renders a widget into a PNG file.
+
+Imported only when the Qt backend runs (Linux); PySide6 is the binding chosen in
+``renderer.environment``.
+
+Must not: be imported before the ``QApplication`` exists, or on platforms without Qt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TypeVar
+
+from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
+from PySide6.QtWidgets import QWidget
+
+T = TypeVar("T")
+
+
+class GuiThreadCall(QObject):
+    """Runs callables on the GUI thread; create it from any thread once the app exists."""
+
+    _requested = Signal(object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        app = QCoreApplication.instance()
+        if app is None:
+            raise RuntimeError("the Qt application does not exist yet")
+        # Queued: the slot runs in the receiver's thread, i.e. the GUI thread's event loop.
+        self.moveToThread(app.thread())
+        self._requested.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def _run(self, job: Callable[[], None]) -> None:
+        job()
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        """``fn()`` run on the GUI thread; raises ``TimeoutError`` if it does not finish."""
+        if threading.current_thread() is threading.main_thread():
+            return fn()  # already on the GUI thread (Qt's loop runs on the main thread)
+        future: Future[T] = Future()
+
+        def job() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._requested.emit(job)
+        return future.result(timeout)
+
+
+def grab_png(widget: QWidget, path: Path) -> tuple[int, int]:
+    """Render ``widget`` into the PNG file ``path``; return its size in pixels."""
+    pixmap = widget.grab()
+    if pixmap.isNull():
+        raise OSError("the window could not be captured")
+    if not pixmap.save(str(path), "PNG"):
+        raise OSError(f"could not write {path}")
+    return pixmap.width(), pixmap.height()

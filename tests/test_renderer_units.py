@@ -1,0 +1,312 @@
+"""The renderer's decisions without a window: coalescing, the bridge's rate, the page's
+policy, the Qt environment, the js_api, the process watch, and the Qt binding itself."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import itertools
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from ipc.messages import (
+    Command,
+    Failed,
+    Login,
+    LogLine,
+    LogLines,
+    Ok,
+    Reply,
+    ServerEvent,
+    Stats,
+    Status,
+)
+from renderer.bridge import Bridge
+from renderer.coalescer import UpdateCoalescer
+from renderer.commands import PageApi
+from renderer.environment import choose_gui
+from renderer.feed import MainProcessGone
+from renderer.page import build_page
+from renderer.process_watch import ProcessWatch
+
+# ---- coalescer -------------------------------------------------------------------------
+
+
+def lines(start: int, n: int, text: str = "line") -> LogLines:
+    return LogLines(
+        lines=tuple(LogLine(path="/a.log", text=f"{text} {i}") for i in range(start, start + n))
+    )
+
+
+def test_latest_status_wins_and_nothing_pending_gives_none() -> None:
+    c = UpdateCoalescer()
+    assert c.take() is None
+    c.add(Status(state="connecting", attempt=1))
+    c.add(Status(state="disconnected", attempt=2, next_retry_ms=1500))
+    script = c.take()
+    assert script is not None
+    assert script.count("applyStatus") == 1
+    assert '"state":"disconnected"' in script
+    assert '"nextRetryMs":1500' in script  # the wire's camelCase names reach the page
+    assert c.take() is None
+
+
+def test_lines_are_bounded_and_the_newest_kept() -> None:
+    c = UpdateCoalescer(max_lines=1000)
+    for b in range(50):
+        c.add(lines(b * 100, 100))
+    script = c.take()
+    assert script is not None
+    assert script.count('"text":') == 1000
+    assert '"line 4999"' in script
+    assert '"line 3999"' not in script
+    assert c.counters.lines_dropped == 4000
+    assert c.counters.lines_received == 5000
+
+
+def test_a_huge_line_is_cut_for_display() -> None:
+    c = UpdateCoalescer(max_line_chars=100)
+    c.add(LogLines(lines=(LogLine(path="/a.log", text="y" * 10_000),)))
+    script = c.take()
+    assert script is not None
+    assert "y" * 100 + "…" in script
+    assert "y" * 101 not in script
+
+
+def test_events_and_stats_are_pushed_with_the_status() -> None:
+    c = UpdateCoalescer(max_events=2, wall_clock_ms=lambda: 1234)
+    c.add(Stats(send_rate_bytes=10.0))
+    for i in range(3):
+        c.add(ServerEvent(payload={"n": i}))
+    script = c.take()
+    assert script is not None
+    assert "applyStats" in script
+    assert '"sendRateBytes":10.0' in script
+    assert '{"at":1234,"payload":{"n":1}}' in script
+    assert '"n":0' not in script
+    assert c.counters.events_dropped == 1
+
+
+# ---- bridge --------------------------------------------------------------------------
+
+
+class ListFeed:
+    """Delivers the given messages as fast as asked, then reports the main process gone."""
+
+    def __init__(self, messages: list[Any]) -> None:
+        self._messages = list(messages)
+        self.closed = False
+
+    def receive(self, timeout: float) -> Any:
+        if self._messages:
+            return self._messages.pop(0)
+        raise MainProcessGone("no more messages")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingPage:
+    def __init__(self) -> None:
+        self.scripts: list[tuple[float, str]] = []
+        self._changed = threading.Condition()
+
+    def run_js(self, script: str) -> object:
+        with self._changed:
+            self.scripts.append((time.monotonic(), script))
+            self._changed.notify_all()
+        return 0
+
+    def wait_for_text(self, text: str, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: any(text in s for _, s in self.scripts), timeout)
+
+
+def test_bridge_coalesces_a_flood_and_respects_the_rate() -> None:
+    messages: list[Any] = [Status(state="connected", sent_chunks=i) for i in range(2000)]
+    messages += [lines(i * 100, 100) for i in range(200)]
+    feed = ListFeed(messages)
+    page = RecordingPage()
+    gone = threading.Event()
+    first = threading.Event()
+    bridge = Bridge(
+        feed, page, lambda reason: gone.set(), on_first_status=first.set, max_rate_hz=30
+    )
+    bridge.start()
+    assert gone.wait(10.0)
+    assert first.wait(10.0)
+    # The newest status and the newest line are never lost to coalescing.
+    assert page.wait_for_text('"line 19999"', 5.0)
+    assert page.wait_for_text('"sentChunks":1999', 5.0)
+    bridge.stop()
+    bridge.join(2.0)
+    times = [t for t, _ in page.scripts]
+    # 2,200 messages became a handful of pushes, each at least ~1/30 s after the previous.
+    assert len(page.scripts) < 20
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 1 / 30 - 0.005 for gap in gaps), gaps
+
+
+# ---- page ------------------------------------------------------------------------------
+
+
+def test_page_policy_allows_only_its_own_inline_blocks() -> None:
+    html = build_page()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert policy is not None
+    script = re.search(r"<script>(.*?)</script>", html, re.S)
+    style = re.search(r"<style>(.*?)</style>", html, re.S)
+    assert script is not None
+    assert style is not None
+
+    def source(text: str) -> str:
+        digest = hashlib.sha256(text.encode()).digest()
+        return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+    assert f"script-src {source(script.group(1))} 'unsafe-eval'" in policy.group(1)
+    assert f"style-src {source(style.group(1))}" in policy.group(1)
+    assert "default-src 'none'" in policy.group(1)
+    assert "unsafe-inline" not in policy.group(1)
+    assert html.count("<script") == 1
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
+    assert "<!--" not in html.replace("<!--CSP-->", "")  # every placeholder was filled
+
+
+def test_page_writes_log_text_as_text_only() -> None:
+    script = re.search(r"<script>(.*?)</script>", build_page(), re.S)
+    assert script is not None
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in script.group(1)
+
+
+# ---- environment ----------------------------------------------------------------------
+
+
+def test_root_without_a_display_gets_offscreen_and_no_sandbox() -> None:
+    env: dict[str, str] = {}
+    choice = choose_gui(env, platform="linux", euid=0)
+    assert choice.gui == "qt"
+    assert env == {
+        "QT_API": "pyside6",
+        "QT_QPA_PLATFORM": "offscreen",
+        "QTWEBENGINE_CHROMIUM_FLAGS": "--no-sandbox",
+    }
+    assert choice.changed == env
+
+
+def test_user_settings_are_kept_and_non_root_keeps_the_sandbox() -> None:
+    env = {"DISPLAY": ":0", "QTWEBENGINE_CHROMIUM_FLAGS": "--disable-gpu", "QT_API": "pyqt6"}
+    choose_gui(env, platform="linux", euid=0)
+    assert env == {
+        "DISPLAY": ":0",
+        "QTWEBENGINE_CHROMIUM_FLAGS": "--disable-gpu",
+        "QT_API": "pyqt6",
+    }
+    env = {"WAYLAND_DISPLAY": "wayland-0"}
+    choose_gui(env, platform="linux", euid=1000)
+    assert env == {"WAYLAND_DISPLAY": "wayland-0", "QT_API": "pyside6"}
+
+
+def test_forced_offscreen_and_other_platforms() -> None:
+    env = {"DISPLAY": ":0", "QT_QPA_PLATFORM": "xcb"}
+    choose_gui(env, platform="linux", euid=1000, force_offscreen=True)
+    assert env["QT_QPA_PLATFORM"] == "offscreen"
+    env = {}
+    assert choose_gui(env, platform="win32", euid=0).gui is None
+    assert env == {}
+
+
+# ---- js_api ---------------------------------------------------------------------------
+
+
+class ScriptedSender:
+    def __init__(self, outcome: Reply | BaseException) -> None:
+        self.outcome = outcome
+        self.sent: list[Command] = []
+
+    def send(self, command: Command, timeout: float) -> Reply:
+        self.sent.append(command)
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+def test_page_api_is_narrow() -> None:
+    public = {name for name in dir(PageApi) if not name.startswith("_")}
+    assert public == {"connect", "disconnect", "login", "logout", "open_window"}
+
+
+def test_login_passes_the_password_once_and_never_returns_it() -> None:
+    sender = ScriptedSender(Ok())
+    api = PageApi(sender, lambda reason: None)
+    reply = api.login("  alice ", "hunter2")
+    assert reply == {"ok": True, "data": None}
+    assert sender.sent == [Login(identifier="alice", password="hunter2")]
+    assert "hunter2" not in repr(sender.sent)
+    assert api.login(None, "x")["code"] == "invalid"
+    assert api.login("alice", "")["code"] == "invalid"
+    assert len(sender.sent) == 1
+
+
+def test_replies_failures_and_a_gone_main_process() -> None:
+    failed = PageApi(ScriptedSender(Failed(code="offline", message="No server.")), lambda r: None)
+    assert failed.connect() == {"ok": False, "code": "offline", "message": "No server."}
+    assert PageApi(ScriptedSender(TimeoutError()), lambda r: None).logout()["code"] == "timeout"
+    assert (
+        PageApi(ScriptedSender(RuntimeError("bug")), lambda r: None).open_window()["code"]
+        == "internal"
+    )
+    reasons: list[str] = []
+    gone = PageApi(ScriptedSender(MainProcessGone("socket closed")), reasons.append)
+    assert gone.disconnect()["code"] == "gone"
+    assert reasons == ["command channel: socket closed"]
+
+
+# ---- process watch -----------------------------------------------------------------------
+
+
+def test_process_watch_reports_an_exit_promptly() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    gone = threading.Event()
+    reasons: list[str] = []
+
+    def on_gone(reason: str) -> None:
+        reasons.append(reason)
+        gone.set()
+
+    watch = ProcessWatch(child.pid, on_gone, poll_interval=0.1)
+    watch.start()
+    try:
+        assert not gone.wait(0.3)  # alive: no report
+        child.kill()
+        child.wait()
+        assert gone.wait(2.0)
+        assert reasons == [f"process {child.pid} exited"]
+    finally:
+        watch.stop()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+# ---- the Qt binding ---------------------------------------------------------------------
+
+
+def test_qt_signal_emit_keeps_reference_counts() -> None:
+    # PySide6 6.12.0's Signal.emit() drops a reference to True on every call; on Python
+    # 3.11 the process aborts ("bool_dealloc") after a few thousand emits, which is every
+    # evaluate_js and every cross-thread call a window makes. 6.11.x is fine.
+    class Emitter(QObject):
+        fired = Signal(object)
+
+    emitter = Emitter()
+    before = sys.getrefcount(True)
+    for _ in range(200):
+        emitter.fired.emit(1)
+    assert sys.getrefcount(True) >= before
