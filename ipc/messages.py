@@ -1,0 +1,303 @@
+"""Every message that crosses IPC between the main process and its viewers.
+
+Owns: the message types (msgspec ``Struct``s, frozen, tagged with a ``"type"`` field and
+grouped in three tagged unions: ``Published``, ``Command``, ``Reply``), the topic each
+published message travels on, which topics are *state* topics (their last value is cached
+and re-sent to late joiners), and the typed encoders/decoders, built once here so every
+process decodes with the same rules.
+
+Must not: do any I/O, or carry a secret. No message type has a field for an access,
+guest or refresh token; ``Login.password`` travels once towards the main process and is
+hidden from ``repr()``/``str()`` so it cannot reach a log line or a status field by
+accident. The publisher refuses anything that is not a ``Published`` type, so a command
+(``Login`` included) can never be broadcast.
+
+Why msgpack on the wire: the same typed decoders as JSON (unknown tags, missing fields and
+wrong field types are rejected with msgspec's error text), but smaller and faster to
+encode and decode (see ``bench/ipc_fanout.py``), and binary-safe. JSON is still available
+through ``to_json`` for the renderer's JavaScript side, with the same camelCase names.
+Field names are camelCase on the wire (``rename="camel"``: ``nextRetryMs``, ``clientId``)
+so the wire and the UI agree with the original Electron client's vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, TypeAlias
+
+import msgspec
+
+ConnectionStateName: TypeAlias = Literal["disconnected", "connecting", "connected", "error"]
+IdentityName: TypeAlias = Literal["user", "guest"]
+
+
+class _Message(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+    rename="camel",
+    kw_only=True,
+):
+    """Base of every tagged IPC message (not itself on the wire)."""
+
+
+# ----------------------------------------------------------------------------- published
+
+
+class Status(_Message, frozen=True, tag="status"):
+    """The connection state, as every viewer shows it. A state topic (cached, LVC)."""
+
+    state: ConnectionStateName
+    authenticated: bool = False
+    identity: IdentityName | None = None
+    username: str | None = None
+    attempt: int = 0
+    next_retry_ms: int | None = None
+    server: str = ""
+    client_id: str = ""
+    buffered_chunks: int = 0
+    buffered_bytes: int = 0
+    sent_chunks: int = 0
+    sent_bytes: int = 0
+    dead_lettered: int = 0
+    last_error: str | None = None
+    windows: int = 0
+    spool_full: bool = False
+    # True while tailers are paused for any reason (spool full today; kept separate so a
+    # future reason does not need a new field in every viewer).
+    paused: bool = False
+
+
+class Stats(_Message, frozen=True, tag="stats"):
+    """Throughput and backlog progress. A state topic (cached, LVC)."""
+
+    send_rate_chunks: float = 0.0
+    send_rate_bytes: float = 0.0
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    decode_errors: int = 0
+
+
+class LogLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """One recent line of one followed file (an element of ``LogLines``)."""
+
+    path: str
+    text: str
+
+
+class LogLines(_Message, frozen=True, tag="log_lines"):
+    """Recent lines for live views. A stream topic: not cached, a gap is lost lines."""
+
+    lines: tuple[LogLine, ...] = ()
+
+
+class ServerEvent(_Message, frozen=True, tag="server_event"):
+    """A ``processed_event`` payload from the server, forwarded as-is. A stream topic."""
+
+    payload: dict[str, Any]
+
+
+class WindowState(_Message, frozen=True, tag="window_state"):
+    """What one renderer window currently is and shows. A state topic per window pid."""
+
+    pid: int
+    ready: bool = False
+    view: str = ""
+    title: str | None = None
+    # The last message for a closed window; the publisher drops it from its cache.
+    closed: bool = False
+
+
+class Heartbeat(_Message, frozen=True, tag="heartbeat"):
+    """Sent every second or so: the latest sequence number of every topic.
+
+    A subscriber whose queue overflowed loses the *newest* messages (the high-water mark
+    drops what comes after the queue is full), and with no later message it would never
+    notice. The heartbeat tells it how far each topic has gone, so it resyncs within one
+    interval; its silence tells a viewer that the main process is gone.
+    """
+
+    seqs: dict[str, int]
+    interval_ms: int
+
+
+Published: TypeAlias = Status | Stats | LogLines | ServerEvent | WindowState | Heartbeat
+PUBLISHED_TYPES: Final = (Status, Stats, LogLines, ServerEvent, WindowState, Heartbeat)
+
+TOPIC_STATUS: Final = b"status"
+TOPIC_STATS: Final = b"stats"
+TOPIC_LOGS: Final = b"logs"
+TOPIC_EVENT: Final = b"event"
+# Each window has its own topic "window.<pid>", so each window's last state is cached;
+# subscribing to the prefix "window." receives every window.
+TOPIC_WINDOW_PREFIX: Final = b"window."
+# Subscribers always subscribe to it (see ``Heartbeat``); it is delivered to the viewer
+# only if the viewer asked for it.
+TOPIC_HEARTBEAT: Final = b"hb"
+
+# What a viewer subscribes to for "everything".
+ALL_TOPICS: Final = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT, TOPIC_WINDOW_PREFIX)
+STATE_TOPICS: Final = frozenset({TOPIC_STATUS, TOPIC_STATS})
+
+
+def topic_for(message: Published) -> bytes:
+    """The topic frame ``message`` is published on."""
+    if isinstance(message, Status):
+        return TOPIC_STATUS
+    if isinstance(message, Stats):
+        return TOPIC_STATS
+    if isinstance(message, LogLines):
+        return TOPIC_LOGS
+    if isinstance(message, ServerEvent):
+        return TOPIC_EVENT
+    if isinstance(message, WindowState):
+        return TOPIC_WINDOW_PREFIX + str(message.pid).encode("ascii")
+    if isinstance(message, Heartbeat):
+        return TOPIC_HEARTBEAT
+    raise TypeError(f"{type(message).__name__} is not a published message type")
+
+
+def is_state_topic(topic: bytes) -> bool:
+    """Whether the last value of ``topic`` is cached and re-sent to late joiners."""
+    return topic in STATE_TOPICS or topic.startswith(TOPIC_WINDOW_PREFIX)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+class Connect(_Message, frozen=True, tag="connect"):
+    """Start (or restart now, skipping the backoff wait) the server connection."""
+
+
+class Disconnect(_Message, frozen=True, tag="disconnect"):
+    """Close the server connection and stay offline until ``Connect``."""
+
+
+class Login(_Message, frozen=True, tag="login"):
+    """Sign in with a username or e-mail and a password.
+
+    The password goes main-ward exactly once. ``repr()``/``str()`` never show it, so a
+    log line, an error message or a status field built from this object cannot leak it.
+    """
+
+    identifier: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Login(identifier={self.identifier!r}, password=<hidden>)"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        # msgspec's default rich repr lists every field; list the masked one instead.
+        return [("identifier", self.identifier), ("password", "<hidden>")]
+
+
+class Logout(_Message, frozen=True, tag="logout"):
+    """Forget the user's tokens and continue as a guest."""
+
+
+class OpenWindow(_Message, frozen=True, tag="open_window"):
+    """Open one more viewer window (what a second ``log-monitor run`` asks the first)."""
+
+    view: str | None = None
+
+
+class Snapshot(_Message, frozen=True, tag="snapshot"):
+    """Ask for the cached value and sequence number of every state topic (Clone pattern)."""
+
+
+class GetStatus(_Message, frozen=True, tag="get_status"):
+    """Ask for the current ``Status``; answered ``Ok(data=<Status as a dict>)``."""
+
+
+class Ping(_Message, frozen=True, tag="ping"):
+    """Is the main process alive? Answered ``Ok()`` by the command server itself."""
+
+
+class ReportWindow(_Message, frozen=True, tag="report_window"):
+    """A window telling the main process what it is and shows (re-published as state)."""
+
+    state: WindowState
+
+
+class Shutdown(_Message, frozen=True, tag="shutdown"):
+    """Stop the main process (and with it every window)."""
+
+
+Command: TypeAlias = (
+    Connect
+    | Disconnect
+    | Login
+    | Logout
+    | OpenWindow
+    | Snapshot
+    | GetStatus
+    | Ping
+    | ReportWindow
+    | Shutdown
+)
+
+# ----------------------------------------------------------------------------- replies
+
+
+class Ok(_Message, frozen=True, tag="ok"):
+    """The command was done; ``data`` carries a result when the command has one."""
+
+    data: dict[str, Any] | None = None
+
+
+class Failed(_Message, frozen=True, tag="failed"):
+    """The command was refused or failed.
+
+    ``code`` is machine-readable: ``invalid`` (the request could not be decoded; the
+    message is msgspec's error text), ``internal`` (the handler raised), ``busy`` (too
+    many requests in flight), ``unavailable`` (nothing to answer with yet), or a code the
+    main process defines for its own commands.
+    """
+
+    code: str
+    message: str
+
+
+class SnapshotEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """One state topic's cached value with the sequence number it was published under."""
+
+    topic: str
+    seq: int
+    message: Published
+
+
+class SnapshotReply(_Message, frozen=True, tag="snapshot_reply"):
+    """The reply to ``Snapshot``: the publisher's epoch and every cached state topic."""
+
+    epoch: int
+    entries: tuple[SnapshotEntry, ...] = ()
+
+
+Reply: TypeAlias = Ok | Failed | SnapshotReply
+
+# ----------------------------------------------------------------------------- codecs
+
+# What a decoder can raise on hostile bytes: msgspec's DecodeError (ValidationError is
+# one), and UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag, which msgspec
+# 0.22 lets through (found by tests/test_ipc_fuzz.py).
+DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError)
+
+ENCODER: Final = msgspec.msgpack.Encoder()
+PUBLISHED_DECODER: Final[msgspec.msgpack.Decoder[Published]] = msgspec.msgpack.Decoder(Published)
+COMMAND_DECODER: Final[msgspec.msgpack.Decoder[Command]] = msgspec.msgpack.Decoder(Command)
+REPLY_DECODER: Final[msgspec.msgpack.Decoder[Reply]] = msgspec.msgpack.Decoder(Reply)
+_JSON_ENCODER: Final = msgspec.json.Encoder()
+
+
+def encode(message: Published | Command | Reply) -> bytes:
+    """The msgpack body of ``message``."""
+    return ENCODER.encode(message)
+
+
+def to_json(message: Published | Reply) -> bytes:
+    """``message`` as JSON (camelCase names, ``"type"`` tag) for the renderer's page."""
+    return _JSON_ENCODER.encode(message)
