@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded default server, with a generated game log as its source;
+# windows open when a display exists. Pass more with ARGS, e.g. make run ARGS=/var/log/syslog
 run: $(STAMP)
-	$(BIN)/log-monitor-server serve
+	$(BIN)/log-monitor run --demo $(ARGS)
 
 serve: $(STAMP)
 	$(BIN)/log-monitor-server serve

@@ -1,0 +1,365 @@
+"""The main process: the one owner of the server connection, the tokens and the spool.
+
+It puts the parts together and runs them on one asyncio loop:
+
+    sources (files, stdin, demo) ──append──▶ Spool ◀──load/ack── ServerConnection ──▶ server
+                                               │                        │
+                                               └──── status, stats, lines, events ──▶ IpcHost
+                                                                                  (XPUB + ROUTER)
+
+- Status is published on every change of the connection, and otherwise when the spool's
+  counters moved, at most every ``STATUS_INTERVAL`` seconds: an ack storm must not become
+  a publish storm, and a viewer still sees counters move several times a second.
+- Commands from viewers and the CLI (``Connect``, ``Login``, ``OpenWindow``, ``Shutdown``…)
+  arrive on the ROUTER and are answered here. A password arrives once, is sent to the
+  server's login endpoint, and is dropped; tokens are written to the 0600 token file
+  before the connection is told to use them.
+- ``stop()`` (a ``Shutdown`` command, SIGTERM or SIGINT) closes the connection, the
+  sources and the windows; the spool keeps whatever was not acknowledged for next time.
+
+Must not: decide protocol matters (``connection_state`` does), read files itself
+(``sources``/``text_feed`` do), or block the loop on a viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ipc.host import IpcHost
+from ipc.messages import (
+    Command,
+    Connect,
+    Disconnect,
+    Failed,
+    Login,
+    LogLine,
+    LogLines,
+    Logout,
+    Ok,
+    OpenWindow,
+    ReportWindow,
+    ServerEvent,
+    Shutdown,
+    Stats,
+    Status,
+)
+from ipc.messages import Reply as IpcReply
+from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
+from main_process.connection import ServerConnection
+from main_process.connection_state import ConnectionConfig, ConnectionStatus
+from main_process.embedded_server import EmbeddedServer
+from main_process.identity import TokenStore, load_or_create_client_id
+from main_process.paths import DataPaths, ensure_private_dir
+from main_process.settings import Settings
+from main_process.spool import Spool
+from main_process.text_feed import STDIN_NAME, TextFeed, demo_game_log, read_stdin
+from main_process.windows import WindowProcesses, can_show_windows
+
+log = logging.getLogger("log_monitor.main")
+
+STATUS_INTERVAL = 0.1
+STATS_INTERVAL = 1.0
+RECENT_LINES_PER_PUBLISH = 500
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``log-monitor run`` was asked beyond the settings."""
+
+    read_stdin: bool = False
+    demo: bool = False
+
+
+class MainProcess:
+    def __init__(self, settings: Settings, options: RunOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.paths = DataPaths(ensure_private_dir(settings.data_dir))
+        self.client_id = load_or_create_client_id(self.paths.root)
+        self.token_store = TokenStore(self.paths.tokens)
+        self.spool = Spool(self.paths.spool, self.client_id, max_bytes=settings.spool_max_bytes)
+        self.embedded: EmbeddedServer | None = None
+        self.server_url = settings.server or ""
+        self.host: IpcHost | None = None
+        self.connection: ServerConnection | None = None
+        self.windows = WindowProcesses(self.paths.root, on_change=self._status_dirty)
+        self.feeds: list[TextFeed] = []
+        self._stopping = asyncio.Event()
+        self._room_freed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
+        self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
+        self._last_status: Status | None = None
+        self._status_changed = True
+        self._source_warning: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.stop)
+        if self.settings.server is None:
+            self.embedded = EmbeddedServer(self.paths.server_data, self.settings.socketio_path)
+            self.server_url = self.embedded.start()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            self.host = await IpcHost(self.paths.root, self._handle_command).start()
+            self.connection = ServerConnection(
+                self.server_url,
+                client_id=self.client_id,
+                chunk_store=self.spool,
+                token_store=self.token_store,
+                on_status=self._on_connection_status,
+                on_server_event=self._on_server_event,
+                config=ConnectionConfig(
+                    window=self.settings.window,
+                    ack_timeout=self.settings.ack_timeout,
+                    ping_interval=self.settings.ping_interval,
+                    silence_timeout=self.settings.silence_timeout,
+                ),
+                socketio_path=self.settings.socketio_path,
+                namespace=self.settings.namespace,
+            )
+            await self.connection.start()
+            self._publish_status()
+            tasks.append(asyncio.create_task(self._publish_periodically(), name="status"))
+            tasks.append(asyncio.create_task(self._flush_when_appended(), name="flush"))
+            for feed in self._make_feeds():
+                self.feeds.append(feed)
+                tasks.append(asyncio.create_task(feed.run(), name=f"feed {feed.name}"))
+            await self.connection.connect_to_server()
+            for _ in range(self._initial_window_count()):
+                self.windows.open()
+            log.info(
+                "shipping to %s as client %s (data in %s)",
+                self.server_url,
+                self.client_id,
+                self.paths.root,
+            )
+            await self._stopping.wait()
+            return 0
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.windows.close_all()
+            if self.connection is not None:
+                await self.connection.close()
+            if self.host is not None:
+                await self.host.close()
+            if self.embedded is not None:
+                self.embedded.stop()
+            self.spool.close()
+            log.info("stopped; %d chunks wait in the spool", self.spool_stats_safe())
+
+    def spool_stats_safe(self) -> int:
+        with contextlib.suppress(Exception):
+            return self.spool.stats().buffered_chunks
+        return 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _initial_window_count(self) -> int:
+        if self.settings.headless:
+            return 0
+        if self.settings.windows is not None:
+            return self.settings.windows if can_show_windows() else 0
+        return 1 if can_show_windows() else 0
+
+    def _make_feeds(self) -> list[TextFeed]:
+        streams: list[tuple[str, AsyncIterator[bytes]]] = []
+        if self.options.read_stdin:
+            streams.append((STDIN_NAME, read_stdin()))
+        if self.options.demo:
+            streams.append(("<demo game log>", demo_game_log()))
+        return [
+            TextFeed(
+                name,
+                stream,
+                self.spool,
+                on_appended=self._on_appended,
+                room_freed=self._room_freed,
+                max_chunk_bytes=self.settings.chunk_max_bytes,
+            )
+            for name, stream in streams
+        ]
+
+    # ------------------------------------------------------------------ sources
+
+    def _on_appended(self, lines: list[str], path: str = STDIN_NAME) -> None:
+        for line in lines[-RECENT_LINES_PER_PUBLISH:]:
+            self._recent_lines.append(LogLine(path=path, text=line))
+        self._status_changed = True
+        self._flush_wanted.set()
+
+    async def _flush_when_appended(self) -> None:
+        # One waiter coalesces any number of appends into one flush request at a time.
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            if self.connection is not None:
+                await self.connection.flush_log_buffer()
+
+    # ------------------------------------------------------------------ status
+
+    def _status_dirty(self) -> None:
+        self._status_changed = True
+
+    def _on_connection_status(self, status: ConnectionStatus) -> None:
+        self._status_changed = True
+        self._publish_status(status)
+
+    def _on_server_event(self, payload: dict[str, Any]) -> None:
+        if self.host is not None:
+            self.host.publisher.publish(ServerEvent(payload=payload))
+
+    def current_status(self, connection: ConnectionStatus | None = None) -> Status:
+        spool = self.spool.stats()
+        if connection is None and self.connection is not None:
+            connection = self.connection.status()
+        paused = any(feed.paused for feed in self.feeds)
+        last_error = connection.last_error if connection else None
+        if paused:
+            last_error = (
+                last_error or "the spool is full: reading paused until the server catches up"
+            )
+        return Status(
+            state=connection.state if connection else "disconnected",
+            authenticated=connection.authenticated if connection else False,
+            identity=connection.identity if connection else None,
+            username=connection.username if connection else None,
+            attempt=connection.attempt if connection else 0,
+            next_retry_ms=connection.next_retry_ms if connection else None,
+            server=self.server_url,
+            client_id=self.client_id,
+            buffered_chunks=spool.buffered_chunks,
+            buffered_bytes=spool.buffered_bytes,
+            sent_chunks=spool.sent_chunks,
+            sent_bytes=spool.sent_bytes,
+            dead_lettered=spool.dead_lettered,
+            last_error=last_error or self._source_warning,
+            windows=self.windows.count,
+            spool_full=spool.full,
+            paused=paused,
+        )
+
+    def _publish_status(self, connection: ConnectionStatus | None = None) -> None:
+        if self.host is None:
+            return
+        status = self.current_status(connection)
+        self._status_changed = False
+        if status != self._last_status:
+            self._last_status = status
+            self.host.publisher.publish(status)
+
+    async def _publish_periodically(self) -> None:
+        last_stats = time.monotonic()
+        last_sent = self.spool.stats()
+        countdown_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            now = time.monotonic()
+            if self.windows.reap() and self.settings.exit_with_windows and self.windows.count == 0:
+                log.info("the last window closed; stopping (--exit-with-windows)")
+                self.stop()
+            spool = self.spool.stats()
+            if not spool.full:
+                self._room_freed.set()
+            retrying = self._last_status is not None and self._last_status.next_retry_ms is not None
+            if (
+                self._status_changed
+                or spool != last_sent
+                or (retrying and now - countdown_refresh >= 1)
+            ):
+                countdown_refresh = now
+                self._publish_status()
+            if self._recent_lines and self.host is not None:
+                self.host.publisher.publish(LogLines(lines=tuple(self._recent_lines)))
+                self._recent_lines.clear()
+            if now - last_stats >= STATS_INTERVAL and self.host is not None:
+                elapsed = now - last_stats
+                self.host.publisher.publish(
+                    Stats(
+                        send_rate_chunks=(spool.sent_chunks - last_sent.sent_chunks) / elapsed,
+                        send_rate_bytes=(spool.sent_bytes - last_sent.sent_bytes) / elapsed,
+                        decode_errors=sum(feed.invalid_bytes_replaced for feed in self.feeds),
+                    )
+                )
+                last_stats = now
+                last_sent = spool
+
+    # ------------------------------------------------------------------ commands
+
+    async def _handle_command(self, command: Command) -> IpcReply:
+        connection = self.connection
+        if connection is None:
+            return Failed(code="unavailable", message="the main process is still starting")
+        if isinstance(command, Connect):
+            await connection.connect_to_server()
+            return Ok()
+        if isinstance(command, Disconnect):
+            await connection.disconnect_from_server()
+            return Ok()
+        if isinstance(command, Login):
+            return await self._login(connection, command)
+        if isinstance(command, Logout):
+            tokens = connection.tokens
+            self.token_store.save(signed_out(tokens))
+            await connection.set_tokens(signed_out(tokens))
+            await sign_out(connection.address.http_base, tokens.refresh_token)
+            log.info("signed out; continuing as guest")
+            return Ok()
+        if isinstance(command, OpenWindow):
+            if not can_show_windows():
+                return Failed(code="no_display", message="no display: windows cannot be shown here")
+            pid = self.windows.open(command.view)
+            return Ok(data={"pid": pid})
+        if isinstance(command, ReportWindow):
+            if self.host is not None:
+                self.host.publisher.publish(command.state)
+            return Ok()
+        if isinstance(command, Shutdown):
+            # Answer first, then stop: the asker should hear that it worked.
+            asyncio.get_running_loop().call_soon(self.stop)
+            return Ok()
+        return Failed(code="unsupported", message=f"{type(command).__name__} is not handled here")
+
+    async def _login(self, connection: ServerConnection, command: Login) -> IpcReply:
+        try:
+            signed = await sign_in(
+                connection.address.http_base,
+                command.identifier,
+                command.password,
+                client_id=self.client_id,
+                keep_guest_token=connection.tokens.guest_token,
+            )
+        except SignInFailed as failure:
+            log.info("sign-in as %s refused: %s", command.identifier, failure.code)
+            return Failed(code=failure.code, message=failure.message)
+        # On disk before use: a crash right after must not lose the new session.
+        self.token_store.save(signed.tokens)
+        await connection.set_tokens(signed.tokens)
+        log.info("signed in as %s", signed.tokens.username)
+        return Ok(data={"username": signed.tokens.username})
+
+
+def status_as_dict(status: Status) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(status)
+    return data
+
+
+def hostname() -> str:
+    return socket.gethostname()

@@ -1,0 +1,567 @@
+"""``log-monitor``: the command line of the client.
+
+- ``run``: the main process (sources → spool → server; status for every viewer);
+- ``status``: a terminal viewer over ipc (``--json``, ``--once`` or ``--follow``);
+- ``stop``: ask the running main process to stop cleanly (the spool stays on disk);
+- ``login`` / ``logout``: through the running main process, or directly when none runs;
+- ``windows`` / ``screenshot``: diagnostics of the open windows.
+
+Every subcommand takes ``--data-dir`` (else ``$LOG_MONITOR_DATA_DIR``, else the platform's
+user data dir): one main process per data dir, found through its instance lock and its
+ipc endpoints. Every failure a person can cause is one sentence on stderr and an exit
+status (1: it did not work, 2: the command line or settings are wrong); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ipc.commands import CommandTimeoutError, SyncCommandClient
+from ipc.endpoints import EndpointError
+from ipc.host import connect_subscriber, connect_sync_client
+from ipc.instance import InstanceLock, ask_primary_to_open_window
+from ipc.messages import (
+    TOPIC_STATS,
+    TOPIC_STATUS,
+    Command,
+    Failed,
+    GetStatus,
+    Login,
+    Logout,
+    Ok,
+    Reply,
+    Shutdown,
+    Stats,
+    Status,
+)
+from main_process.identity import IdentityError, TokenStore, load_or_create_client_id
+from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
+from main_process.settings import (
+    Settings,
+    SettingsError,
+    SettingsLayer,
+    merge,
+    read_environment_layer,
+    read_file_layer,
+)
+from main_process.spool import SpoolError
+from server.storage import StorageError
+
+PROG = "log-monitor"
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A subcommand that could not do its job; the message is one sentence."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="the instance's data dir (default: $LOG_MONITOR_DATA_DIR or the platform's user data dir)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Follow log files and ship every line, exactly once, to a log server.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the main process",
+        description="Run the main process: follow SOURCEs, ship them to the server, show status "
+        "in windows. Without --server, an embedded reference server is started on 127.0.0.1.",
+    )
+    _add_data_dir(run)
+    run.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="a file, a glob, or - for standard input"
+    )
+    run.add_argument("--config", type=Path, default=None, help="settings file (TOML)")
+    run.add_argument(
+        "--server", default=None, help="server URL: http(s):// or ws(s):// (default: embedded)"
+    )
+    run.add_argument("--socketio-path", default=None, help="Socket.IO path (default /socket.io/)")
+    run.add_argument("--namespace", default=None, help="Socket.IO namespace (default /client)")
+    run.add_argument(
+        "--backlog",
+        action="append",
+        default=None,
+        metavar="DIR_OR_GLOB",
+        help="older logs to upload once each",
+    )
+    run.add_argument("--headless", action="store_true", default=None, help="open no windows")
+    run.add_argument(
+        "--windows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="windows to open (default 1 with a display)",
+    )
+    run.add_argument(
+        "--exit-with-windows",
+        action="store_true",
+        default=None,
+        help="stop when the last window closes",
+    )
+    run.add_argument(
+        "--window", type=int, default=None, metavar="N", help="chunks in flight (default 8)"
+    )
+    run.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for an ack (default 30)",
+    )
+    run.add_argument(
+        "--ping-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="heartbeat period (default 20)",
+    )
+    run.add_argument(
+        "--silence-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="silence before reconnecting (default 30)",
+    )
+    run.add_argument(
+        "--spool-max-mb", type=float, default=None, metavar="MB", help="spool bound (default 256)"
+    )
+    run.add_argument(
+        "--poll", action="store_true", default=None, help="poll files instead of waiting for events"
+    )
+    run.add_argument(
+        "--from-end", action="store_true", default=None, help="start new files at their end"
+    )
+    run.add_argument(
+        "--demo", action="store_true", help="also ship a generated game log (what `make run` shows)"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+
+    status = sub.add_parser("status", help="show the running main process's status")
+    _add_data_dir(status)
+    status.add_argument("--json", action="store_true", help="JSON instead of text")
+    mode = status.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--once", action="store_true", help="print the status once and exit (the default)"
+    )
+    mode.add_argument("--follow", action="store_true", help="print every change until interrupted")
+
+    stop = sub.add_parser("stop", help="stop the running main process (the spool is kept)")
+    _add_data_dir(stop)
+    stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to end")
+
+    login = sub.add_parser("login", help="sign in to the server")
+    _add_data_dir(login)
+    login.add_argument(
+        "--identifier", default=None, help="user name or e-mail (asked when missing)"
+    )
+    login.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    login.add_argument("--server", default=None, help="server URL when no main process runs")
+
+    logout = sub.add_parser("logout", help="sign out and continue as guest")
+    _add_data_dir(logout)
+    logout.add_argument("--server", default=None, help="server URL when no main process runs")
+    return parser
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return resolve_data_dir(args.data_dir)
+
+
+def is_running(data_dir: Path) -> bool:
+    """Whether a main process holds the data dir's instance lock (probe without keeping it)."""
+    if not data_dir.exists():
+        return False
+    probe = InstanceLock(data_dir)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True
+
+
+def _client(data_dir: Path) -> SyncCommandClient:
+    if not is_running(data_dir):
+        raise CommandError(f"log-monitor is not running for {data_dir}.")
+    try:
+        return connect_sync_client(data_dir)
+    except EndpointError as exc:
+        raise CommandError(
+            f"log-monitor is starting or unreachable for {data_dir}: {exc}"
+        ) from None
+
+
+def _request(data_dir: Path, command: Command, timeout: float = 15.0) -> Reply:
+    with _client(data_dir) as client:
+        try:
+            return client.request(command, timeout=timeout)
+        except CommandTimeoutError:
+            raise CommandError(
+                f"the main process for {data_dir} did not answer within {timeout:g} s."
+            ) from None
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+STATE_WORDS = {
+    "connected": "connected",
+    "connecting": "connecting…",
+    "disconnected": "disconnected",
+    "error": "error",
+}
+
+
+def format_status(status: Status, stats: Stats | None = None) -> str:
+    who = status.username if status.identity == "user" else (status.identity or "not signed in")
+    state = STATE_WORDS[status.state]
+    if status.state == "disconnected" and status.next_retry_ms is not None:
+        state += f" (attempt {status.attempt}, retrying in {status.next_retry_ms / 1000:.1f} s)"
+    rows = [
+        ("state", f"{state} as {who}" if status.authenticated else state),
+        ("server", status.server),
+        ("client id", status.client_id),
+        ("buffered", f"{status.buffered_chunks:,} chunks, {_human_bytes(status.buffered_bytes)}"),
+        ("sent", f"{status.sent_chunks:,} chunks, {_human_bytes(status.sent_bytes)}"),
+        ("dead-lettered", f"{status.dead_lettered:,}"),
+        ("windows", str(status.windows)),
+    ]
+    if status.paused:
+        rows.append(("reading", "paused: the spool is full"))
+    if stats is not None:
+        rows.append(("send rate", f"{_human_bytes(int(stats.send_rate_bytes))}/s"))
+        if stats.files_total:
+            done = stats.bytes_done / stats.bytes_total if stats.bytes_total else 1.0
+            bar = "#" * int(done * 30)
+            rows.append(
+                (
+                    "backlog",
+                    f"[{bar:<30}] {done:6.1%}  {stats.files_done}/{stats.files_total} files, "
+                    f"{_human_bytes(stats.bytes_done)} of {_human_bytes(stats.bytes_total)}",
+                )
+            )
+    rows.append(("last error", status.last_error or "-"))
+    return "\n".join(f"{name:<14}{value}" for name, value in rows)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _settings_for_run(args: argparse.Namespace) -> Settings:
+    environ = os.environ
+    file_layer = read_file_layer(args.config, environ)
+    env_layer = read_environment_layer(environ)
+    sources = [s for s in args.sources if s != "-"] or None
+    flag_layer = SettingsLayer(
+        server=args.server,
+        socketio_path=args.socketio_path,
+        namespace=args.namespace,
+        sources=sources,
+        backlog=args.backlog,
+        headless=args.headless,
+        windows=args.windows,
+        exit_with_windows=args.exit_with_windows,
+        window=args.window,
+        ack_timeout=args.ack_timeout,
+        ping_interval=args.ping_interval,
+        silence_timeout=args.silence_timeout,
+        spool_max_mb=args.spool_max_mb,
+        poll=args.poll,
+        from_end=args.from_end,
+        log_level="debug" if args.verbose else None,
+    )
+    return merge(_data_dir(args), file_layer, env_layer, flag_layer)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The libraries' own loggers narrate every packet; ours say what matters.
+    for noisy in ("socketio", "engineio", "aiohttp", "uvicorn", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from main_process.app import MainProcess, RunOptions
+
+    settings = _settings_for_run(args)
+    _configure_logging(settings.log_level)
+    data_dir = ensure_private_dir(settings.data_dir)
+    lock = InstanceLock(data_dir)
+    if not lock.acquire():
+        return _hand_over_to_primary(data_dir, lock.holder_pid())
+    try:
+        main = MainProcess(settings, RunOptions(read_stdin="-" in args.sources, demo=args.demo))
+        return asyncio.run(main.run())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        lock.release()
+
+
+def _hand_over_to_primary(data_dir: Path, pid: int | None) -> int:
+    """Electron's single-instance lock: the second instance asks the first for a window."""
+    who = f"pid {pid}" if pid else "another process"
+    try:
+        reply = ask_primary_to_open_window(data_dir)
+    except (EndpointError, CommandTimeoutError):
+        print(f"{PROG}: already running for {data_dir} ({who}).", file=sys.stderr)
+        return 0
+    if isinstance(reply, Failed):
+        print(
+            f"{PROG}: already running for {data_dir} ({who}); no window opened: {reply.message}.",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"{PROG}: already running for {data_dir} ({who}); asked it to open a window.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    if args.follow:
+        return _follow_status(data_dir, args.json)
+    reply = _request(data_dir, GetStatus(), timeout=5.0)
+    if not isinstance(reply, Ok) or reply.data is None:
+        raise CommandError(
+            f"no status yet: {reply.message if isinstance(reply, Failed) else 'empty reply'}."
+        )
+    if args.json:
+        print(json.dumps(reply.data))
+    else:
+        print(format_status(msgspec.convert(reply.data, type=Status)))
+    return 0
+
+
+def _follow_status(data_dir: Path, as_json: bool) -> int:
+    if not is_running(data_dir):
+        raise CommandError(f"log-monitor is not running for {data_dir}.")
+
+    async def follow() -> None:
+        subscriber = connect_subscriber(data_dir, topics=(TOPIC_STATUS, TOPIC_STATS))
+        stats: Stats | None = None
+        try:
+            async for delivery in subscriber:
+                message = delivery.message
+                if isinstance(message, Stats):
+                    stats = message
+                    if as_json:
+                        print(json.dumps(msgspec.to_builtins(message)), flush=True)
+                elif isinstance(message, Status):
+                    if as_json:
+                        print(json.dumps(msgspec.to_builtins(message)), flush=True)
+                    else:
+                        print(format_status(message, stats) + "\n", flush=True)
+        finally:
+            await subscriber.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow())
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    reply = _request(data_dir, Shutdown(), timeout=10.0)
+    if isinstance(reply, Failed):
+        raise CommandError(f"the main process refused to stop: {reply.message}.")
+    deadline = time.monotonic() + args.timeout
+    # The lock is released only when the process has closed its spool and sockets.
+    while is_running(data_dir):
+        if time.monotonic() > deadline:
+            raise CommandError(
+                f"the main process for {data_dir} is still running after {args.timeout:g} s."
+            )
+        time.sleep(0.05)
+    print(f"{PROG}: stopped")
+    return 0
+
+
+def _read_credentials(args: argparse.Namespace) -> tuple[str, str]:
+    identifier = args.identifier
+    if identifier is None:
+        if not sys.stdin.isatty() or args.password_stdin:
+            raise CommandError(
+                "--identifier is needed when the password comes from standard input.", EXIT_USAGE
+            )
+        identifier = input("User name or e-mail: ").strip()
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+    else:
+        password = getpass.getpass("Password: ")
+    if not identifier or not password:
+        raise CommandError("the user name and the password must not be empty.", EXIT_USAGE)
+    return identifier, password
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    identifier, password = _read_credentials(args)
+    if is_running(data_dir):
+        reply = _request(data_dir, Login(identifier=identifier, password=password), timeout=30.0)
+        if isinstance(reply, Failed):
+            raise CommandError(f"sign-in failed: {reply.message}")
+        username = (
+            (reply.data or {}).get("username", identifier) if isinstance(reply, Ok) else identifier
+        )
+    else:
+        username = _offline(
+            data_dir,
+            args.server,
+            lambda base, store, client_id: _sign_in_offline(
+                base, store, client_id, identifier, password
+            ),
+        )
+    print(f"{PROG}: signed in as {username}")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    if is_running(data_dir):
+        reply = _request(data_dir, Logout(), timeout=30.0)
+        if isinstance(reply, Failed):
+            raise CommandError(f"sign-out failed: {reply.message}")
+    else:
+        _offline(data_dir, args.server, _sign_out_offline)
+    print(f"{PROG}: signed out; continuing as guest")
+    return 0
+
+
+def _offline(
+    data_dir: Path, server: str | None, action: Callable[[str, TokenStore, str], Any]
+) -> Any:
+    """Run ``action(http_base, token_store, client_id)`` with no main process running.
+
+    Holding the instance lock meanwhile keeps a main process from starting halfway and
+    reading a token file that is about to change. Without ``--server`` the embedded
+    server is started just for this, on the same data as ``run`` would use.
+    """
+    from main_process.connection import ServerAddress
+    from main_process.embedded_server import EmbeddedServer
+
+    paths = DataPaths(ensure_private_dir(data_dir))
+    lock = InstanceLock(data_dir)
+    if not lock.acquire():
+        raise CommandError(f"log-monitor started meanwhile for {data_dir}; try again.")
+    embedded: EmbeddedServer | None = None
+    try:
+        client_id = load_or_create_client_id(paths.root)
+        if server is None:
+            embedded = EmbeddedServer(paths.server_data)
+            server = embedded.start()
+        try:
+            base = ServerAddress.parse(server).http_base
+        except ValueError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        return action(base, TokenStore(paths.tokens), client_id)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        lock.release()
+
+
+def _sign_in_offline(
+    base: str, store: TokenStore, client_id: str, identifier: str, password: str
+) -> str:
+    from main_process.auth_client import SignInFailed, sign_in
+
+    try:
+        signed = asyncio.run(
+            sign_in(
+                base,
+                identifier,
+                password,
+                client_id=client_id,
+                keep_guest_token=store.load().guest_token,
+            )
+        )
+    except SignInFailed as failure:
+        raise CommandError(f"sign-in failed: {failure.message}") from None
+    store.save(signed.tokens)
+    return signed.tokens.username or identifier
+
+
+def _sign_out_offline(base: str, store: TokenStore, client_id: str) -> None:
+    from main_process.auth_client import sign_out, signed_out
+
+    tokens = store.load()
+    store.save(signed_out(tokens))
+    asyncio.run(sign_out(base, tokens.refresh_token))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "stop": cmd_stop,
+    "login": cmd_login,
+    "logout": cmd_logout,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SettingsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.code
+    except (SpoolError, IdentityError, StorageError, EndpointError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"{PROG}: {exc.strerror or exc} ({exc.filename or 'no file'}).", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

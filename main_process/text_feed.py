@@ -1,0 +1,138 @@
+"""Streams that are not files: standard input (``SOURCE -``) and the demo generator.
+
+A :class:`TextFeed` reads bytes from an async iterator, cuts them into line chunks with
+:class:`LineChunker` (same limits and lingers as file sources), appends each chunk to the
+spool and tells the connection. A stream has no checkpoint to resume from: what was read
+is in the spool, what was not is still in the pipe. When the spool is full the feed
+stops reading, so the writer on the other end of the pipe is slowed down instead of any
+line being dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import sys
+import time
+import typing
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from main_process.line_chunker import LineChunker, TextChunk
+from main_process.spool import ChunkSource, Spool, SpoolFull
+
+log = logging.getLogger("log_monitor.text_feed")
+
+STDIN_NAME = "<stdin>"
+
+
+class TextFeed:
+    def __init__(
+        self,
+        name: str,
+        stream: AsyncIterator[bytes],
+        spool: Spool,
+        *,
+        on_appended: Callable[[list[str]], None],
+        room_freed: asyncio.Event,
+        max_chunk_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._stream = stream
+        self._spool = spool
+        self._on_appended = on_appended
+        self._room_freed = room_freed
+        self._chunker = LineChunker(max_chunk_bytes=max_chunk_bytes)
+        self._clock = clock
+        self.paused = False
+        self.finished = False
+
+    @property
+    def invalid_bytes_replaced(self) -> int:
+        return self._chunker.invalid_bytes_replaced
+
+    async def run(self) -> None:
+        offset = 0
+        iterator = aiter(self._stream)
+        pending_read: asyncio.Task[bytes] | None = None
+        try:
+            while True:
+                if pending_read is None:
+                    pending_read = asyncio.ensure_future(anext(iterator))
+                deadline = self._chunker.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                done, _ = await asyncio.wait([pending_read], timeout=timeout)
+                if not done:
+                    await self._store(self._chunker.poll(self._clock()))
+                    continue
+                finished_read, pending_read = pending_read, None
+                try:
+                    data = finished_read.result()
+                except StopAsyncIteration:
+                    break
+                await self._store(self._chunker.feed(data, offset, self._clock()))
+                offset += len(data)
+            await self._store(self._chunker.flush())
+            self.finished = True
+            log.info("%s ended; %d bytes read", self.name, offset)
+        finally:
+            if pending_read is not None:
+                pending_read.cancel()
+
+    async def _store(self, chunks: list[TextChunk]) -> None:
+        for chunk in chunks:
+            while True:
+                try:
+                    self._spool.append(chunk.text, ChunkSource(self.name, chunk.start_offset))
+                    break
+                except SpoolFull:
+                    # Backpressure: stop reading until acknowledgements free room.
+                    self.paused = True
+                    self._room_freed.clear()
+                    await self._room_freed.wait()
+            self.paused = False
+            self._on_appended(chunk.text.splitlines())
+
+
+async def read_stdin(read_size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """Standard input as an async stream of byte blocks (a pipe, a file or a terminal)."""
+    loop = asyncio.get_running_loop()
+    reader = typing.cast(io.BufferedReader, sys.stdin.buffer)
+    while True:
+        # A thread, not connect_read_pipe: stdin may be a regular file or a terminal,
+        # which the event loop's pipe transport does not accept.
+        data = await loop.run_in_executor(None, reader.read1, read_size)
+        if not data:
+            return
+        yield data
+
+
+_PLAYERS = ("Aurora", "Brakk", "Cinder", "Dusk", "Ember", "Fable", "Grim", "Halcyon")
+_ZONES = ("Frostmarch", "Sunken Docks", "Ashen Vale", "Crystal Spire", "Old Quarry")
+_EVENTS = (
+    "[Combat] {p} hits Training Dummy for {n} damage.",
+    "[Combat] {p} casts Flame Lance on Ash Wolf ({n} damage, critical).",
+    "[Loot] {p} receives item: Worn Leather Boots x1.",
+    "[Zone] {p} entered {z}.",
+    "[Chat] {p}: anyone up for the {z} run?",
+    "[Net] latency {n} ms, packet loss 0.0%",
+    "[Quest] {p} completed 'Lost in {z}' (+{n} xp).",
+    "[Warn] Texture streaming budget exceeded by {n} KB.",
+)
+
+
+async def demo_game_log(
+    lines_per_second: float = 4.0, seed: int | None = None
+) -> AsyncIterator[bytes]:
+    """Endless realistic game-log lines, for ``make run`` with no source given."""
+    rng = random.Random(seed)
+    interval = 1.0 / lines_per_second
+    while True:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        template = rng.choice(_EVENTS)
+        text = template.format(p=rng.choice(_PLAYERS), z=rng.choice(_ZONES), n=rng.randint(1, 999))
+        yield f"{stamp} {text}\n".encode()
+        await asyncio.sleep(interval * rng.uniform(0.5, 1.5))
