@@ -11,12 +11,13 @@ line being dropped.
 from __future__ import annotations
 
 import asyncio
-import io
+import concurrent.futures
 import logging
+import os
 import random
 import sys
+import threading
 import time
-import typing
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
@@ -100,13 +101,27 @@ class TextFeed:
 async def read_stdin(read_size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """Standard input as an async stream of byte blocks (a pipe, a file or a terminal)."""
     loop = asyncio.get_running_loop()
-    reader = typing.cast(io.BufferedReader, sys.stdin.buffer)
-    while True:
-        # A thread, not connect_read_pipe: stdin may be a regular file or a terminal,
-        # which the event loop's pipe transport does not accept.
-        data = await loop.run_in_executor(None, reader.read1, read_size)
-        if not data:
-            return
+    # Small and bounded: when the spool is full and the feed stops taking blocks, the
+    # reader thread stops reading and the writer on the other end of the pipe waits.
+    blocks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+    # os.read on the descriptor, not sys.stdin.buffer: a daemon thread blocked inside the
+    # buffered reader holds its lock, and the interpreter aborts at exit on that lock.
+    descriptor = sys.stdin.fileno()
+
+    def read_blocks() -> None:
+        # A daemon thread, not the loop's executor: a read blocked on a quiet pipe must
+        # not hold up the process's exit, and the executor is joined at shutdown.
+        try:
+            while True:
+                data = os.read(descriptor, read_size)
+                asyncio.run_coroutine_threadsafe(blocks.put(data), loop).result()
+                if not data:
+                    return
+        except (OSError, ValueError, RuntimeError, concurrent.futures.CancelledError):
+            return  # stdin closed under us, or the loop is gone: nothing left to feed
+
+    threading.Thread(target=read_blocks, name="stdin-reader", daemon=True).start()
+    while data := await blocks.get():
         yield data
 
 
