@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,8 @@ import pytest
 import zmq
 
 from ipc.endpoints import Endpoints
+from ipc.host import connect_subscriber
+from ipc.messages import TOPIC_STATUS, Status
 from main_process.identity import load_or_create_client_id
 from main_process.settings import SettingsLayer, merge, read_environment_layer, read_file_layer
 from main_process.spool import Spool
@@ -300,3 +304,66 @@ def test_settings_layers_file_then_environment_then_flags(tmp_path: Path) -> Non
     bad.write_text("no_such_setting = 1\n")
     with pytest.raises(Exception, match="no_such_setting"):
         read_file_layer(bad, {})
+
+
+async def test_a_late_subscriber_gets_the_main_process_status_at_once(
+    tmp_path: Path, server: ServerProcess, runners: list[MainProcessRunner]
+) -> None:
+    data = tmp_path / "client"
+    main = MainProcessRunner(data, "--server", server.url)
+    runners.append(main)
+    main.start()
+    main.wait_for_status(lambda s: s["state"] == "connected", 30, "connected")
+    subscriber = connect_subscriber(data, topics=(TOPIC_STATUS,))
+    try:
+        started = time.perf_counter()
+        delivery = await asyncio.wait_for(anext(aiter(subscriber)), 5)
+        elapsed = time.perf_counter() - started
+    finally:
+        await subscriber.close()
+    assert isinstance(delivery.message, Status)
+    assert delivery.message.state == "connected"
+    assert delivery.message.identity == "guest"
+    # The cached value is re-sent when the subscription arrives: milliseconds, not the
+    # next change (which, on an idle connection, may be minutes away).
+    assert elapsed < 0.5, f"late joiner waited {elapsed * 1000:.0f} ms"
+
+
+def test_status_follow_prints_each_change(
+    tmp_path: Path, server: ServerProcess, runners: list[MainProcessRunner]
+) -> None:
+    data = tmp_path / "client"
+    main = MainProcessRunner(data, "--server", server.url)
+    runners.append(main)
+    main.start()
+    main.wait_for_status(lambda s: s["state"] == "connected", 30, "connected")
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "main_process",
+            "status",
+            "--follow",
+            "--json",
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+        assert first["state"] == "connected"
+        server.stop()  # the connection drops: a new status must follow
+        states = set()
+        while "disconnected" not in states and "connecting" not in states:
+            line = follower.stdout.readline()
+            assert line, "the follower ended"
+            record = json.loads(line)
+            if record.get("type") == "status":
+                states.add(record["state"])
+    finally:
+        follower.terminate()
+        follower.wait(10)
+        server.start()
