@@ -110,6 +110,27 @@ class WindowState(_Message, frozen=True, tag="window_state"):
     closed: bool = False
 
 
+WindowAction: TypeAlias = Literal["report", "screenshot", "evaluate"]
+
+
+class WindowControl(_Message, frozen=True, tag="window_control"):
+    """A diagnostics request to the windows (``log-monitor windows`` / ``screenshot``).
+
+    A stream topic (never cached: a window that starts later must not act on an old
+    request). Each window it is meant for (``pids``; empty: every window) answers by
+    reporting its ``WindowState`` again, with the outcome under ``"control"`` in its view.
+    ``report`` asks for a fresh readback of the page, ``screenshot`` for a PNG in
+    ``directory``; ``evaluate`` runs ``script`` in the page and is honoured only by
+    windows started with test hooks enabled (its text reaches every subscriber).
+    """
+
+    request: str
+    action: WindowAction
+    pids: tuple[int, ...] = ()
+    directory: str | None = None
+    script: str | None = None
+
+
 class Heartbeat(_Message, frozen=True, tag="heartbeat"):
     """Sent every second or so: the latest sequence number of every topic.
 
@@ -123,8 +144,18 @@ class Heartbeat(_Message, frozen=True, tag="heartbeat"):
     interval_ms: int
 
 
-Published: TypeAlias = Status | Stats | LogLines | ServerEvent | WindowState | Heartbeat
-PUBLISHED_TYPES: Final = (Status, Stats, LogLines, ServerEvent, WindowState, Heartbeat)
+Published: TypeAlias = (
+    Status | Stats | LogLines | ServerEvent | WindowState | WindowControl | Heartbeat
+)
+PUBLISHED_TYPES: Final = (
+    Status,
+    Stats,
+    LogLines,
+    ServerEvent,
+    WindowState,
+    WindowControl,
+    Heartbeat,
+)
 
 TOPIC_STATUS: Final = b"status"
 TOPIC_STATS: Final = b"stats"
@@ -133,6 +164,8 @@ TOPIC_EVENT: Final = b"event"
 # Each window has its own topic "window.<pid>", so each window's last state is cached;
 # subscribing to the prefix "window." receives every window.
 TOPIC_WINDOW_PREFIX: Final = b"window."
+# Diagnostics requests to the windows (``WindowControl``); windows subscribe to it.
+TOPIC_WINDOW_CONTROL: Final = b"control"
 # Subscribers always subscribe to it (see ``Heartbeat``); it is delivered to the viewer
 # only if the viewer asked for it.
 TOPIC_HEARTBEAT: Final = b"hb"
@@ -154,6 +187,8 @@ def topic_for(message: Published) -> bytes:
         return TOPIC_EVENT
     if isinstance(message, WindowState):
         return TOPIC_WINDOW_PREFIX + str(message.pid).encode("ascii")
+    if isinstance(message, WindowControl):
+        return TOPIC_WINDOW_CONTROL
     if isinstance(message, Heartbeat):
         return TOPIC_HEARTBEAT
     raise TypeError(f"{type(message).__name__} is not a published message type")
@@ -223,6 +258,13 @@ class ReportWindow(_Message, frozen=True, tag="report_window"):
     state: WindowState
 
 
+class ControlWindows(_Message, frozen=True, tag="control_windows"):
+    """Publish ``control`` to the windows; answered ``Ok(data={"pids": [...]})`` with the
+    pids of the window processes the main process knows are running."""
+
+    control: WindowControl
+
+
 class Shutdown(_Message, frozen=True, tag="shutdown"):
     """Stop the main process (and with it every window)."""
 
@@ -237,6 +279,7 @@ Command: TypeAlias = (
     | GetStatus
     | Ping
     | ReportWindow
+    | ControlWindows
     | Shutdown
 )
 

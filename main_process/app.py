@@ -40,6 +40,7 @@ from ipc.host import IpcHost
 from ipc.messages import (
     Command,
     Connect,
+    ControlWindows,
     Disconnect,
     Failed,
     Login,
@@ -53,6 +54,7 @@ from ipc.messages import (
     Shutdown,
     Stats,
     Status,
+    WindowState,
 )
 from ipc.messages import Reply as IpcReply
 from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
@@ -272,7 +274,13 @@ class MainProcess:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             now = time.monotonic()
-            if self.windows.reap() and self.settings.exit_with_windows and self.windows.count == 0:
+            ended = self.windows.reap()
+            if ended and self.host is not None:
+                # A killed window cannot say it closed; say it for it, so its state
+                # leaves the cache (late viewers must not list a dead window).
+                for pid in ended:
+                    self.host.publisher.publish(WindowState(pid=pid, closed=True))
+            if ended and self.settings.exit_with_windows and self.windows.count == 0:
                 log.info("the last window closed; stopping (--exit-with-windows)")
                 self.stop()
             spool = self.spool.stats()
@@ -331,6 +339,12 @@ class MainProcess:
             if self.host is not None:
                 self.host.publisher.publish(command.state)
             return Ok()
+        if isinstance(command, ControlWindows):
+            # The windows answer on their own topics (ReportWindow); the asker waits there
+            # for the pids named here.
+            if self.host is not None:
+                self.host.publisher.publish(command.control)
+            return Ok(data={"pids": self.windows.pids()})
         if isinstance(command, Shutdown):
             # Answer first, then stop: the asker should hear that it worked.
             asyncio.get_running_loop().call_soon(self.stop)

@@ -46,6 +46,7 @@ from ipc.messages import (
     Shutdown,
     Stats,
     Status,
+    WindowAction,
 )
 from main_process.identity import IdentityError, TokenStore, load_or_create_client_id
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
@@ -192,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     logout = sub.add_parser("logout", help="sign out and continue as guest")
     _add_data_dir(logout)
     logout.add_argument("--server", default=None, help="server URL when no main process runs")
+
+    windows = sub.add_parser("windows", help="list the open windows and what each one's page shows")
+    _add_data_dir(windows)
+    windows.add_argument("--json", action="store_true", help="JSON instead of text")
+    windows.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the windows to answer"
+    )
+
+    screenshot = sub.add_parser("screenshot", help="save a PNG of each open window")
+    _add_data_dir(screenshot)
+    screenshot.add_argument("directory", type=Path, metavar="DIR", help="where to save them")
+    screenshot.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds to wait for the windows to answer"
+    )
     return parser
 
 
@@ -536,12 +551,70 @@ def _sign_out_offline(base: str, store: TokenStore, client_id: str) -> None:
     asyncio.run(sign_out(base, tokens.refresh_token))
 
 
+def _ask_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> list[Any]:
+    from renderer.inspection import InspectionError, ask_windows
+
+    data_dir = _data_dir(args)
+    if not is_running(data_dir):
+        raise CommandError(f"log-monitor is not running for {data_dir}.")
+    try:
+        return ask_windows(data_dir, action, timeout=args.timeout, **options)
+    except InspectionError as exc:
+        raise CommandError(str(exc)) from None
+    except CommandTimeoutError:
+        raise CommandError(f"the main process for {data_dir} did not answer in time.") from None
+
+
+def cmd_windows(args: argparse.Namespace) -> int:
+    answers = _ask_windows(args, "report")
+    if args.json:
+        print(json.dumps([answer.as_dict() for answer in answers]))
+        return 0
+    if not answers:
+        print(f"{PROG}: no windows are open")
+        return 0
+    print(
+        f"{'pid':>8}  {'ready':<5}  {'state':<12}  {'attempt':>7}  {'signed in as':<16}  "
+        f"{'buffered':>8}  {'sent':>8}  {'lines':>5}"
+    )
+    for answer in answers:
+        view = answer.view
+        counters = view.get("counters") or {}
+        attempt = view.get("attempt")
+        print(
+            f"{answer.pid:>8}  {'yes' if answer.ready else 'no':<5}  "
+            f"{view.get('state') or '?':<12}  {'-' if attempt is None else attempt:>7}  "
+            f"{view.get('identityText') or '-':<16}  "
+            f"{counters.get('bufferedChunks', '-')!s:>8}  {counters.get('sentChunks', '-')!s:>8}  "
+            f"{view.get('lines', '-')!s:>5}" + ("" if answer.answered else "  (not answering)")
+        )
+    return 0
+
+
+def cmd_screenshot(args: argparse.Namespace) -> int:
+    directory = args.directory.expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    answers = _ask_windows(args, "screenshot", directory=directory)
+    if not answers:
+        raise CommandError("no windows are open.")
+    failed = 0
+    for answer in answers:
+        if answer.ok and isinstance(answer.result, dict):
+            print(answer.result.get("path"))
+        else:
+            failed += 1
+            print(f"{PROG}: window {answer.pid}: {answer.error}", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "status": cmd_status,
     "stop": cmd_stop,
     "login": cmd_login,
     "logout": cmd_logout,
+    "windows": cmd_windows,
+    "screenshot": cmd_screenshot,
 }
 
 

@@ -13,6 +13,9 @@ Splitting reading from pushing keeps the feed drained while the page is busy (a 
 subscriber that stops reading would hit its high-water mark and lose state updates that
 the coalescer would otherwise have merged).
 
+After each push ``on_pushed`` is called (the window's reporter then reads back what the
+page shows, at its own, lower rate).
+
 When the feed raises ``MainProcessGone`` the bridge reports it through
 ``on_main_process_gone`` and stops; the window decides what closing means.
 
@@ -62,6 +65,7 @@ class Bridge:
         page: PageScripts,
         on_main_process_gone: Callable[[str], None],
         on_first_status: Callable[[], None] = lambda: None,
+        on_pushed: Callable[[], None] = lambda: None,
         max_rate_hz: float = MAX_UPDATES_PER_SECOND,
         coalescer: UpdateCoalescer | None = None,
     ) -> None:
@@ -69,6 +73,7 @@ class Bridge:
         self._page = page
         self._on_main_process_gone = on_main_process_gone
         self._on_first_status = on_first_status
+        self._on_pushed = on_pushed
         self._interval = 1.0 / max_rate_hz
         self.coalescer = coalescer or UpdateCoalescer()
         self.timings = PushTimings()
@@ -133,6 +138,7 @@ class Bridge:
             if carries_status and not self._status_shown:
                 self._status_shown = True
                 self._on_first_status()
+            self._on_pushed()
             # The rate limit: the next push starts no sooner than one interval after this
             # one started. Waiting on the stop event keeps shutdown prompt.
             self._stopping.wait(max(0.0, self._interval - elapsed))

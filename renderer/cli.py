@@ -1,8 +1,13 @@
 """``python -m renderer``: parse the options, prepare Qt, open one window, exit.
 
-Phase 1 runs only in demo mode (``--demo-feed``, see ``renderer.demo``); phase 2 adds the
-ipc options (the instance's runtime directory) and builds the feed and the command
-sender from ``ipc`` instead. Both end in the same ``RendererWindow``.
+Two modes end in the same ``RendererWindow``:
+
+* ``--data-dir D`` (what the main process spawns): the feed and the command sender come
+  from ``ipc`` (``renderer.ipc_link``), the window reports its state to the main process
+  (``renderer.reporter``), and it closes when the main process is gone: its pid exits
+  (``--main-pid``, else the pid in the data dir's instance lock) or its heartbeat stops.
+* ``--demo-feed FILE`` (tests, trying the UI): JSON lines in, reports out
+  (``renderer.demo``).
 
 Must not: import pywebview before ``renderer.environment.prepare`` has run.
 """
@@ -15,6 +20,7 @@ import sys
 import time
 from typing import IO
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
@@ -22,6 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m renderer",
         description="Open one log-monitor window.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the data dir of the running main process to show (what it spawns windows with)",
+    )
+    parser.add_argument(
+        "--view",
+        metavar="VIEW",
+        help="with --data-dir: what this window was opened for (reported with its state)",
     )
     parser.add_argument(
         "--demo-feed",
@@ -80,13 +96,14 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if size is None:
         print(f"renderer: --size must look like 1100x800, not {args.size!r}.", file=sys.stderr)
         return EXIT_USAGE
-    if args.demo_feed is None:
+    if (args.demo_feed is None) == (args.data_dir is None):
         print(
-            "renderer: no update source; pass --demo-feed FILE (the ipc connection to a "
-            "running main process is not wired in yet).",
+            "renderer: pass exactly one update source: --data-dir DIR or --demo-feed FILE.",
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.data_dir is not None:
+        return _run_with_main_process(args, size, started_at)
 
     from renderer import environment
 
@@ -120,3 +137,57 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     if args.main_pid is not None:
         ProcessWatch(args.main_pid, window.main_process_gone).start()
     return window.run()
+
+
+def _run_with_main_process(
+    args: argparse.Namespace, size: tuple[int, int], started_at: float
+) -> int:
+    """The production mode: a window on the main process of ``args.data_dir``."""
+    from pathlib import Path
+
+    from ipc.endpoints import EndpointError
+    from ipc.instance import InstanceLock
+    from renderer.ipc_link import IpcCommandSender, IpcFeed
+    from renderer.process_watch import ProcessWatch
+    from renderer.reporter import WindowReporter
+
+    data_dir = Path(args.data_dir)
+    main_pid = args.main_pid if args.main_pid is not None else InstanceLock(data_dir).holder_pid()
+    # Subscribe first, before Qt loads: the cached status is then waiting at first paint.
+    reporter: WindowReporter | None = None
+    try:
+        report_sender = IpcCommandSender(data_dir)
+        reporter = WindowReporter(report_sender, title=args.title, requested_view=args.view)
+        feed = IpcFeed(data_dir, reporter.control)
+        sender = IpcCommandSender(data_dir)
+    except EndpointError as exc:
+        print(f"renderer: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+    from renderer import environment
+
+    choice = environment.prepare(force_offscreen=args.offscreen)
+
+    # Imported only now: pywebview and Qt read the environment prepared above.
+    from renderer.window import EXIT_MAIN_PROCESS_GONE, RendererWindow
+
+    window = RendererWindow(
+        feed,
+        sender,
+        gui=choice.gui,
+        title=args.title,
+        size=size,
+        started_at=started_at,
+        on_event=reporter.on_event,
+        on_pushed=reporter.page_changed,
+    )
+    reporter.attach(window)
+    if main_pid is not None:
+        ProcessWatch(main_pid, window.main_process_gone).start()
+    code = window.run()
+    reporter.stop()
+    if code != EXIT_MAIN_PROCESS_GONE:
+        reporter.report_closed()
+    sender.close()
+    report_sender.close()
+    return code

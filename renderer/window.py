@@ -13,8 +13,9 @@ Owns the life of the single window this process shows:
   ``ProcessWatch`` seeing the pid exit). It closes the window and, should the GUI not
   manage to close within ``FORCED_EXIT_AFTER_S``, ends the process: a window never
   outlives its main process by more than a few seconds.
-* **lifecycle events** (``ready``, ``closing``) go to the ``on_event`` callback, which the
-  demo mode prints and phase 2 reports to the main process as ``WindowState``.
+* **lifecycle events** (``loaded``, ``ready``, ``closing``) go to the ``on_event``
+  callback, which the demo mode prints and the ipc mode reports to the main process as
+  ``WindowState`` (``renderer.reporter``), as it does after each push (``on_pushed``).
 
 Exit codes of ``run()``: ``EXIT_CLOSED`` (the user closed the window),
 ``EXIT_MAIN_PROCESS_GONE``.
@@ -96,6 +97,7 @@ class RendererWindow:
         size: tuple[int, int] = (1100, 800),
         started_at: float | None = None,
         on_event: EventSink = lambda name, fields: None,
+        on_pushed: Callable[[], None] = lambda: None,
     ) -> None:
         self._feed = feed
         self._gui = gui
@@ -105,7 +107,11 @@ class RendererWindow:
         self._on_event = on_event
         self._api = PageApi(sender, self.main_process_gone)
         self._bridge = Bridge(
-            feed, self, self.main_process_gone, on_first_status=self._first_status_shown
+            feed,
+            self,
+            self.main_process_gone,
+            on_first_status=self._first_status_shown,
+            on_pushed=on_pushed,
         )
         self._window: Any = None
         self._ready = threading.Event()

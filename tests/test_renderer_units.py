@@ -1,11 +1,14 @@
 """The renderer's decisions without a window: coalescing, the bridge's rate, the page's
-policy, the Qt environment, the js_api, the process watch, and the Qt binding itself."""
+policy, the Qt environment, the js_api, the process watch, the Qt binding itself, and
+the reporter (what a window tells the main process, and when)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import itertools
+import json
+import os
 import re
 import subprocess
 import sys
@@ -23,9 +26,12 @@ from ipc.messages import (
     LogLines,
     Ok,
     Reply,
+    ReportWindow,
     ServerEvent,
     Stats,
     Status,
+    WindowControl,
+    WindowState,
 )
 from renderer.bridge import Bridge
 from renderer.coalescer import UpdateCoalescer
@@ -34,6 +40,7 @@ from renderer.environment import choose_gui
 from renderer.feed import MainProcessGone
 from renderer.page import build_page
 from renderer.process_watch import ProcessWatch
+from renderer.reporter import WindowReporter
 
 # ---- coalescer -------------------------------------------------------------------------
 
@@ -310,3 +317,119 @@ def test_qt_signal_emit_keeps_reference_counts() -> None:
     for _ in range(200):
         emitter.fired.emit(1)
     assert sys.getrefcount(True) >= before
+
+
+# ---- reporter ----------------------------------------------------------------------------
+
+
+class FakeInspectable:
+    """A page whose readback the test sets; counts readbacks and screenshots."""
+
+    def __init__(self) -> None:
+        self.page: dict[str, Any] = {"hasStatus": True, "state": "connected", "countdownMs": None}
+        self.describes = 0
+        self.shots: list[str] = []
+
+    def wait_ready(self, timeout: float) -> bool:
+        return True
+
+    def describe(self, timeout: float = 10.0) -> dict[str, Any]:
+        self.describes += 1
+        return {**self.page, "window": {"loadedMs": 400.0, "firstStatusMs": 420.0}}
+
+    def evaluate(self, script: str, timeout: float = 10.0) -> object:
+        return {"ran": script}
+
+    def take_screenshot(self, path: Any, timeout: float = 10.0) -> dict[str, Any]:
+        self.shots.append(str(path))
+        return {"path": str(path), "width": 10, "height": 10}
+
+
+class ReportSink:
+    """A sender that keeps every ReportWindow's state, for waiting on with a deadline."""
+
+    def __init__(self) -> None:
+        self.states: list[WindowState] = []
+        self.changed = threading.Condition()
+
+    def send(self, command: Command, timeout: float) -> Reply:
+        assert isinstance(command, ReportWindow)
+        with self.changed:
+            self.states.append(command.state)
+            self.changed.notify_all()
+        return Ok()
+
+    def wait(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.states) >= count, timeout), self.states
+            return [json.loads(s.view) for s in self.states]
+
+
+def start_reporter(
+    hooks: bool = False, rate: float = 2.0
+) -> tuple[WindowReporter, FakeInspectable, ReportSink]:
+    sink = ReportSink()
+    page = FakeInspectable()
+    reporter = WindowReporter(sink, title="t", max_rate_hz=rate, hooks_enabled=hooks)
+    reporter.attach(page)
+    return reporter, page, sink
+
+
+def test_reporter_reports_lifecycle_and_only_real_changes_at_a_bounded_rate() -> None:
+    reporter, page, sink = start_reporter(rate=10.0)
+    try:
+        reporter.on_event("loaded", {})
+        assert sink.wait(1)[0]["state"] == "connected"
+        assert sink.states[0].ready is False
+        reporter.on_event("ready", {})
+        sink.wait(2)
+        assert sink.states[1].ready is True
+        # A page that moves only its countdown has nothing new to report...
+        for ms in range(5):
+            page.page["countdownMs"] = ms
+            reporter.page_changed()
+        deadline = time.monotonic() + 5.0
+        while page.describes < 3:
+            assert time.monotonic() < deadline, "the page was not read back"
+            time.sleep(0.01)
+        assert len(sink.states) == 2
+        # ...while a real change is reported, however many pushes came in between.
+        started = time.monotonic()
+        for i in range(40):
+            page.page["state"] = "disconnected" if i % 2 else "connecting"
+            reporter.page_changed()
+            time.sleep(0.01)  # pushes arriving over 0.4 s, as the bridge would make them
+        views = sink.wait(3)
+        elapsed = time.monotonic() - started
+        assert views[-1]["state"] in ("connecting", "disconnected")
+        assert len(sink.states) - 2 <= elapsed * 10 + 2  # at most ~10/s
+    finally:
+        reporter.stop()
+    reporter.report_closed()
+    assert sink.states[-1].closed is True
+
+
+def test_reporter_answers_controls_and_keeps_the_evaluate_hook_closed_by_default(
+    tmp_path: Any,
+) -> None:
+    reporter, page, sink = start_reporter(hooks=False)
+    try:
+        reporter.control(WindowControl(request="r1", action="screenshot", directory=str(tmp_path)))
+        shot = sink.wait(1)[-1]["control"]
+        assert shot["id"] == "r1"
+        assert shot["ok"] is True
+        assert page.shots == [str(tmp_path / f"window-{os.getpid()}.png")]
+        reporter.control(WindowControl(request="r2", action="evaluate", script="1 + 1"))
+        refused = sink.wait(2)[-1]["control"]
+        assert refused["id"] == "r2"
+        assert refused["ok"] is False
+        assert "PermissionError" in refused["error"]
+    finally:
+        reporter.stop()
+    reporter, page, sink = start_reporter(hooks=True)
+    try:
+        reporter.control(WindowControl(request="r3", action="evaluate", script="1 + 1"))
+        ran = sink.wait(1)[-1]["control"]
+        assert ran == {"id": "r3", "action": "evaluate", "result": {"ran": "1 + 1"}, "ok": True}
+    finally:
+        reporter.stop()

@@ -93,6 +93,8 @@
 
   // ---- status -------------------------------------------------------------------------
 
+  const MAX_STATE_CHANGES = 16;
+  const stateChanges = []; // [state, Date.now()] of each change shown, oldest first
   let retryDeadline = null; // performance.now() at which the next retry is due
   let countdownTimer = null;
   let sentSamples = []; // [performance.now(), sentBytes], for a derived send rate
@@ -126,7 +128,11 @@
       el.stateWords.textContent =
         state === "unknown" ? `Unknown state: ${asText(s.state)}` : STATE_WORDS[state];
       // Wall-clock time of the DOM change, read by tests and benchmarks.
-      el.state.dataset.changedAt = String(Date.now());
+      const at = Date.now();
+      el.state.dataset.changedAt = String(at);
+      // The last few changes, so a reader polling now and then still sees each one.
+      stateChanges.push([state, at]);
+      if (stateChanges.length > MAX_STATE_CHANGES) stateChanges.shift();
     }
     const waiting = state === "disconnected";
     el.retry.hidden = !waiting;
@@ -469,6 +475,7 @@
       state: el.state.dataset.state,
       stateText: el.stateWords.textContent,
       stateChangedAt: el.state.dataset.changedAt ? Number(el.state.dataset.changedAt) : null,
+      stateChanges: stateChanges.map((change) => change.slice()),
       retryShown,
       attempt: retryShown ? dataNumber(el.attempt) : null,
       countdownText: retryShown ? el.countdown.textContent : "",

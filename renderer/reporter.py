@@ -1,0 +1,299 @@
+"""Telling the main process what this window is and shows, and answering diagnostics.
+
+Owns ``WindowReporter``, one daemon thread per window that sends
+``ReportWindow(WindowState(pid, ready, view, title))`` to the main process, which
+re-publishes it on the window's own state topic ``window.<pid>`` (cached, so a late
+``log-monitor windows`` sees every window at once). It reports:
+
+* on the window's lifecycle events: ``loaded`` (ready=False), ``ready`` (the first
+  status is painted), and ``closed=True`` just before the process exits;
+* whenever what the page shows has changed: after a bridge push it reads the page back
+  (``describe()``) at most ``max_rate_hz`` times a second, and sends only if the summary
+  differs from the last one sent (the retry countdown, which ticks every 100 ms, is
+  carried but does not count as a change);
+* in answer to a ``WindowControl`` request: ``report`` (a fresh readback), ``screenshot``
+  (a PNG named ``window-<pid>.png`` in the requested directory) or ``evaluate`` (a test
+  hook: runs a script in the page, only when ``LOG_MONITOR_WINDOW_TEST_HOOKS=1`` was in
+  the window's environment). The outcome goes into the view under ``"control"``, so the
+  asker, which waits on ``window.<pid>``, learns it from the same message.
+
+``view`` is the JSON text of ``summarize()``: what the page's DOM shows (state, attempt,
+identity, server, client id, counters, recent state changes with their times), the
+window's start-up timings, and the last control answered.
+
+Must not: run on the GUI thread, or send anything secret (a page readback holds none:
+the password field is reported only as empty or not).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ipc.messages import Command, Reply, ReportWindow, WindowControl, WindowState
+
+log = logging.getLogger(__name__)
+
+TEST_HOOKS_ENV = "LOG_MONITOR_WINDOW_TEST_HOOKS"
+MAX_REPORTS_PER_SECOND = 2.0
+REPORT_TIMEOUT_S = 2.0
+CLOSING_REPORT_TIMEOUT_S = 1.0
+CONTROL_TIMEOUT_S = 10.0
+MAX_RESULT_CHARS = 2000
+# Fields of the readback that change without anything new being shown.
+_VOLATILE = frozenset({"countdownMs", "countdownText"})
+_SUMMARY_FIELDS = (
+    "hasStatus",
+    "apiReady",
+    "state",
+    "stateText",
+    "stateChangedAt",
+    "stateChanges",
+    "retryShown",
+    "attempt",
+    "countdownMs",
+    "countdownText",
+    "identity",
+    "identityText",
+    "server",
+    "clientId",
+    "windows",
+    "counters",
+    "lastError",
+    "spoolFull",
+    "signInShown",
+    "signOutShown",
+    "passwordFieldEmpty",
+    "actionResult",
+    "paused",
+    "lines",
+    "lastLineText",
+    "events",
+)
+
+
+class InspectableWindow(Protocol):
+    """What the reporter needs of ``renderer.window.RendererWindow``."""
+
+    def wait_ready(self, timeout: float) -> bool: ...
+
+    def describe(self, timeout: float = ...) -> dict[str, Any]: ...
+
+    def evaluate(self, script: str, timeout: float = ...) -> object: ...
+
+    def take_screenshot(self, path: Path, timeout: float = ...) -> dict[str, Any]: ...
+
+
+class Sender(Protocol):
+    def send(self, command: Command, timeout: float) -> Reply: ...
+
+
+def summarize(described: dict[str, Any]) -> dict[str, Any]:
+    """The part of a ``describe()`` readback that goes into ``WindowState.view``."""
+    summary = {name: described.get(name) for name in _SUMMARY_FIELDS}
+    window = described.get("window")
+    if isinstance(window, dict):
+        summary["timings"] = {
+            name: window.get(name) for name in ("createdMs", "loadedMs", "firstStatusMs")
+        }
+        summary["linesDropped"] = window.get("linesDropped")
+    return summary
+
+
+def _shown(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in _VOLATILE}
+
+
+def _short(value: object) -> object:
+    """``value`` if its JSON is short, else its JSON cut to ``MAX_RESULT_CHARS``."""
+    text = json.dumps(value, default=str)
+    return value if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…"
+
+
+def window_test_hooks_enabled(environ: dict[str, str] | None = None) -> bool:
+    return (os.environ if environ is None else environ).get(TEST_HOOKS_ENV) == "1"
+
+
+class WindowReporter:
+    """The reporting thread of one window; see the module docstring."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        title: str | None,
+        requested_view: str | None = None,
+        max_rate_hz: float = MAX_REPORTS_PER_SECOND,
+        hooks_enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sender = sender
+        self._title = title
+        self._requested_view = requested_view
+        self._interval = 1.0 / max_rate_hz
+        self._hooks = window_test_hooks_enabled() if hooks_enabled is None else hooks_enabled
+        self._clock = clock
+        self._pid = os.getpid()
+        self._window: InspectableWindow | None = None
+        self._wake = threading.Condition()
+        self._controls: deque[WindowControl] = deque(maxlen=32)
+        self._changed = False
+        self._ready = False
+        self._loaded = False
+        self._stopping = False
+        self._last_sent: tuple[bool, dict[str, Any]] | None = None
+        self._last_view: dict[str, Any] = {}
+        self._last_control: dict[str, Any] | None = None
+        self._next_allowed = 0.0
+        self.reports_sent = 0
+        self._thread = threading.Thread(target=self._run, name="window-reporter", daemon=True)
+
+    def attach(self, window: InspectableWindow) -> None:
+        self._window = window
+        self._thread.start()
+
+    # ---- called from other threads ------------------------------------------------------
+
+    def on_event(self, name: str, fields: dict[str, Any]) -> None:
+        """The window's lifecycle events (``RendererWindow``'s ``on_event``)."""
+        with self._wake:
+            if name == "loaded":
+                self._loaded = True
+                self._changed = True
+                self._next_allowed = 0.0  # report now, not after the throttle
+            elif name == "ready":
+                self._ready = True
+                self._changed = True
+                self._next_allowed = 0.0
+            elif name == "closing":
+                self._stopping = True
+            self._wake.notify()
+
+    def page_changed(self) -> None:
+        """Something was pushed into the page (the bridge's ``on_pushed``)."""
+        with self._wake:
+            self._changed = True
+            self._wake.notify()
+
+    def control(self, request: WindowControl) -> None:
+        """A ``WindowControl`` meant for this window (from the feed's thread)."""
+        with self._wake:
+            self._controls.append(request)
+            self._wake.notify()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def report_closed(self) -> None:
+        """The last word: this window is gone. Best effort, bounded wait."""
+        state = WindowState(
+            pid=self._pid,
+            ready=False,
+            view=json.dumps(self._last_view),
+            title=self._title,
+            closed=True,
+        )
+        try:
+            self._sender.send(ReportWindow(state=state), CLOSING_REPORT_TIMEOUT_S)
+        except Exception as exc:  # the main process may be gone; nothing more to do
+            log.info("could not report the window closed: %s", exc)
+
+    # ---- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._due():
+                    self._wake.wait(self._wait_time())
+                if self._stopping:
+                    return
+                control = self._controls.popleft() if self._controls else None
+                if control is None:
+                    self._changed = False
+                    self._next_allowed = self._clock() + self._interval
+            try:
+                if control is not None:
+                    self._answer(control)
+                else:
+                    self._report(force=False)
+            except Exception:
+                log.exception("reporting the window's state failed")
+
+    def _due(self) -> bool:
+        if self._controls:
+            return True
+        return self._loaded and self._changed and self._clock() >= self._next_allowed
+
+    def _wait_time(self) -> float | None:
+        if self._changed and self._loaded:
+            return max(0.0, self._next_allowed - self._clock())
+        return None
+
+    def _report(self, *, force: bool) -> None:
+        window = self._window
+        if window is None:
+            return
+        try:
+            summary = summarize(window.describe(timeout=REPORT_TIMEOUT_S))
+        except Exception as exc:
+            log.info("reading the page back failed: %s", exc)
+            return
+        summary["requestedView"] = self._requested_view
+        summary["control"] = self._last_control
+        if not force and self._last_sent == (self._ready, _shown(summary)):
+            return
+        self._send(summary)
+
+    def _send(self, summary: dict[str, Any]) -> None:
+        self._last_view = summary
+        self._last_sent = (self._ready, _shown(summary))
+        state = WindowState(
+            pid=self._pid,
+            ready=self._ready,
+            view=json.dumps(summary, separators=(",", ":")),
+            title=self._title,
+        )
+        try:
+            self._sender.send(ReportWindow(state=state), REPORT_TIMEOUT_S)
+            self.reports_sent += 1
+        except Exception as exc:
+            log.info("could not report the window's state: %s", exc)
+
+    def _answer(self, control: WindowControl) -> None:
+        outcome: dict[str, Any] = {"id": control.request, "action": control.action}
+        try:
+            outcome["result"] = _short(self._perform(control))
+            outcome["ok"] = True
+        except Exception as exc:
+            outcome["ok"] = False
+            outcome["error"] = f"{type(exc).__name__}: {exc}"
+        self._last_control = outcome
+        self._report(force=True)
+
+    def _perform(self, control: WindowControl) -> object:
+        window = self._window
+        if window is None or not window.wait_ready(CONTROL_TIMEOUT_S):
+            raise RuntimeError("the window is not ready")
+        if control.action == "report":
+            return None
+        if control.action == "screenshot":
+            if not control.directory:
+                raise ValueError("a screenshot needs a directory")
+            path = Path(control.directory) / f"window-{self._pid}.png"
+            return window.take_screenshot(path, timeout=CONTROL_TIMEOUT_S)
+        if control.action == "evaluate":
+            if not self._hooks:
+                raise PermissionError(f"test hooks are off (set {TEST_HOOKS_ENV}=1)")
+            return window.evaluate(control.script or "null", timeout=CONTROL_TIMEOUT_S)
+        raise ValueError(f"unknown action {control.action!r}")
