@@ -201,7 +201,7 @@ class MainProcess:
 
     # ------------------------------------------------------------------ sources
 
-    def _on_appended(self, lines: list[str], path: str = STDIN_NAME) -> None:
+    def _on_appended(self, path: str, lines: list[str]) -> None:
         for line in lines[-RECENT_LINES_PER_PUBLISH:]:
             self._recent_lines.append(LogLine(path=path, text=line))
         self._status_changed = True
