@@ -29,5 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Every benchmark, one after another; writes BENCHMARKS.md. FULL=1 for the long run.
+# Needs Node.js (bench/node) and Debian's chromium for the peers; missing peers are noted.
+bench: $(STAMP)
+	cd bench/node && npm ci --no-audit --no-fund --silent
+	command -v chromium >/dev/null || (apt-get install -y -qq --no-install-recommends chromium || true)
+	$(BIN)/python -m bench.run_all $(if $(FULL),--full,)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
