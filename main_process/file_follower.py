@@ -1,0 +1,381 @@
+"""Following one open log file: read its new bytes, cut chunks, commit them with checkpoints.
+
+Owns: one file descriptor (opened once, so a rename or a delete does not stop reading the
+rest), the ``LineChunker`` of that file, the chunks cut but not yet in the spool (kept in
+order while the spool is full), the head fingerprint (extended while the file is short),
+detecting a truncation (``copytruncate``, truncate in place, a rewrite of the head), and
+committing every chunk with the checkpoint it advances in ONE ``Spool.append``.
+
+Must not: find files, decide which files to follow or when to stop, wait, or know about
+asyncio. ``SourceSet`` (``sources.py``) drives it: ``read`` when the file may have grown,
+``poll`` at ``next_deadline``, ``commit`` after either, ``finish`` when the file will not
+grow again (rotated away and idle, or a backlog file at its end).
+
+Offsets. ``TextChunk`` offsets are raw file bytes; the chunk's size in the spool is the
+UTF-8 size of its decoded text (different when invalid bytes became U+FFFD). Checkpoints
+always use the raw offsets. To compute the anchor of each checkpoint (the hash of the
+bytes before its offset, see ``file_identity``) without reading the file again, the
+follower keeps a mirror of the raw bytes from ``FINGERPRINT_SPAN`` before the chunker's
+first held byte up to the last byte read.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+
+from main_process.file_identity import (
+    EMPTY_HEAD,
+    FINGERPRINT_SPAN,
+    Anchor,
+    CheckpointFingerprint,
+    FileKey,
+    HeadFingerprint,
+    backlog_content_key,
+    read_before,
+    read_head,
+)
+from main_process.line_chunker import (
+    DEFAULT_LINGER,
+    DEFAULT_MAX_CHUNK_BYTES,
+    DEFAULT_PARTIAL_LINE_LINGER,
+    LineChunker,
+    TextChunk,
+)
+from main_process.spool import BacklogFile, Checkpoint, ChunkSource, Spool
+
+READ_SIZE = 1024 * 1024
+"""Bytes asked of the OS per read call."""
+
+
+class FollowerRole(enum.Enum):
+    LIVE = "live"
+    """Matched by a source pattern: followed for as long as it is matched."""
+    DETACHED = "detached"
+    """Rotated or deleted away from every pattern: its rest is read, then it is closed."""
+    BACKLOG = "backlog"
+    """An older file uploaded once, to its end."""
+
+
+class FileTrouble(Exception):
+    """A file cannot be followed; ``str(error)`` is one sentence for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkerOptions:
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
+    linger: float = DEFAULT_LINGER
+    partial_line_linger: float = DEFAULT_PARTIAL_LINE_LINGER
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPosition:
+    """What was read of a file: its bytes ``[0, offset)``, with this head. Enough to
+    recognise the same file, or a copy of it, and continue at ``offset``."""
+
+    fingerprint: CheckpointFingerprint
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    """A chunk cut from the file and not yet in the spool, with the checkpoint it advances."""
+
+    text: str
+    source: ChunkSource
+    checkpoint: Checkpoint
+    raw_length: int
+    backlog_done: BacklogFile | None = None
+
+
+@dataclass(slots=True)
+class CommitTotals:
+    """What a series of ``commit_one`` calls put in the spool."""
+
+    chunks: int = 0
+    raw_bytes: int = 0
+    text_bytes: int = 0
+    lines: int = 0
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    """(path, text) of every chunk appended, in order (references, no copies)."""
+
+
+def open_log_file(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading; raise ``FileTrouble`` with a sentence when it cannot be.
+
+    ``O_NONBLOCK`` so that a FIFO matched by mistake does not block the event loop; it is
+    refused right after, like any file that is not a regular file.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileTrouble(f"{path} was deleted before it could be read.") from None
+    except PermissionError:
+        raise FileTrouble(f"{path} cannot be read: permission denied.") from None
+    except OSError as exc:
+        raise FileTrouble(f"{path} cannot be opened: {exc.strerror or exc}.") from None
+    status = os.fstat(fd)
+    if stat.S_ISREG(status.st_mode):
+        return fd, status
+    os.close(fd)
+    if stat.S_ISDIR(status.st_mode):
+        raise FileTrouble(f"{path} is a directory, not a log file (use a glob like {path}/*.log).")
+    raise FileTrouble(f"{path} is not a regular file.")
+
+
+class FileFollower:
+    """Reads one open file from ``start_offset`` on; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str,
+        fd: int,
+        status: os.stat_result,
+        start_offset: int,
+        role: FollowerRole,
+        *,
+        head: HeadFingerprint | None = None,
+        options: ChunkerOptions = ChunkerOptions(),
+    ) -> None:
+        self.path = path
+        self.role = role
+        self.key = FileKey.of(status)
+        self._fd: int | None = fd
+        self._options = options
+        self.size_seen = status.st_size
+        self._mtime_seen = status.st_mtime_ns
+        self.last_growth_at: float | None = None
+        """Clock time the file last grew (or was detached); for closing idle rotated files."""
+        self.pending: deque[PendingChunk] = deque()
+        self._backlog_mark: BacklogFile | None = None
+        self._invalid_before = 0
+        self._bytes_read = 0
+        self._head = head if head is not None else HeadFingerprint.of(read_head(fd))
+        self._committed_offset = start_offset
+        self._chunker = self._new_chunker(start_offset)
+        self._mirror = bytearray(read_before(fd, start_offset))
+        self._mirror_start = start_offset - len(self._mirror)
+        self.truncations = 0
+        self.finished = False
+        """``finish`` was called: the file is read to its end and only commits remain."""
+
+    # --------------------------------------------------------------------------- facts
+
+    @property
+    def key_text(self) -> str:
+        return str(self.key)
+
+    @property
+    def committed_offset(self) -> int:
+        """Where a restart would resume: the end of the last chunk in the spool."""
+        return self._committed_offset
+
+    @property
+    def read_offset(self) -> int:
+        return self._chunker.next_offset
+
+    @property
+    def head(self) -> HeadFingerprint:
+        return self._head
+
+    @property
+    def invalid_bytes_replaced(self) -> int:
+        return self._invalid_before + self._chunker.invalid_bytes_replaced
+
+    @property
+    def bytes_read(self) -> int:
+        return self._bytes_read
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def position(self) -> ReadPosition:
+        """What was read so far (every byte read, held in the chunker or not)."""
+        offset = self._chunker.next_offset
+        return ReadPosition(CheckpointFingerprint(self._head, self._anchor_at(offset)), offset)
+
+    def checkpoint_fingerprint(self, offset: int) -> CheckpointFingerprint:
+        return CheckpointFingerprint(self._head, self._anchor_at(offset))
+
+    def next_deadline(self) -> float | None:
+        return self._chunker.next_deadline()
+
+    # ------------------------------------------------------------------------- reading
+
+    def read(self, budget: int, now: float) -> tuple[int, ReadPosition | None]:
+        """Read up to ``budget`` new bytes and cut the chunks that are ready.
+
+        Returns the number of bytes read and, when the file turned out to be truncated or
+        rewritten, the position reached in its previous content (then everything read
+        before was cut into chunks, partial line included, and reading restarted at 0).
+        """
+        fd = self._require_open()
+        status = os.fstat(fd)
+        size = status.st_size
+        changed = size != self.size_seen or status.st_mtime_ns != self._mtime_seen
+        self._mtime_seen = status.st_mtime_ns
+        truncated: ReadPosition | None = None
+        if size < self._chunker.next_offset or (changed and not self._same_content(fd)):
+            # Shorter than what was read, or rewritten (possibly to the same size or
+            # longer) between two looks: what was read is all there is of the old content.
+            truncated = self._restart_after_truncation()
+        if size != self.size_seen:
+            self.size_seen = size
+            self.last_growth_at = now
+        if size <= self._chunker.next_offset:
+            self._take(self._chunker.poll(now))
+            return 0, truncated
+        total = 0
+        while total < budget:
+            offset = self._chunker.next_offset
+            data = os.pread(fd, min(READ_SIZE, budget - total), offset)
+            if not data:
+                break
+            total += len(data)
+            self._mirror += data
+            self._take(self._chunker.feed(data, offset, now))
+        self._bytes_read += total
+        self.size_seen = max(self.size_seen, self._chunker.next_offset)
+        return total, truncated
+
+    def at_end(self) -> bool:
+        """Whether every byte of the file (as of the last ``read``) was read."""
+        return self._chunker.next_offset >= self.size_seen
+
+    def poll(self, now: float) -> None:
+        self._take(self._chunker.poll(now))
+
+    def finish(self, backlog_done: BacklogFile | None = None) -> None:
+        """The file will not grow again: cut everything held, partial line included.
+
+        ``backlog_done`` goes with the last chunk (or alone, if there is none), so the
+        mark and the last bytes of the file are committed together.
+        """
+        self._take(self._chunker.flush())
+        self.finished = True
+        if backlog_done is None:
+            return
+        if self.pending:
+            last = self.pending.pop()
+            self.pending.append(
+                PendingChunk(last.text, last.source, last.checkpoint, last.raw_length, backlog_done)
+            )
+        else:
+            self._backlog_mark = backlog_done
+
+    # ------------------------------------------------------------------------ committing
+
+    def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
+        """Append the oldest pending chunk (adding to ``totals``); False when none was
+        pending. Raises ``SpoolFull`` when the spool refuses it: it stays pending."""
+        if not self.pending:
+            if self._backlog_mark is not None:
+                spool.mark_backlog_done(self._backlog_mark)
+                self._backlog_mark = None
+            return False
+        chunk = self.pending[0]
+        stored = spool.append(
+            chunk.text,
+            chunk.source,
+            checkpoint=chunk.checkpoint,
+            backlog_done=chunk.backlog_done,
+        )
+        self.pending.popleft()
+        self._committed_offset = chunk.checkpoint.offset
+        totals.chunks += 1
+        totals.raw_bytes += chunk.raw_length
+        totals.text_bytes += stored.byte_len
+        totals.lines += chunk.text.count("\n")
+        totals.texts.append((chunk.source.path, chunk.text))
+        return True
+
+    def content_key(self) -> bytes:
+        """The backlog content key of the bytes read so far (see ``file_identity``)."""
+        return backlog_content_key(self._require_open(), self._chunker.next_offset)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def is_unlinked(self) -> bool:
+        """Whether the open file has no name left (deleted for good)."""
+        if self._fd is None:
+            return False
+        return os.fstat(self._fd).st_nlink == 0
+
+    # ------------------------------------------------------------------------ internals
+
+    def _require_open(self) -> int:
+        if self._fd is None:
+            raise RuntimeError(f"the follower of {self.path} is closed")
+        return self._fd
+
+    def _new_chunker(self, start_offset: int) -> LineChunker:
+        return LineChunker(
+            start_offset,
+            max_chunk_bytes=self._options.max_chunk_bytes,
+            linger=self._options.linger,
+            partial_line_linger=self._options.partial_line_linger,
+        )
+
+    def _same_content(self, fd: int) -> bool:
+        """Whether the file still starts with the bytes read so far: its head matches
+        (a short head is extended) and the bytes before the read offset are unchanged.
+
+        Only called when the size or mtime changed, so the cost (two reads of up to 1 KiB)
+        is paid once per batch of new data.
+        """
+        extended = self._head.extended(read_head(fd))
+        if extended is None:
+            return False
+        offset = self._chunker.next_offset
+        if Anchor.of(read_before(fd, offset)) != self._anchor_at(offset):
+            return False
+        self._head = extended
+        return True
+
+    def _restart_after_truncation(self) -> ReadPosition:
+        position = self.position()
+        self._take(self._chunker.flush())
+        self._invalid_before += self._chunker.invalid_bytes_replaced
+        self._chunker = self._new_chunker(0)
+        self._mirror = bytearray()
+        self._mirror_start = 0
+        self._head = EMPTY_HEAD
+        self.size_seen = 0
+        self._mtime_seen = -1
+        self.truncations += 1
+        return position
+
+    def _anchor_at(self, offset: int) -> Anchor:
+        start = offset - min(offset, FINGERPRINT_SPAN) - self._mirror_start
+        end = offset - self._mirror_start
+        assert start >= 0, "anchor starts before the mirrored bytes"
+        assert end <= len(self._mirror), "anchor ends after the mirrored bytes"
+        return Anchor.of(bytes(self._mirror[start:end]))
+
+    def _take(self, chunks: list[TextChunk]) -> None:
+        if not chunks:
+            return
+        for chunk in chunks:
+            fingerprint = CheckpointFingerprint(self._head, self._anchor_at(chunk.end_offset))
+            self.pending.append(
+                PendingChunk(
+                    chunk.text,
+                    ChunkSource(self.path, chunk.start_offset),
+                    Checkpoint(self.key_text, self.path, chunk.end_offset, fingerprint.to_bytes()),
+                    chunk.raw_length,
+                )
+            )
+        # Keep only what later anchors can need: the span before the first held byte.
+        keep_from = self._chunker.emitted_offset - min(
+            self._chunker.emitted_offset, FINGERPRINT_SPAN
+        )
+        if keep_from > self._mirror_start:
+            del self._mirror[: keep_from - self._mirror_start]
+            self._mirror_start = keep_from

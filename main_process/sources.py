@@ -1,0 +1,849 @@
+"""The file sources of the main process: which files are followed, when they are read, and
+how their chunks share the spool.
+
+Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched directory
+reports a new or vanished entry, and every ``rescan_interval`` as a safety net), one
+``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
+the directory watcher (``watchfiles.awatch`` on the directories that can hold matches:
+inotify and friends, or polling with ``poll=True``), rotation handling across followers
+(a file gone from every pattern is read to its end and closed once idle; a truncated
+file's rest is read from its ``copytruncate`` copy; a file rotated while the client was
+down is found again by inode next to its old path), the backlog queue (older files
+uploaded once each, oldest first), backpressure (reading pauses while the spool is full),
+trouble reports, counters and backlog progress.
+
+Must not: send anything or know about the connection (``on_appended`` tells the owner
+that chunks are waiting), publish status itself (the owner reads ``paused_reason``,
+``progress()`` and ``counters()``), use the spool from another thread, or block the event
+loop for long: reads are bounded per file per round and every busy round ends by yielding.
+
+Theory of operation
+-------------------
+Everything happens in *rounds* on the event loop thread (the spool's thread):
+
+1. Rescan if asked (a watcher event that is not "a followed file was modified") or due.
+   Every match is ``stat``-ed: a known (dev, ino) keeps its follower (its path is
+   updated after a rename); an unknown one gets a new follower, starting at its stored
+   checkpoint when the checkpoint's fingerprints describe the file (``file_identity``),
+   else at the position reached in a file it is a copy of, else at 0 (at its end with
+   ``from_end``, for files found by the first scan only: files that appear later are new
+   content and are read whole). A follower whose file no longer matches becomes
+   *detached*: it keeps its descriptor, reads the rest, and is closed once it has not
+   grown for ``detached_idle_close`` seconds (its partial last line is emitted then).
+2. If chunks are waiting because the spool was full, commit them first; while it is
+   still full, nothing is read (the files are the buffer) and ``paused_reason`` says why.
+3. Live and detached followers read up to ``live_read_budget`` bytes each; then the
+   active backlog file reads up to ``backlog_read_budget``. Live files come first in
+   every round and the backlog gets a bounded slice, so a big backlog never delays a
+   live line by more than one slice.
+4. Every chunk is appended with the checkpoint it advances (one transaction). If any
+   chunk was appended, ``on_appended()`` is called once.
+5. If some file still had bytes beyond its budget, the next round starts right after a
+   yield; else the loop sleeps until a watcher event, the earliest chunker deadline
+   (chunk linger, idle partial line), the next rescan, the close of an idle detached
+   file, ``notify_room()`` or, while paused, ``full_retry_interval``.
+
+No quiet-period wait: the watcher runs with ``debounce``/``step`` of a few milliseconds,
+and an event only wakes the loop, which reads whatever is there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import watchfiles
+
+from main_process.file_follower import (
+    ChunkerOptions,
+    CommitTotals,
+    FileFollower,
+    FileTrouble,
+    FollowerRole,
+    ReadPosition,
+    open_log_file,
+)
+from main_process.file_identity import (
+    Anchor,
+    CheckpointFingerprint,
+    FileKey,
+    HeadFingerprint,
+    backlog_content_key,
+    describes,
+    read_before,
+    read_head,
+)
+from main_process.line_chunker import (
+    DEFAULT_LINGER,
+    DEFAULT_MAX_CHUNK_BYTES,
+    DEFAULT_PARTIAL_LINE_LINGER,
+)
+from main_process.spool import BacklogFile, Checkpoint, Spool, SpoolFull
+
+logger = logging.getLogger(__name__)
+
+# The watcher thread sleeps ``step`` ms between looks and returns a batch once it stops
+# growing (or after ``debounce`` ms): an event reaches the loop within ~2 steps.
+_WATCH_STEP_MS = 10
+_WATCH_DEBOUNCE_MS = 40
+_POLL_DELAY_MS = 100
+# A copytruncate copy is looked for among this many most recently modified siblings.
+_COPY_SEARCH_LIMIT = 64
+_RECENT_TRUNCATIONS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogProgress:
+    """Backlog upload progress; totals include files found already uploaded."""
+
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCounters:
+    """Totals since this ``SourceSet`` started."""
+
+    lines: int
+    """Newlines appended to the spool."""
+    bytes_read: int
+    """Raw bytes read from files."""
+    bytes_appended: int
+    """UTF-8 bytes of chunk text appended to the spool."""
+    chunks_appended: int
+    invalid_bytes_replaced: int
+    """Invalid UTF-8 sequences replaced by U+FFFD."""
+    troubles: int
+    """Warnings reported through ``on_trouble``."""
+    truncations: int
+    files_followed: int
+    """Files open now (live, detached and the active backlog file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowedFile:
+    """One open file, for status views and tests."""
+
+    path: str
+    key: str
+    role: str
+    read_offset: int
+    committed_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class _BacklogEntry:
+    path: str
+    mtime: float
+    size: int
+
+
+def _ignore_appended() -> None:
+    pass
+
+
+def _ignore_message(message: str) -> None:
+    pass
+
+
+def _ignore_pause(reason: str | None) -> None:
+    pass
+
+
+def _ignore_chunk(path: str, text: str) -> None:
+    pass
+
+
+class SourceSet:
+    """Follows the files of ``patterns`` and uploads those of ``backlog_patterns`` once.
+
+    Callbacks (all called on the loop thread, from inside a round, so keep them short):
+    ``on_appended()`` once per round that appended chunks (wire it to the connection's
+    flush); ``on_chunk(path, text)`` for every chunk appended (for recent-line views);
+    ``on_trouble(sentence)`` once per new warning about a path; ``on_pause_changed(reason
+    or None)`` when reading pauses for a full spool or resumes.
+
+    Use from the event loop thread that owns ``spool``::
+
+        sources = SourceSet(settings.sources, settings.backlog, spool,
+                            on_appended=connection.flush, on_trouble=status.warn)
+        task = asyncio.create_task(sources.run())
+        ...  # after acknowledgements free spool room:
+        sources.notify_room()
+        ...
+        sources.stop(); await task
+    """
+
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        backlog_patterns: Sequence[str],
+        spool: Spool,
+        *,
+        on_appended: Callable[[], None] = _ignore_appended,
+        on_trouble: Callable[[str], None] = _ignore_message,
+        on_pause_changed: Callable[[str | None], None] = _ignore_pause,
+        on_chunk: Callable[[str, str], None] = _ignore_chunk,
+        poll: bool = False,
+        from_end: bool = False,
+        chunk_max_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        linger: float = DEFAULT_LINGER,
+        partial_line_linger: float = DEFAULT_PARTIAL_LINE_LINGER,
+        live_read_budget: int = 4 * 1024 * 1024,
+        backlog_read_budget: int = 512 * 1024,
+        rescan_interval: float = 1.0,
+        detached_idle_close: float = 5.0,
+        full_retry_interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._patterns = tuple(patterns)
+        self._backlog_patterns = tuple(backlog_patterns)
+        self._spool = spool
+        self._on_appended = on_appended
+        self._on_trouble = on_trouble
+        self._on_pause_changed = on_pause_changed
+        self._on_chunk = on_chunk
+        self._poll = poll
+        self._from_end = from_end
+        self._options = ChunkerOptions(chunk_max_bytes, linger, partial_line_linger)
+        self._live_budget = live_read_budget
+        self._backlog_budget = backlog_read_budget
+        self._rescan_interval = rescan_interval
+        self._detached_idle_close = detached_idle_close
+        self._full_retry_interval = full_retry_interval
+        self._clock = clock
+
+        self._followers: dict[FileKey, FileFollower] = {}
+        self._recent_truncations: deque[ReadPosition] = deque(maxlen=_RECENT_TRUNCATIONS)
+        self._ever_followed: set[str] = set()
+        self._trouble_by_subject: dict[str, str] = {}
+        self._pattern_dirs: frozenset[str] = frozenset()
+
+        self._backlog_queue: deque[_BacklogEntry] = deque()
+        self._backlog_active: FileFollower | None = None
+        self._backlog_files_done = 0
+        self._backlog_files_total = 0
+        self._backlog_bytes_done = 0
+        self._backlog_bytes_total = 0
+
+        self._paused_reason: str | None = None
+        self._initial_scan_done = False
+        self._stopping = False
+        self._running = False
+        self._wake: asyncio.Event | None = None
+        self._rescan_requested = False
+        self._next_rescan_at = 0.0
+
+        self._watched_dirs: frozenset[str] | None = None
+        self._watch_stop: asyncio.Event | None = None
+        self._watch_tasks: list[asyncio.Task[None]] = []
+
+        self._lines = 0
+        self._chunks_appended = 0
+        self._bytes_appended = 0
+        self._troubles = 0
+        self._closed_bytes_read = 0
+        self._closed_invalid = 0
+        self._closed_truncations = 0
+        self.last_trouble: str | None = None
+        """The latest warning sentence (also passed to ``on_trouble``)."""
+
+    # -------------------------------------------------------------------- public API
+
+    @property
+    def initial_scan_done(self) -> bool:
+        """Whether ``run`` has looked at every pattern and backlog file once (before that,
+        ``progress()`` and ``followed()`` are empty)."""
+        return self._initial_scan_done
+
+    @property
+    def paused_reason(self) -> str | None:
+        """Why reading is paused (one sentence), or None while reading."""
+        return self._paused_reason
+
+    def progress(self) -> BacklogProgress:
+        active = self._backlog_active
+        in_flight = active.committed_offset if active is not None else 0
+        return BacklogProgress(
+            files_done=self._backlog_files_done,
+            files_total=self._backlog_files_total,
+            bytes_done=self._backlog_bytes_done + in_flight,
+            bytes_total=self._backlog_bytes_total,
+        )
+
+    def counters(self) -> SourceCounters:
+        followers = self._open_followers()
+        return SourceCounters(
+            lines=self._lines,
+            bytes_read=self._closed_bytes_read + sum(f.bytes_read for f in followers),
+            bytes_appended=self._bytes_appended,
+            chunks_appended=self._chunks_appended,
+            invalid_bytes_replaced=self._closed_invalid
+            + sum(f.invalid_bytes_replaced for f in followers),
+            troubles=self._troubles,
+            truncations=self._closed_truncations + sum(f.truncations for f in followers),
+            files_followed=len(followers),
+        )
+
+    def followed(self) -> tuple[FollowedFile, ...]:
+        return tuple(
+            FollowedFile(f.path, f.key_text, f.role.value, f.read_offset, f.committed_offset)
+            for f in self._open_followers()
+        )
+
+    def notify_room(self) -> None:
+        """Call (on the loop thread) after acknowledgements freed spool room."""
+        if self._paused_reason is not None and self._wake is not None:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return. Chunks held in memory are dropped: they are after the
+        last checkpoint, so the next start reads them again."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Follow until ``stop()``; closes every file on the way out."""
+        if self._running:
+            raise RuntimeError("SourceSet.run is already running")
+        self._running = True
+        self._wake = asyncio.Event()
+        try:
+            now = self._clock()
+            self._rescan(now, initial=True)
+            self._resume_rotated_while_down(now)
+            self._scan_backlog()
+            self._initial_scan_done = True
+            while not self._stopping:
+                more = self._round()
+                if self._stopping:
+                    break
+                if more:
+                    await asyncio.sleep(0)
+                    continue
+                if not self._wake.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._next_wake_delay())
+                self._wake.clear()
+        finally:
+            await self._stop_watching()
+            for follower in self._open_followers():
+                self._forget(follower)
+            self._followers.clear()
+            self._backlog_active = None
+            self._running = False
+
+    # ------------------------------------------------------------------------ rounds
+
+    def _round(self) -> bool:
+        """One pass over every file; True when some file has more bytes right now."""
+        now = self._clock()
+        if self._rescan_requested or now >= self._next_rescan_at:
+            self._rescan(now)
+        appended_before = self._chunks_appended
+        more = False
+        if self._commit_waiting():
+            for follower in list(self._followers.values()):
+                more = self._pump_live(follower, now) or more
+                if self._paused_reason is not None:
+                    break
+            if self._paused_reason is None:
+                more = self._pump_backlog(now) or more
+            if self._paused_reason is None:
+                self._close_idle_detached(now)
+        if self._chunks_appended != appended_before:
+            self._on_appended()
+        return more and self._paused_reason is None
+
+    def _pump_live(self, follower: FileFollower, now: float) -> bool:
+        try:
+            count, truncated = follower.read(self._live_budget, now)
+        except OSError as exc:
+            self._report(follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}.")
+            self._followers.pop(follower.key, None)
+            self._forget(follower)
+            return False
+        if truncated is not None:
+            self._after_truncation(follower, truncated, now)
+        self._commit(follower)
+        return count >= self._live_budget
+
+    def _pump_backlog(self, now: float) -> bool:
+        follower = self._backlog_active
+        if follower is None:
+            follower = self._open_next_backlog()
+            if follower is None:
+                return False
+        if not follower.finished:
+            try:
+                count, _ = follower.read(self._backlog_budget, now)
+                if count < self._backlog_budget and follower.at_end():
+                    follower.finish(
+                        BacklogFile(follower.content_key(), follower.path, follower.read_offset)
+                    )
+            except OSError as exc:
+                self._report(
+                    follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}."
+                )
+                self._backlog_active = None
+                self._forget(follower)
+                return True
+        if not self._commit(follower):
+            return False
+        if follower.finished:
+            self._backlog_files_done += 1
+            self._backlog_bytes_done += follower.committed_offset
+            self._backlog_active = None
+            self._forget(follower)
+        return True
+
+    def _commit_waiting(self) -> bool:
+        """Commit chunks left over from a full spool; True when none is left."""
+        for follower in self._open_followers():
+            if follower.pending and not self._commit(follower):
+                return False
+        if self._paused_reason is not None:
+            self._set_paused(None)
+        return True
+
+    def _commit(self, follower: FileFollower) -> bool:
+        totals = CommitTotals()
+        try:
+            while follower.commit_one(self._spool, totals):
+                pass
+            committed = True
+        except SpoolFull as exc:
+            self._set_paused(
+                f"The spool is full ({exc.buffered_bytes} of {exc.max_bytes} bytes waiting "
+                "for the server); reading is paused until it drains."
+            )
+            committed = False
+        for path, text in totals.texts:
+            self._on_chunk(path, text)
+        self._lines += totals.lines
+        self._chunks_appended += totals.chunks
+        self._bytes_appended += totals.text_bytes
+        return committed
+
+    def _set_paused(self, reason: str | None) -> None:
+        if reason == self._paused_reason:
+            return
+        self._paused_reason = reason
+        self._on_pause_changed(reason)
+
+    def _close_idle_detached(self, now: float) -> None:
+        for key, follower in list(self._followers.items()):
+            if follower.role is not FollowerRole.DETACHED or not follower.at_end():
+                continue
+            idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
+            if now - idle_since < self._detached_idle_close:
+                continue
+            follower.finish()
+            if not self._commit(follower):
+                return
+            if follower.is_unlinked():
+                # Deleted for good: its inode may be reused, its checkpoint is garbage.
+                self._spool.delete_checkpoint(follower.key_text)
+            del self._followers[key]
+            self._forget(follower)
+
+    def _next_wake_delay(self) -> float:
+        now = self._clock()
+        deadline = self._next_rescan_at
+        for follower in self._open_followers():
+            chunk_deadline = follower.next_deadline()
+            if chunk_deadline is not None:
+                deadline = min(deadline, chunk_deadline)
+            if follower.role is FollowerRole.DETACHED:
+                idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
+                deadline = min(deadline, idle_since + self._detached_idle_close)
+        if self._paused_reason is not None:
+            deadline = min(deadline, now + self._full_retry_interval)
+        return max(0.0, deadline - now)
+
+    # ------------------------------------------------------------------- which files
+
+    def _rescan(self, now: float, *, initial: bool = False) -> None:
+        self._rescan_requested = False
+        self._next_rescan_at = now + self._rescan_interval
+        matched: dict[FileKey, str] = {}
+        watch_dirs: set[str] = set()
+        for pattern in self._patterns:
+            for path, explicit in self._expand(pattern, watch_dirs):
+                status = self._stat_for_following(path, explicit)
+                if status is not None:
+                    matched.setdefault(FileKey.of(status), path)
+        self._pattern_dirs = frozenset(watch_dirs)
+        for key, path in matched.items():
+            follower = self._followers.get(key)
+            if follower is not None:
+                follower.path = path
+                if follower.role is FollowerRole.DETACHED:
+                    follower.role = FollowerRole.LIVE
+                self._clear_trouble(path)
+            elif self._backlog_active is None or self._backlog_active.key != key:
+                self._start_following(path, now, initial=initial)
+        for key, follower in self._followers.items():
+            if follower.role is FollowerRole.LIVE and key not in matched:
+                follower.role = FollowerRole.DETACHED
+                follower.last_growth_at = now
+        self._update_watch(watch_dirs)
+
+    @staticmethod
+    def _expand(pattern: str, watch_dirs: set[str]) -> list[tuple[str, bool]]:
+        """Paths matching ``pattern`` (and whether it names one file explicitly)."""
+        expanded = os.path.abspath(os.path.expanduser(pattern))
+        if not glob.has_magic(expanded):
+            watch_dirs.add(os.path.dirname(expanded))
+            return [(expanded, True)]
+        directory_pattern = os.path.dirname(expanded)
+        if glob.has_magic(directory_pattern):
+            watch_dirs.update(glob.glob(directory_pattern, recursive=True))
+        else:
+            watch_dirs.add(directory_pattern)
+        return [(path, False) for path in sorted(glob.glob(expanded, recursive=True))]
+
+    def _stat_for_following(self, path: str, explicit: bool) -> os.stat_result | None:
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            if explicit and path not in self._ever_followed:
+                if os.path.islink(path):
+                    message = f"{path} is a symbolic link to a missing file; it will be followed once the target exists."
+                else:
+                    message = f"{path} does not exist; it will be followed once it appears."
+                self._report(path, message)
+            return None
+        except PermissionError:
+            self._report(path, f"{path} cannot be reached: permission denied.")
+            return None
+        except OSError as exc:
+            self._report(path, f"{path} cannot be examined: {exc.strerror or exc}.")
+            return None
+        if stat.S_ISREG(status.st_mode):
+            return status
+        if explicit and stat.S_ISDIR(status.st_mode):
+            self._report(
+                path, f"{path} is a directory, not a log file (use a glob like {path}/*.log)."
+            )
+        elif explicit:
+            self._report(path, f"{path} is not a regular file.")
+        return None
+
+    def _start_following(
+        self, path: str, now: float, *, initial: bool, role: FollowerRole = FollowerRole.LIVE
+    ) -> None:
+        try:
+            fd, status = open_log_file(path)
+        except FileTrouble as trouble:
+            self._report(path, str(trouble))
+            return
+        key = FileKey.of(status)
+        if key in self._followers:
+            os.close(fd)
+            return
+        try:
+            start = self._start_offset(path, fd, status, initial=initial)
+            follower = FileFollower(path, fd, status, start, role, options=self._options)
+        except OSError as exc:
+            os.close(fd)
+            self._report(path, f"{path} cannot be read: {exc.strerror or exc}.")
+            return
+        follower.last_growth_at = now
+        self._followers[key] = follower
+        self._ever_followed.add(path)
+        self._clear_trouble(path)
+        logger.info("following %s from byte %d", path, start)
+
+    def _start_offset(self, path: str, fd: int, status: os.stat_result, *, initial: bool) -> int:
+        size = status.st_size
+        key = FileKey.of(status)
+        checkpoint = self._spool.get_checkpoint(str(key))
+        if checkpoint is not None:
+            fingerprint = CheckpointFingerprint.from_bytes(checkpoint.fingerprint)
+            if fingerprint is not None and describes(fingerprint, checkpoint.offset, fd, size):
+                return checkpoint.offset
+        for position in self._copy_candidates():
+            if describes(position.fingerprint, position.offset, fd, size):
+                logger.info("%s is a copy of a file read up to byte %d", path, position.offset)
+                return position.offset
+        if initial and self._from_end:
+            fingerprint = CheckpointFingerprint(
+                HeadFingerprint.of(read_head(fd)), Anchor.of(read_before(fd, size))
+            )
+            # Stored now, so a restart does not skip what is written meanwhile.
+            self._spool.set_checkpoint(Checkpoint(str(key), path, size, fingerprint.to_bytes()))
+            return size
+        return 0
+
+    def _copy_candidates(self) -> list[ReadPosition]:
+        positions = [f.position() for f in self._followers.values()]
+        positions.extend(self._recent_truncations)
+        return [p for p in positions if p.offset > 0]
+
+    def _after_truncation(self, follower: FileFollower, before: ReadPosition, now: float) -> None:
+        """Read the rest of a truncated file's old content from its copy, if one is near.
+
+        ``copytruncate`` copies the file next to it and truncates it: the bytes the
+        follower had not read yet are only in the copy.
+        """
+        logger.info("%s was truncated after byte %d", follower.path, before.offset)
+        self._recent_truncations.append(before)
+        directory = os.path.dirname(follower.path)
+        try:
+            with os.scandir(directory) as entries:
+                candidates = [
+                    (entry.stat().st_mtime, entry.path)
+                    for entry in entries
+                    if entry.is_file() and entry.stat().st_size >= before.offset
+                ]
+        except OSError:
+            return
+        candidates.sort(reverse=True)
+        for _, path in candidates[:_COPY_SEARCH_LIMIT]:
+            try:
+                fd, status = open_log_file(path)
+            except FileTrouble:
+                continue
+            key = FileKey.of(status)
+            if key in self._followers or not describes(
+                before.fingerprint, before.offset, fd, status.st_size
+            ):
+                os.close(fd)
+                continue
+            copy = FileFollower(
+                path, fd, status, before.offset, FollowerRole.DETACHED, options=self._options
+            )
+            copy.last_growth_at = now
+            self._followers[key] = copy
+            logger.info("reading the rest of %s from its copy %s", follower.path, path)
+            return
+
+    def _resume_rotated_while_down(self, now: float) -> None:
+        """Find files rotated away while the client was down, next to their old path, and
+        read what the last run had not read."""
+        followed = {f.key_text for f in self._followers.values()}
+        wanted: dict[str, dict[int, Checkpoint]] = {}
+        for checkpoint in self._spool.checkpoints():
+            directory = os.path.dirname(checkpoint.path)
+            if checkpoint.key in followed or directory not in self._pattern_dirs:
+                continue
+            device, _, inode = checkpoint.key.partition(":")
+            if device.isdigit() and inode.isdigit():
+                wanted.setdefault(directory, {})[int(inode)] = checkpoint
+        for directory, by_inode in wanted.items():
+            try:
+                with os.scandir(directory) as entries:
+                    found = [
+                        (entry.path, by_inode[entry.inode()])
+                        for entry in entries
+                        if entry.inode() in by_inode
+                    ]
+            except OSError:
+                continue
+            for path, checkpoint in found:
+                self._resume_rotated(path, checkpoint, now)
+
+    def _resume_rotated(self, path: str, checkpoint: Checkpoint, now: float) -> None:
+        try:
+            fd, status = open_log_file(path)
+        except FileTrouble:
+            return
+        key = FileKey.of(status)
+        fingerprint = CheckpointFingerprint.from_bytes(checkpoint.fingerprint)
+        if (
+            str(key) != checkpoint.key
+            or key in self._followers
+            or status.st_size <= checkpoint.offset
+            or fingerprint is None
+            or not describes(fingerprint, checkpoint.offset, fd, status.st_size)
+        ):
+            os.close(fd)
+            return
+        follower = FileFollower(
+            path, fd, status, checkpoint.offset, FollowerRole.DETACHED, options=self._options
+        )
+        follower.last_growth_at = now
+        self._followers[key] = follower
+        logger.info("reading the rest of %s, rotated while the client was down", path)
+
+    # ------------------------------------------------------------------------ backlog
+
+    def _scan_backlog(self) -> None:
+        seen = set(self._followers)
+        entries: list[_BacklogEntry] = []
+        for pattern in self._backlog_patterns:
+            for path in self._expand_backlog(pattern):
+                try:
+                    status = os.stat(path)
+                except OSError:
+                    continue
+                key = FileKey.of(status)
+                if not stat.S_ISREG(status.st_mode) or key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    fd, status = open_log_file(path)
+                except FileTrouble as trouble:
+                    self._report(path, str(trouble))
+                    continue
+                try:
+                    content_key = backlog_content_key(fd, status.st_size)
+                except OSError as exc:
+                    self._report(path, f"{path} cannot be read: {exc.strerror or exc}.")
+                    continue
+                finally:
+                    os.close(fd)
+                self._backlog_files_total += 1
+                self._backlog_bytes_total += status.st_size
+                if self._spool.is_backlog_done(content_key):
+                    self._backlog_files_done += 1
+                    self._backlog_bytes_done += status.st_size
+                else:
+                    entries.append(_BacklogEntry(path, status.st_mtime, status.st_size))
+        entries.sort(key=lambda entry: (entry.mtime, entry.path))
+        self._backlog_queue = deque(entries)
+
+    def _expand_backlog(self, pattern: str) -> list[str]:
+        expanded = os.path.abspath(os.path.expanduser(pattern))
+        if glob.has_magic(expanded):
+            return sorted(glob.glob(expanded, recursive=True))
+        if os.path.isdir(expanded):
+            try:
+                return sorted(os.path.join(expanded, name) for name in os.listdir(expanded))
+            except OSError as exc:
+                self._report(expanded, f"{expanded} cannot be listed: {exc.strerror or exc}.")
+                return []
+        if os.path.lexists(expanded):
+            return [expanded]
+        self._report(expanded, f"The backlog {expanded} does not exist.")
+        return []
+
+    def _open_next_backlog(self) -> FileFollower | None:
+        while self._backlog_queue:
+            entry = self._backlog_queue.popleft()
+            try:
+                fd, status = open_log_file(entry.path)
+            except FileTrouble as trouble:
+                self._report(entry.path, str(trouble))
+                self._backlog_files_total -= 1
+                self._backlog_bytes_total -= entry.size
+                continue
+            key = FileKey.of(status)
+            if key in self._followers:
+                os.close(fd)
+                self._backlog_files_total -= 1
+                self._backlog_bytes_total -= entry.size
+                continue
+            try:
+                start = self._start_offset(entry.path, fd, status, initial=False)
+                follower = FileFollower(
+                    entry.path, fd, status, start, FollowerRole.BACKLOG, options=self._options
+                )
+            except OSError as exc:
+                os.close(fd)
+                self._report(entry.path, f"{entry.path} cannot be read: {exc.strerror or exc}.")
+                continue
+            self._backlog_active = follower
+            return follower
+        return None
+
+    # ----------------------------------------------------------------------- watching
+
+    def _update_watch(self, directories: set[str]) -> None:
+        existing = frozenset(d for d in directories if os.path.isdir(d))
+        if existing == self._watched_dirs:
+            return
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+        self._watched_dirs = existing
+        self._watch_tasks = [task for task in self._watch_tasks if not task.done()]
+        if not existing:
+            self._watch_stop = None
+            return
+        self._watch_stop = asyncio.Event()
+        self._watch_tasks.append(asyncio.create_task(self._watch(existing, self._watch_stop)))
+        # Events between the scan and the watcher's start would be lost: look again soon.
+        self._rescan_requested = True
+
+    async def _watch(self, directories: frozenset[str], stop_event: asyncio.Event) -> None:
+        try:
+            async for changes in watchfiles.awatch(
+                *sorted(directories),
+                watch_filter=None,
+                debounce=_WATCH_DEBOUNCE_MS,
+                step=_WATCH_STEP_MS,
+                stop_event=stop_event,
+                force_polling=self._poll,
+                poll_delay_ms=_POLL_DELAY_MS,
+                recursive=False,
+                ignore_permission_denied=True,
+            ):
+                self._on_changes(changes)
+        except Exception as exc:
+            if stop_event.is_set():
+                return
+            self._report(
+                "watcher",
+                f"Watching {', '.join(sorted(directories))} failed ({exc}); "
+                f"changes are picked up by rescanning every {self._rescan_interval:g} s.",
+            )
+            # A later rescan starts a new watcher.
+            self._watched_dirs = None
+
+    def _on_changes(self, changes: set[tuple[watchfiles.Change, str]]) -> None:
+        followed = {f.path for f in self._followers.values()}
+        for change, path in changes:
+            if change is not watchfiles.Change.modified or path not in followed:
+                self._rescan_requested = True
+                break
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _stop_watching(self) -> None:
+        if self._watch_stop is not None:
+            self._watch_stop.set()
+        for task in self._watch_tasks:
+            try:
+                await asyncio.wait_for(task, 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        self._watch_tasks = []
+        self._watched_dirs = None
+
+    # -------------------------------------------------------------------- bookkeeping
+
+    def _open_followers(self) -> list[FileFollower]:
+        followers = list(self._followers.values())
+        if self._backlog_active is not None:
+            followers.append(self._backlog_active)
+        return followers
+
+    def _forget(self, follower: FileFollower) -> None:
+        self._closed_bytes_read += follower.bytes_read
+        self._closed_invalid += follower.invalid_bytes_replaced
+        self._closed_truncations += follower.truncations
+        follower.close()
+
+    def _report(self, subject: str, message: str) -> None:
+        if self._trouble_by_subject.get(subject) == message:
+            return
+        self._trouble_by_subject[subject] = message
+        self._troubles += 1
+        self.last_trouble = message
+        logger.warning("%s", message)
+        self._on_trouble(message)
+
+    def _clear_trouble(self, subject: str) -> None:
+        self._trouble_by_subject.pop(subject, None)
