@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -64,8 +65,9 @@ from main_process.embedded_server import EmbeddedServer
 from main_process.identity import TokenStore, load_or_create_client_id
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
+from main_process.sources import SourceSet
 from main_process.spool import Spool
-from main_process.text_feed import STDIN_NAME, TextFeed, demo_game_log, read_stdin
+from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
 from main_process.windows import WindowProcesses, can_show_windows
 
 log = logging.getLogger("log_monitor.main")
@@ -91,15 +93,34 @@ class MainProcess:
         self.client_id = load_or_create_client_id(self.paths.root)
         self.token_store = TokenStore(self.paths.tokens)
         self.spool = Spool(self.paths.spool, self.client_id, max_bytes=settings.spool_max_bytes)
+        self._stopping = asyncio.Event()
+        self._room_freed = asyncio.Event()
+        self._flush_wanted = asyncio.Event()
         self.embedded: EmbeddedServer | None = None
         self.server_url = settings.server or ""
         self.host: IpcHost | None = None
         self.connection: ServerConnection | None = None
         self.windows = WindowProcesses(self.paths.root, on_change=self._status_dirty)
         self.feeds: list[TextFeed] = []
-        self._stopping = asyncio.Event()
-        self._room_freed = asyncio.Event()
-        self._flush_wanted = asyncio.Event()
+        patterns = list(settings.sources)
+        self.demo_log: Path | None = None
+        if options.demo:
+            # The demo is a real file followed like any other, so `make run` shows the
+            # file path of the product, not a shortcut around it.
+            self.demo_log = self.paths.root / "demo" / "game.log"
+            patterns.append(str(self.demo_log))
+        self.sources = SourceSet(
+            patterns,
+            list(settings.backlog),
+            self.spool,
+            on_appended=self._flush_wanted_set,
+            on_trouble=self._on_trouble,
+            on_pause_changed=self._on_pause_changed,
+            on_chunk=self._on_chunk,
+            poll=settings.poll,
+            from_end=settings.from_end,
+            chunk_max_bytes=settings.chunk_max_bytes,
+        )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None
         self._status_changed = True
@@ -116,6 +137,7 @@ class MainProcess:
             self.embedded = EmbeddedServer(self.paths.server_data, self.settings.socketio_path)
             self.server_url = self.embedded.start()
         tasks: list[asyncio.Task[Any]] = []
+        sources_task: asyncio.Task[None] | None = None
         try:
             self.host = await IpcHost(self.paths.root, self._handle_command).start()
             self.connection = ServerConnection(
@@ -141,6 +163,9 @@ class MainProcess:
             for feed in self._make_feeds():
                 self.feeds.append(feed)
                 tasks.append(asyncio.create_task(feed.run(), name=f"feed {feed.name}"))
+            if self.demo_log is not None:
+                tasks.append(asyncio.create_task(write_demo_log(self.demo_log), name="demo writer"))
+            sources_task = asyncio.create_task(self.sources.run(), name="sources")
             await self.connection.connect_to_server()
             for _ in range(self._initial_window_count()):
                 self.windows.open()
@@ -153,9 +178,12 @@ class MainProcess:
             await self._stopping.wait()
             return 0
         finally:
+            self.sources.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if sources_task is not None:
+                await asyncio.gather(sources_task, return_exceptions=True)
             self.windows.close_all()
             if self.connection is not None:
                 await self.connection.close()
@@ -185,8 +213,6 @@ class MainProcess:
         streams: list[tuple[str, AsyncIterator[bytes]]] = []
         if self.options.read_stdin:
             streams.append((STDIN_NAME, read_stdin()))
-        if self.options.demo:
-            streams.append(("<demo game log>", demo_game_log()))
         return [
             TextFeed(
                 name,
@@ -204,8 +230,27 @@ class MainProcess:
     def _on_appended(self, path: str, lines: list[str]) -> None:
         for line in lines[-RECENT_LINES_PER_PUBLISH:]:
             self._recent_lines.append(LogLine(path=path, text=line))
+        self._flush_wanted_set()
+
+    def _on_chunk(self, path: str, text: str) -> None:
+        for line in text.splitlines()[-RECENT_LINES_PER_PUBLISH:]:
+            self._recent_lines.append(LogLine(path=path, text=line))
+
+    def _flush_wanted_set(self) -> None:
         self._status_changed = True
         self._flush_wanted.set()
+
+    def _on_trouble(self, message: str) -> None:
+        log.warning("%s", message)
+        self._source_warning = message
+        self._status_changed = True
+
+    def _on_pause_changed(self, reason: str | None) -> None:
+        if reason is None:
+            log.info("reading resumed")
+        else:
+            log.warning("reading paused: %s", reason)
+        self._status_changed = True
 
     async def _flush_when_appended(self) -> None:
         # One waiter coalesces any number of appends into one flush request at a time.
@@ -286,6 +331,7 @@ class MainProcess:
             spool = self.spool.stats()
             if not spool.full:
                 self._room_freed.set()
+                self.sources.notify_room()
             retrying = self._last_status is not None and self._last_status.next_retry_ms is not None
             if (
                 self._status_changed
@@ -299,11 +345,17 @@ class MainProcess:
                 self._recent_lines.clear()
             if now - last_stats >= STATS_INTERVAL and self.host is not None:
                 elapsed = now - last_stats
+                progress = self.sources.progress()
                 self.host.publisher.publish(
                     Stats(
                         send_rate_chunks=(spool.sent_chunks - last_sent.sent_chunks) / elapsed,
                         send_rate_bytes=(spool.sent_bytes - last_sent.sent_bytes) / elapsed,
-                        decode_errors=sum(feed.invalid_bytes_replaced for feed in self.feeds),
+                        files_done=progress.files_done,
+                        files_total=progress.files_total,
+                        bytes_done=progress.bytes_done,
+                        bytes_total=progress.bytes_total,
+                        decode_errors=self.sources.counters().invalid_bytes_replaced
+                        + sum(feed.invalid_bytes_replaced for feed in self.feeds),
                     )
                 )
                 last_stats = now

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
@@ -324,7 +325,17 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         from_end=args.from_end,
         log_level="debug" if args.verbose else None,
     )
-    return merge(_data_dir(args), file_layer, env_layer, flag_layer)
+    settings = merge(_data_dir(args), file_layer, env_layer, flag_layer)
+    # Absolute patterns: checkpoints name files by path, whatever the working directory.
+    return dataclasses.replace(
+        settings,
+        sources=tuple(_absolute(p) for p in settings.sources),
+        backlog=tuple(_absolute(p) for p in settings.backlog),
+    )
+
+
+def _absolute(pattern: str) -> str:
+    return os.path.abspath(os.path.expanduser(pattern))
 
 
 def _configure_logging(level: str) -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from main_process.line_chunker import LineChunker, TextChunk
 from main_process.spool import ChunkSource, Spool, SpoolFull
@@ -137,6 +138,14 @@ _EVENTS = (
     "[Quest] {p} completed 'Lost in {z}' (+{n} xp).",
     "[Warn] Texture streaming budget exceeded by {n} KB.",
 )
+
+
+async def write_demo_log(path: Path, lines_per_second: float = 4.0) -> None:
+    """Append generated game-log lines to ``path`` forever (``log-monitor run --demo``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab", buffering=0) as log_file:
+        async for block in demo_game_log(lines_per_second):
+            log_file.write(block)
 
 
 async def demo_game_log(
