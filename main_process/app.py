@@ -120,6 +120,7 @@ class MainProcess:
             poll=settings.poll,
             from_end=settings.from_end,
             chunk_max_bytes=settings.chunk_max_bytes,
+            linger=settings.chunk_linger_ms / 1000,
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None
@@ -221,6 +222,7 @@ class MainProcess:
                 on_appended=self._on_appended,
                 room_freed=self._room_freed,
                 max_chunk_bytes=self.settings.chunk_max_bytes,
+                linger=self.settings.chunk_linger_ms / 1000,
             )
             for name, stream in streams
         ]

@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--spool-max-mb", type=float, default=None, metavar="MB", help="spool bound (default 256)"
     )
     run.add_argument(
+        "--chunk-linger-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="how long lines wait to be grouped into a chunk (default 50)",
+    )
+    run.add_argument(
         "--poll", action="store_true", default=None, help="poll files instead of waiting for events"
     )
     run.add_argument(
@@ -321,6 +328,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         ping_interval=args.ping_interval,
         silence_timeout=args.silence_timeout,
         spool_max_mb=args.spool_max_mb,
+        chunk_linger_ms=args.chunk_linger_ms,
         poll=args.poll,
         from_end=args.from_end,
         log_level="debug" if args.verbose else None,

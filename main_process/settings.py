@@ -49,6 +49,7 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     silence_timeout: float | None = None
     spool_max_mb: float | None = None
     chunk_kib: int | None = None
+    chunk_linger_ms: float | None = None
     poll: bool | None = None
     from_end: bool | None = None
     log_level: str | None = None
@@ -73,6 +74,7 @@ class Settings:
     silence_timeout: float = 30.0
     spool_max_mb: float = 256.0
     chunk_kib: int = 512
+    chunk_linger_ms: float = 50.0
     poll: bool = False
     from_end: bool = False
     log_level: str = "info"
@@ -157,6 +159,8 @@ def _check(settings: Settings) -> None:
         "spool_max_mb": settings.spool_max_mb,
         "chunk_kib": settings.chunk_kib,
     }
+    if settings.chunk_linger_ms < 0:
+        raise SettingsError(f"chunk_linger_ms must be 0 or more (got {settings.chunk_linger_ms}).")
     for name, value in positive.items():
         if value <= 0:
             raise SettingsError(f"{name} must be greater than 0 (got {value}).")

@@ -93,7 +93,7 @@ logger = logging.getLogger(__name__)
 # The watcher thread sleeps ``step`` ms between looks and returns a batch once it stops
 # growing (or after ``debounce`` ms): an event reaches the loop within ~2 steps.
 _WATCH_STEP_MS = 10
-_WATCH_DEBOUNCE_MS = 40
+_WATCH_DEBOUNCE_MS = 20
 _POLL_DELAY_MS = 100
 # A copytruncate copy is looked for among this many most recently modified siblings.
 _COPY_SEARCH_LIMIT = 64

@@ -40,6 +40,7 @@ class TextFeed:
         on_appended: Callable[[str, list[str]], None],
         room_freed: asyncio.Event,
         max_chunk_bytes: int,
+        linger: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -47,7 +48,7 @@ class TextFeed:
         self._spool = spool
         self._on_appended = on_appended
         self._room_freed = room_freed
-        self._chunker = LineChunker(max_chunk_bytes=max_chunk_bytes)
+        self._chunker = LineChunker(max_chunk_bytes=max_chunk_bytes, linger=linger)
         self._clock = clock
         self.paused = False
         self.finished = False
