@@ -167,6 +167,8 @@ class MainProcess:
             if self.demo_log is not None:
                 tasks.append(asyncio.create_task(write_demo_log(self.demo_log), name="demo writer"))
             sources_task = asyncio.create_task(self.sources.run(), name="sources")
+            for task in (*tasks, sources_task):
+                task.add_done_callback(self._report_task_failure)
             await self.connection.connect_to_server()
             for _ in range(self._initial_window_count()):
                 self.windows.open()
@@ -192,13 +194,18 @@ class MainProcess:
                 await self.host.close()
             if self.embedded is not None:
                 self.embedded.stop()
+            waiting = self.spool.stats().buffered_chunks
             self.spool.close()
-            log.info("stopped; %d chunks wait in the spool", self.spool_stats_safe())
+            log.info("stopped; %d chunks wait in the spool", waiting)
 
-    def spool_stats_safe(self) -> int:
-        with contextlib.suppress(Exception):
-            return self.spool.stats().buffered_chunks
-        return 0
+    def _report_task_failure(self, task: asyncio.Task[Any]) -> None:
+        # A part that fails must be seen, not silently missing: the log has the trace,
+        # every viewer gets the sentence, and the other parts keep shipping.
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+        self._source_warning = f"internal error in {task.get_name()}; see the log"
+        self._status_changed = True
 
     def stop(self) -> None:
         self._stopping.set()
