@@ -286,7 +286,7 @@ class MainProcess:
         spool = self.spool.stats()
         if connection is None and self.connection is not None:
             connection = self.connection.status()
-        paused = any(feed.paused for feed in self.feeds)
+        paused = self.sources.paused_reason is not None or any(f.paused for f in self.feeds)
         last_error = connection.last_error if connection else None
         if paused:
             last_error = (

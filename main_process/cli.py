@@ -353,7 +353,7 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
     )
     # The libraries' own loggers narrate every packet; ours say what matters.
-    for noisy in ("socketio", "engineio", "aiohttp", "uvicorn", "websockets"):
+    for noisy in ("socketio", "engineio", "aiohttp", "uvicorn", "websockets", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
