@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint serve bench clean
+.PHONY: run test lint serve bench chaos clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -35,6 +35,11 @@ bench: $(STAMP)
 	cd bench/node && npm ci --no-audit --no-fund --silent
 	command -v chromium >/dev/null || (apt-get install -y -qq --no-install-recommends chromium || true)
 	$(BIN)/python -m bench.run_all $(if $(FULL),--full,)
+
+# The fault campaign against the real server and client; prints one table. Quick by
+# default (it also runs inside `make test`); FULL=1 runs for 10 minutes.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos_campaign $(if $(FULL),--full,--quick)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
