@@ -50,6 +50,9 @@ Must not: read log files, talk to the server, or decide when to send or retry.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,9 +60,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from main_process.paths import set_aside
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -74,6 +79,20 @@ _WAL_AUTOCHECKPOINT_PAGES = 1024
 # its high-water mark.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _BUSY_TIMEOUT_SECONDS = 5.0
+_SMALL_FILESYSTEM = 1024 * 1024 * 1024
+
+
+def _filesystem_size(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).total
+    except OSError:
+        return _SMALL_FILESYSTEM
+
+
+def _disk_margin(directory: Path) -> int:
+    """Free disk the spool leaves alone when growing: room for its WAL and for draining."""
+    return min(64 * 1024 * 1024, _filesystem_size(directory) // 4)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -148,6 +167,24 @@ class SpoolFull(SpoolError):
             f"The spool is full ({buffered_bytes} of {max_bytes} bytes used, "
             f"{needed_bytes} more needed)."
         )
+
+
+class SpoolDiskFull(SpoolFull):
+    """The disk under the spool is full. For producers it is the same backpressure as a
+    full spool (pause, retry later): the log file keeps what could not be stored."""
+
+    def __init__(self, message: str, buffered_bytes: int, max_bytes: int) -> None:
+        super().__init__(0, buffered_bytes, max_bytes)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# Disk space set aside next to the spool. Deleting a row needs a little disk too (WAL
+# frames), so on a disk filled to the last byte the spool could never drain and the
+# client would be stuck forever; giving this file back lets acknowledgements through.
+RESERVE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +295,8 @@ class Spool:
         except BaseException:
             self._connection.close()
             raise
+        self._reserve = self._path.with_name(self._path.name + ".reserve")
+        self._keep_reserve()
 
     # ----------------------------------------------------------------- open and close
 
@@ -285,9 +324,16 @@ class Spool:
                 )
             synchronous = "FULL" if durability == "full" else "NORMAL"
             connection.execute(f"PRAGMA synchronous = {synchronous}")
-            connection.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+            # On a small file system a 16 MiB WAL would itself be what fills the disk.
+            small = _filesystem_size(self._path.parent) < _SMALL_FILESYSTEM
+            checkpoint_pages = 64 if small else _WAL_AUTOCHECKPOINT_PAGES
+            connection.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
             connection.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
             connection.execute("PRAGMA foreign_keys = OFF")
+            # Debian builds SQLite with secure_delete on: every acknowledged 512 KiB row
+            # would be overwritten with zeros, doubling the writes and, on a full disk,
+            # needing 512 KiB of WAL just to delete it. FAST zeroes what costs no I/O.
+            connection.execute("PRAGMA secure_delete = FAST")
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise SpoolError(
@@ -409,7 +455,25 @@ class Spool:
     def _fits(self, byte_len: int, count: int) -> bool:
         if self._buffered_chunks == 0 and count == 1:
             return True
-        return self._buffered_bytes + byte_len <= self._max_bytes
+        if self._buffered_bytes + byte_len > self._max_bytes:
+            return False
+        return self._disk_allows(byte_len)
+
+    def _disk_allows(self, byte_len: int) -> bool:
+        """Whether storing ``byte_len`` more leaves the disk its margin.
+
+        Rows freed by acknowledgements leave pages inside the file that new rows reuse
+        without any disk, so only growth beyond those pages is measured against the
+        free space. Never filling the disk to the last byte means draining (which writes
+        a little to the WAL) always has room.
+        """
+        try:
+            free = shutil.disk_usage(self._path.parent).free
+            free_pages = self._connection.execute("PRAGMA freelist_count").fetchone()[0]
+        except (OSError, sqlite3.Error):
+            return True  # no answer: let SQLite say whether it fits
+        growth = max(0, byte_len * 2 - int(free_pages) * _PAGE_SIZE)
+        return free - growth >= _disk_margin(self._path.parent)
 
     # ------------------------------------------------------------------------ writing
 
@@ -444,6 +508,28 @@ class Spool:
             self._full = True
             raise SpoolFull(total, self._buffered_bytes, self._max_bytes)
         now = self._clock()
+        try:
+            stored = self._insert(chunks, sizes, now, checkpoint, backlog_done)
+        except SpoolDiskFull:
+            # Something else filled the disk past the margin; give the WAL's space back
+            # so that acknowledgements can still drain the spool.
+            self._truncate_wal()
+            raise
+        self._buffered_chunks += len(stored)
+        self._buffered_bytes += total
+        self._full = False
+        if stored:
+            self._appended_since_sync = True
+        return stored
+
+    def _insert(
+        self,
+        chunks: Sequence[NewChunk],
+        sizes: list[int],
+        now: float,
+        checkpoint: Checkpoint | None,
+        backlog_done: BacklogFile | None,
+    ) -> list[SpooledChunk]:
         stored: list[SpooledChunk] = []
         with self._write_transaction() as connection:
             for chunk, size in zip(chunks, sizes, strict=True):
@@ -466,11 +552,6 @@ class Spool:
                 self._write_checkpoint(connection, checkpoint, now)
             if backlog_done is not None:
                 self._write_backlog_done(connection, backlog_done, now)
-        self._buffered_chunks += len(stored)
-        self._buffered_bytes += total
-        self._full = False
-        if stored:
-            self._appended_since_sync = True
         return stored
 
     def acknowledge(self, seq: int) -> bool:
@@ -479,6 +560,62 @@ class Spool:
         Returns False (and changes nothing) when the chunk is not in the spool, e.g. a
         duplicate ack after a resend.
         """
+        return self._draining(self._acknowledge, seq)
+
+    def _draining(self, operation: Callable[..., bool], *args: Any) -> bool:
+        """Run an operation that frees room; on a full disk give back the reserve first."""
+        try:
+            done = operation(*args)
+        except SpoolDiskFull:
+            # First give the WAL's disk back (its frames are copied into pages the
+            # database already has), then, if that was not enough, the reserve.
+            self._truncate_wal()
+            try:
+                done = operation(*args)
+            except SpoolDiskFull:
+                if not self._release_reserve():
+                    raise
+                done = operation(*args)
+        if self._buffered_chunks == 0:
+            self._keep_reserve()
+        return done
+
+    def _keep_reserve(self) -> None:
+        """Set the reserve aside again when it is missing (best effort: the disk may be full)."""
+        if self._reserve.exists():
+            return
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            else:  # pragma: no cover - Windows and macOS: real bytes, not a sparse file
+                os.write(fd, bytes(RESERVE_BYTES))
+        except OSError:
+            os.close(fd)
+            self._reserve.unlink(missing_ok=True)
+            return
+        os.close(fd)
+
+    def _truncate_wal(self) -> None:
+        try:
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("could not checkpoint the spool's WAL on a full disk: %s", exc)
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve.unlink()
+        except FileNotFoundError:
+            return False
+        logger.warning(
+            "the disk under %s is full; released the spool's reserve to drain it", self._path
+        )
+        return True
+
+    def _acknowledge(self, seq: int) -> bool:
         with self._write_transaction() as connection:
             # fetchall: the DELETE statement must be finished before COMMIT.
             rows = connection.execute(
@@ -504,6 +641,9 @@ class Spool:
 
         Returns False when the chunk is not in the spool.
         """
+        return self._draining(self._dead_letter, seq, code, message)
+
+    def _dead_letter(self, seq: int, code: str, message: str) -> bool:
         now = self._clock()
         with self._write_transaction() as connection:
             rows = connection.execute(
@@ -694,8 +834,12 @@ class Spool:
                 f"The spool {self._path} is locked by another process ({detail})."
             )
         if name.startswith("SQLITE_FULL"):
-            return SpoolUnavailableError(
-                f"Cannot {action} the spool {self._path}: the disk is full."
+            if action == "write":
+                self._full = True
+            return SpoolDiskFull(
+                f"Cannot {action} the spool {self._path}: the disk is full.",
+                getattr(self, "_buffered_bytes", 0),
+                self._max_bytes,
             )
         return SpoolUnavailableError(f"Cannot {action} the spool {self._path} ({detail}).")
 
