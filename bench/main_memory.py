@@ -9,7 +9,7 @@ The main process runs headless against a server address where nothing listens, s
 backlog stays in the spool while it is measured (it keeps trying to reconnect, as a
 client offline for a while would).
 
-    python -m bench.main_memory [--quick]     # quick: 256 MiB waiting; full: 1 GiB
+    python -m bench.main_memory [--quick]     # 1 GiB waiting; quick: fewer samples
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description="Main process memory: empty spool vs a large backlog."
     )
-    parser.add_argument("--quick", action="store_true", help="256 MiB backlog instead of 1 GiB")
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
     args = parser.parse_args()
-    total = (256 if args.quick else 1024) * MIB
+    total = 1024 * MIB
     samples = 6 if args.quick else 12
     with tempfile.TemporaryDirectory() as tmp:
         empty_rss, _ = measure_main(Path(tmp) / "empty", 2 * total // MIB, samples)
