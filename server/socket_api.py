@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import msgspec
@@ -39,19 +39,22 @@ log = logging.getLogger("log_monitor_server.socket")
 
 NAMESPACE = "/client"
 
+# What SQLite's INTEGER holds; a larger number is the client's mistake, not the store's.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
 
 class ChunkSource(msgspec.Struct, frozen=True):
     path: str
-    offset: int
+    offset: Int64
 
 
 class SubmitLogChunk(msgspec.Struct, frozen=True):
     clientId: str  # the wire's own spelling
     chunk: str
     chunkId: str | None = None
-    seq: int | None = None
+    seq: Int64 | None = None
     source: ChunkSource | None = None
-    sentAt: int | None = None
+    sentAt: Int64 | None = None
 
 
 @dataclass
@@ -108,7 +111,13 @@ class ClientNamespace:
         sio.on("ping", self._on_ping, namespace=NAMESPACE)
         sio.on("*", self._on_unknown_event, namespace=NAMESPACE)
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _on_connect(
+        self, sid: str, environ: Any = None, auth: Any = None, *extra: Any
+    ) -> dict[str, Any] | None:
+        if sid in self._connections or not isinstance(environ, dict):
+            # Not a handshake: python-socketio also calls this for an ordinary event a
+            # client named "connect".
+            return await self._on_unknown_event("connect", sid)
         query = parse_qs(str(environ.get("QUERY_STRING", "")))
         client_id = query["clientId"][0] if "clientId" in query else None
         hostname = query["hostname"][0] if "hostname" in query else ""
@@ -126,7 +135,7 @@ class ClientNamespace:
             await self._sio.emit(
                 "retry_auth", {"reason": "server_error"}, to=sid, namespace=NAMESPACE
             )
-            return
+            return None
         if isinstance(outcome, UserIdentity):
             connection.identity = "user"
             connection.owner_id = outcome.user_id
@@ -162,6 +171,7 @@ class ClientNamespace:
             await self._sio.emit(
                 "retry_auth", {"reason": outcome.reason}, to=sid, namespace=NAMESPACE
             )
+        return None
 
     def _expire(self, sid: str) -> None:
         connection = self._connections.get(sid)
@@ -176,10 +186,17 @@ class ClientNamespace:
         )
         task.add_done_callback(_log_task_failure)
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def _on_disconnect(
+        self, sid: str, reason: Any = None, *extra: Any
+    ) -> dict[str, Any] | None:
+        if self._sio.manager.is_connected(sid, NAMESPACE):
+            # Still connected, so not a disconnect: an ordinary event named "disconnect"
+            # (python-socketio marks a socket as leaving before calling this for real).
+            return await self._on_unknown_event("disconnect", sid)
         connection = self._connections.pop(sid, None)
         if connection is not None and connection.expiry is not None:
             connection.expiry.cancel()
+        return None
 
     async def _on_submit_log_chunk(self, sid: str, *args: Any) -> dict[str, Any]:
         try:
@@ -204,8 +221,11 @@ class ClientNamespace:
             return self._invalid("clientId does not match the connection's clientId")
         try:
             size = len(payload.chunk.encode("utf-8"))
+            for text in (payload.chunkId, payload.source.path if payload.source else None):
+                if text is not None:
+                    text.encode("utf-8")
         except UnicodeEncodeError:
-            return self._invalid("chunk is not valid Unicode text (lone surrogate)")
+            return self._invalid("chunk, chunkId or source.path is not valid Unicode text")
         if size > self._max_chunk_bytes:
             self.counters.rejected_too_large += 1
             return {
@@ -262,9 +282,13 @@ class ClientNamespace:
             timestamp = int(time.time() * 1000)
         await self._sio.emit("pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE)
 
-    async def _on_unknown_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any]:
+    async def _on_unknown_event(
+        self, event: Any = None, sid: Any = None, *args: Any
+    ) -> dict[str, Any]:
+        # Called as (event, sid, *args), but for an event a client named "*" as
+        # (sid, *args): the answer is the same, only the log line is off.
         self.counters.unknown_events += 1
-        log.info("unknown event %.60r from %s ignored", event, sid)
+        log.info("unknown event %.60r from %.40r ignored", event, sid)
         return {"error": "unknown_event"}
 
 

@@ -16,7 +16,7 @@ import queue  # noqa: F401 - imported lazily by the watcher's worker threads
 import sys
 from pathlib import Path
 
-import anyio._backends._asyncio  # noqa: F401 - idem: loaded by the first anyio call
+import anyio._backends._asyncio  # loaded by the first anyio call: import it while we may
 import anyio.to_thread  # noqa: F401 - idem
 
 from main_process.sources import SourceSet
