@@ -79,6 +79,7 @@ from ipc.messages import Ok, OpenWindow
 from renderer.inspection import InspectionError, ask_windows
 from tests.chaos_proxy import ChaosProxy
 from tests.main_process_runner import MainProcessRunner, log_monitor
+from tests.processes import alive, descendants
 from tests.server_process import REPOSITORY, ServerProcess
 
 KINDS = (
@@ -255,35 +256,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> floa
             raise RoundProblem(f"{what}: not within {timeout:g} s")
         time.sleep(0.05)
     return time.monotonic() - start
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def kill_window_process(pid: int) -> None:

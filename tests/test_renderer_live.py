@@ -41,6 +41,7 @@ from ipc.messages import (
 from ipc.subscriber import Delivery, SubscriberThread
 from renderer.inspection import ask_windows
 from renderer.ipc_link import DEFAULT_SILENCE_S
+from tests.processes import alive, descendants
 from tests.server_process import REPOSITORY, ServerProcess, server_cli
 
 pytestmark = pytest.mark.timeout(240)
@@ -51,36 +52,6 @@ START_TIMEOUT_S = 60.0
 # The bound the issue sets: every window shows a new state within 200 ms.
 BOUND_MS = 200.0
 BIN = Path(sys.executable).parent
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody has reaped yet counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (QtWebEngineProcess children of a window)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @dataclass
