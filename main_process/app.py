@@ -27,15 +27,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from ipc.host import IpcHost
 from ipc.messages import (
@@ -429,12 +426,3 @@ class MainProcess:
         await connection.set_tokens(signed.tokens)
         log.info("signed in as %s", signed.tokens.username)
         return Ok(data={"username": signed.tokens.username})
-
-
-def status_as_dict(status: Status) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(status)
-    return data
-
-
-def hostname() -> str:
-    return socket.gethostname()
