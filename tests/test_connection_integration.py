@@ -29,12 +29,12 @@ from main_process.backoff import BackoffPolicy
 from main_process.connection import USER_AGENT, ChunkStore, ServerConnection, TokenStore
 from main_process.connection_state import (
     SIGNED_OUT_MESSAGE,
-    Chunk,
     ChunkLocation,
     ConnectionConfig,
     ConnectionStatus,
 )
 from main_process.identity import Tokens
+from tests.connection_fakes import MemorySpool, MemoryTokenStore
 from tests.server_process import ServerProcess
 
 # Short timers so a test sees many reconnects in seconds; the logic is the same.
@@ -45,60 +45,6 @@ FAST = ConnectionConfig(
     retry_auth_reconnect_delay=0.2,
     backoff=BackoffPolicy(base=0.05, factor=2.0, cap=0.5, reset_after=2.0),
 )
-
-
-# ----------------------------------------------------------------------------- fakes
-
-
-@dataclass
-class MemorySpool:
-    """An in-memory ``ChunkStore``."""
-
-    chunks: dict[int, Chunk] = field(default_factory=dict)
-    dead: dict[int, tuple[str, str]] = field(default_factory=dict)
-    next_seq: int = 1
-    acknowledged: int = 0
-
-    def append(self, text: str, source: Any = None) -> Chunk:
-        chunk = Chunk(self.next_seq, text, source)
-        self.chunks[chunk.seq] = chunk
-        self.next_seq += 1
-        return chunk
-
-    def pending(self, after_seq: int | None, limit: int) -> list[Chunk]:
-        seqs = sorted(s for s in self.chunks if after_seq is None or s > after_seq)
-        return [self.chunks[s] for s in seqs[:limit]]
-
-    def acknowledge(self, seq: int) -> bool:
-        if self.chunks.pop(seq, None) is None:
-            return False
-        self.acknowledged += 1
-        return True
-
-    def dead_letter(self, seq: int, code: str, message: str) -> bool:
-        chunk = self.chunks.pop(seq, None)
-        if chunk is None:
-            return False
-        self.dead[seq] = (code, message)
-        return True
-
-    def sync(self) -> None:
-        pass
-
-
-@dataclass
-class MemoryTokenStore:
-    """An in-memory ``TokenStore`` that remembers every save."""
-
-    tokens: Tokens = field(default_factory=Tokens)
-    saved: list[Tokens] = field(default_factory=list)
-
-    def load(self) -> Tokens:
-        return self.tokens
-
-    def save(self, tokens: Tokens) -> None:
-        self.tokens = tokens
-        self.saved.append(tokens)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -27,7 +27,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -44,7 +44,6 @@ from main_process.connection_state import (
     AckReceived,
     Action,
     Authenticated,
-    Chunk,
     ChunksAppended,
     ChunksLoaded,
     ConnectFailed,
@@ -71,6 +70,7 @@ from main_process.connection_state import (
     is_auth_error,
 )
 from main_process.identity import Tokens
+from tests.connection_fakes import MemorySpool, MemoryTokenStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,50 +148,6 @@ def test_connect_error_message_of_any_json_value(payload: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- fakes
-
-
-@dataclass
-class MemorySpool:
-    chunks: dict[int, Chunk] = field(default_factory=dict)
-    next_seq: int = 1
-    acknowledged: int = 0
-    dead: int = 0
-
-    def append(self, text: str, source: Any = None) -> Chunk:
-        chunk = Chunk(self.next_seq, text, source)
-        self.chunks[chunk.seq] = chunk
-        self.next_seq += 1
-        return chunk
-
-    def pending(self, after_seq: int | None, limit: int) -> list[Chunk]:
-        seqs = sorted(s for s in self.chunks if after_seq is None or s > after_seq)
-        return [self.chunks[s] for s in seqs[:limit]]
-
-    def acknowledge(self, seq: int) -> bool:
-        if self.chunks.pop(seq, None) is None:
-            return False
-        self.acknowledged += 1
-        return True
-
-    def dead_letter(self, seq: int, code: str, message: str) -> bool:
-        if self.chunks.pop(seq, None) is None:
-            return False
-        self.dead += 1
-        return True
-
-    def sync(self) -> None:
-        pass
-
-
-@dataclass
-class MemoryTokenStore:
-    tokens: Tokens = field(default_factory=Tokens)
-
-    def load(self) -> Tokens:
-        return self.tokens
-
-    def save(self, tokens: Tokens) -> None:
-        self.tokens = tokens
 
 
 class RecordingSocket:
@@ -592,7 +548,7 @@ async def fuzz_end_to_end(events: list[Emitted], acks: list[list[Any]]) -> None:
                 ),
             )
             await until(lambda: not spool.chunks, 5, lambda: "every chunk delivered")
-            assert spool.acknowledged + spool.dead == 6
+            assert spool.acknowledged + len(spool.dead) == 6
             status = connection.status()
             assert status.state == "connected", status
             assert counters.sockets_opened == 1
