@@ -24,9 +24,8 @@ Rules it keeps:
    single chunk larger than the bound is accepted when the spool is empty, so one huge
    line cannot block a source forever.
 4. A damaged or unreadable file raises ``SpoolCorruptError`` or ``SpoolUnavailableError``
-   with a one-sentence message. Nothing is deleted or recreated implicitly: the CLI may
-   call ``Spool.set_aside(path)`` (renames the file and its WAL aside with a timestamp)
-   and open a fresh spool.
+   with a one-sentence message. Nothing is deleted, moved or recreated: the main process
+   stops with that sentence, and the file stays where it is for the user to inspect.
 
 Durability. The journal is WAL with ``synchronous=NORMAL`` by default: a commit reaches
 the operating system before ``append`` returns, so killing the process (kill -9, a
@@ -61,8 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
-
-from main_process.paths import set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +146,7 @@ class SpoolError(Exception):
 
 
 class SpoolCorruptError(SpoolError):
-    """The spool file is damaged or is not a spool; see ``Spool.set_aside``."""
+    """The spool file is damaged or is not a spool."""
 
 
 class SpoolUnavailableError(SpoolError):
@@ -398,21 +395,6 @@ class Spool:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-    @staticmethod
-    def set_aside(path: Path | str) -> Path:
-        """Rename a damaged spool (and its -wal/-shm files) aside; return the new path.
-
-        For the CLI after a ``SpoolCorruptError``, when the user chose to start afresh.
-        The spool must not be open. Raises ``OSError``.
-        """
-        database = Path(path)
-        kept = set_aside(database)
-        for suffix in ("-wal", "-shm"):
-            companion = database.with_name(database.name + suffix)
-            if companion.exists():
-                companion.replace(kept.with_name(kept.name + suffix))
-        return kept
 
     # -------------------------------------------------------------------------- facts
 

@@ -366,19 +366,6 @@ def test_a_file_that_is_not_a_database_gives_a_clear_error_and_is_kept(
     assert spool_path.read_bytes() == junk  # nothing deleted or rewritten
 
 
-def test_set_aside_keeps_the_bad_file_and_a_fresh_spool_opens(spool_path: Path) -> None:
-    spool_path.parent.mkdir(parents=True)
-    spool_path.write_bytes(b"garbage" * 1000)
-    with pytest.raises(SpoolCorruptError):
-        open_spool(spool_path)
-    kept = Spool.set_aside(spool_path)
-    assert kept.parent == spool_path.parent
-    assert kept.name.startswith("spool.sqlite3.corrupt-")
-    assert kept.read_bytes() == b"garbage" * 1000
-    with open_spool(spool_path) as spool:
-        assert spool.append("fresh\n").seq == 1
-
-
 def test_a_damaged_page_is_reported_as_corrupt(spool_path: Path) -> None:
     with open_spool(spool_path) as spool:
         for i in range(200):
