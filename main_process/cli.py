@@ -1,14 +1,16 @@
 """``log-monitor``: the command line of the client.
 
 - ``run``: the main process (sources → spool → server; status for every viewer);
-- ``status``: a terminal viewer over ipc (``--json``, ``--once`` or ``--follow``);
+- ``status``: a terminal viewer over ipc (``--json``; ``--once``, the default, or ``--follow``);
 - ``stop``: ask the running main process to stop cleanly (the spool stays on disk);
-- ``login`` / ``logout``: through the running main process, or directly when none runs;
+- ``login`` / ``logout``: through the running main process, or directly when none runs
+  (to the server ``run`` would use: the same settings file, environment and flag);
 - ``windows`` / ``screenshot``: diagnostics of the open windows.
 
 Every subcommand takes ``--data-dir`` (else ``$LOG_MONITOR_DATA_DIR``, else the platform's
-user data dir): one main process per data dir, found through its instance lock and its
-ipc endpoints. Every failure a person can cause is one sentence on stderr and an exit
+user data dir): one main process per data dir, found through its instance lock (asked,
+never taken, so looking never gets in a starting main process's way) and its ipc
+endpoints. Every failure a person can cause is one sentence on stderr and an exit
 status (1: it did not work, 2: the command line or settings are wrong); never a traceback.
 """
 
@@ -26,11 +28,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-from ipc.commands import CommandTimeoutError, SyncCommandClient
+from ipc.commands import CommandTimeoutError, ReplyError, SyncCommandClient
 from ipc.endpoints import EndpointError
 from ipc.host import connect_subscriber, connect_sync_client
 from ipc.instance import InstanceLock, ask_primary_to_open_window
@@ -60,11 +62,19 @@ from main_process.settings import (
     read_file_layer,
 )
 from main_process.spool import SpoolError
+from main_process.version import client_version
 from server.storage import StorageError
 
 PROG = "log-monitor"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+# A second `run` finding the lock held waits this long for the holder to answer or to let
+# go: a main process can hold the lock for seconds before it answers (opening a large
+# spool, starting the embedded server), and `login` holds it while it signs in.
+HANDOVER_WAIT_SECONDS: Final = 30.0
+HANDOVER_ASK_SECONDS: Final = 2.0
+HANDOVER_POLL_SECONDS: Final = 0.05
 
 
 class CommandError(Exception):
@@ -78,6 +88,12 @@ class CommandError(Exception):
 # ---------------------------------------------------------------------------- parser
 
 
+_OFFLINE_SERVER_HELP = (
+    "server URL when no main process runs (default: as for run: $LOG_MONITOR_SERVER, the "
+    "settings file, else the embedded server)"
+)
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
@@ -86,11 +102,22 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="settings file (TOML; default: $LOG_MONITOR_CONFIG or config.toml in the "
+        "platform's user config dir)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Follow log files and ship every line, exactly once, to a log server.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {client_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser(
@@ -103,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "sources", nargs="*", metavar="SOURCE", help="a file, a glob, or - for standard input"
     )
-    run.add_argument("--config", type=Path, default=None, help="settings file (TOML)")
+    _add_config(run)
     run.add_argument(
         "--server", default=None, help="server URL: http(s):// or ws(s):// (default: embedded)"
     )
@@ -175,32 +202,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
 
-    status = sub.add_parser("status", help="show the running main process's status")
+    status = sub.add_parser(
+        "status",
+        help="show the running main process's status",
+        description="Show the running main process's status. Exit status 1 when none runs "
+        "for the data dir (or it does not answer).",
+    )
     _add_data_dir(status)
     status.add_argument("--json", action="store_true", help="JSON instead of text")
     mode = status.add_mutually_exclusive_group()
     mode.add_argument(
-        "--once", action="store_true", help="print the status once and exit (the default)"
+        "--once",
+        dest="mode",
+        action="store_const",
+        const="once",
+        help="print the status once and exit (the default)",
     )
-    mode.add_argument("--follow", action="store_true", help="print every change until interrupted")
+    mode.add_argument(
+        "--follow",
+        dest="mode",
+        action="store_const",
+        const="follow",
+        help="print every change until interrupted",
+    )
+    status.set_defaults(mode="once")
 
     stop = sub.add_parser("stop", help="stop the running main process (the spool is kept)")
     _add_data_dir(stop)
     stop.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it to end")
 
-    login = sub.add_parser("login", help="sign in to the server")
+    login = sub.add_parser(
+        "login",
+        help="sign in to the server",
+        description="Sign in. Through the running main process when there is one; otherwise "
+        "directly at the server `run` would use (--server, else $LOG_MONITOR_SERVER, else the "
+        "settings file's server, else the embedded server).",
+    )
     _add_data_dir(login)
+    _add_config(login)
     login.add_argument(
         "--identifier", default=None, help="user name or e-mail (asked when missing)"
     )
     login.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
-    login.add_argument("--server", default=None, help="server URL when no main process runs")
+    login.add_argument("--server", default=None, help=_OFFLINE_SERVER_HELP)
 
-    logout = sub.add_parser("logout", help="sign out and continue as guest")
+    logout = sub.add_parser(
+        "logout",
+        help="sign out and continue as guest",
+        description="Sign out. Through the running main process when there is one; otherwise "
+        "directly at the server `run` would use (as for login).",
+    )
     _add_data_dir(logout)
-    logout.add_argument("--server", default=None, help="server URL when no main process runs")
+    _add_config(logout)
+    logout.add_argument("--server", default=None, help=_OFFLINE_SERVER_HELP)
 
     windows = sub.add_parser("windows", help="list the open windows and what each one's page shows")
     _add_data_dir(windows)
@@ -226,14 +282,14 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def is_running(data_dir: Path) -> bool:
-    """Whether a main process holds the data dir's instance lock (probe without keeping it)."""
+    """Whether a main process holds the data dir's instance lock.
+
+    The lock is queried, not taken: a probe that took it, even for an instant, would make a
+    ``run`` starting in that instant find it held.
+    """
     if not data_dir.exists():
         return False
-    probe = InstanceLock(data_dir)
-    if probe.acquire():
-        probe.release()
-        return False
-    return True
+    return InstanceLock(data_dir).is_locked()
 
 
 def _client(data_dir: Path) -> SyncCommandClient:
@@ -309,10 +365,17 @@ def format_status(status: Status, stats: Stats | None = None) -> str:
 # ---------------------------------------------------------------------------- commands
 
 
-def _settings_for_run(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, flag_layer: SettingsLayer) -> Settings:
+    """The settings file (``--config``, else ``$LOG_MONITOR_CONFIG``, else the platform's
+    default), overridden by ``LOG_MONITOR_*``, overridden by ``flag_layer``: one order for
+    every subcommand, so ``login`` reaches the server ``run`` ships to."""
     environ = os.environ
     file_layer = read_file_layer(args.config, environ)
     env_layer = read_environment_layer(environ)
+    return merge(_data_dir(args), file_layer, env_layer, flag_layer)
+
+
+def _settings_for_run(args: argparse.Namespace) -> Settings:
     sources = [s for s in args.sources if s != "-"] or None
     flag_layer = SettingsLayer(
         server=args.server,
@@ -333,7 +396,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         from_end=args.from_end,
         log_level="debug" if args.verbose else None,
     )
-    settings = merge(_data_dir(args), file_layer, env_layer, flag_layer)
+    settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.
     return dataclasses.replace(
         settings,
@@ -364,8 +427,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
     data_dir = ensure_private_dir(settings.data_dir)
     lock = InstanceLock(data_dir)
-    if not lock.acquire():
-        return _hand_over_to_primary(data_dir, lock.holder_pid())
+    handed_over = _become_primary_or_hand_over(data_dir, lock)
+    if handed_over is not None:
+        return handed_over
     try:
         main = MainProcess(settings, RunOptions(read_stdin="-" in args.sources, demo=args.demo))
         return asyncio.run(main.run())
@@ -375,14 +439,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _hand_over_to_primary(data_dir: Path, pid: int | None) -> int:
-    """Electron's single-instance lock: the second instance asks the first for a window."""
-    who = f"pid {pid}" if pid else "another process"
+def _become_primary_or_hand_over(data_dir: Path, lock: InstanceLock) -> int | None:
+    """Take the instance lock (None: this process is the primary now), or hand over to the
+    primary that holds it (Electron's single-instance lock: ask it for a window, exit 0).
+
+    A held lock alone does not prove a primary is there to take over: its holder may be a
+    main process that has not bound its sockets yet or is stopping, or a ``login`` signing
+    in. So this waits until the holder answers (hand over) or lets go (take the lock), and
+    never exits 0 without a main process. A holder that does neither within
+    ``HANDOVER_WAIT_SECONDS`` is reported in one sentence with exit status 1.
+    """
+    deadline = time.monotonic() + HANDOVER_WAIT_SECONDS
+    starting: Failed | None = None
+    waiting_said = False
+    while True:
+        if lock.acquire():
+            return None
+        reply = _ask_for_window(data_dir)
+        if isinstance(reply, Failed) and reply.code == "unavailable":
+            starting = reply  # it runs, but cannot open a window before it has started
+        elif reply is not None:
+            return _report_handover(data_dir, lock, reply)
+        if time.monotonic() >= deadline:
+            break
+        if not waiting_said:
+            # Say why nothing happens yet: the wait can last seconds.
+            print(
+                f"{PROG}: {_holder(lock)} holds the instance lock of {data_dir}; waiting up to "
+                f"{HANDOVER_WAIT_SECONDS:g} s for it to answer or to let go.",
+                file=sys.stderr,
+                flush=True,
+            )
+            waiting_said = True
+        time.sleep(HANDOVER_POLL_SECONDS)
+    if starting is not None:
+        return _report_handover(data_dir, lock, starting)
+    print(
+        f"{PROG}: {_holder(lock)} holds the instance lock of {data_dir} but has not answered for "
+        f"{HANDOVER_WAIT_SECONDS:g} s; stop it, or try again once it has started.",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def _holder(lock: InstanceLock) -> str:
+    pid = lock.holder_pid()
+    return f"process {pid}" if pid else "another process"
+
+
+def _ask_for_window(data_dir: Path) -> Reply | None:
+    """The primary's answer to ``OpenWindow``, or None when no primary answered."""
     try:
-        reply = ask_primary_to_open_window(data_dir)
-    except (EndpointError, CommandTimeoutError):
-        print(f"{PROG}: already running for {data_dir} ({who}).", file=sys.stderr)
-        return 0
+        return ask_primary_to_open_window(data_dir, timeout=HANDOVER_ASK_SECONDS)
+    except (EndpointError, CommandTimeoutError, ReplyError):
+        # No endpoints saved yet, or stale ones of a main process that is gone.
+        return None
+
+
+def _report_handover(data_dir: Path, lock: InstanceLock, reply: Reply) -> int:
+    who = _holder(lock)
     if isinstance(reply, Failed):
         print(
             f"{PROG}: already running for {data_dir} ({who}); no window opened: {reply.message}.",
@@ -398,7 +513,7 @@ def _hand_over_to_primary(data_dir: Path, pid: int | None) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args)
-    if args.follow:
+    if args.mode == "follow":
         return _follow_status(data_dir, args.json)
     reply = _request(data_dir, GetStatus(), timeout=5.0)
     if not isinstance(reply, Ok) or reply.data is None:
@@ -487,7 +602,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     else:
         username = _offline(
             data_dir,
-            args.server,
+            _offline_server(args),
             lambda base, store, client_id: _sign_in_offline(
                 base, store, client_id, identifier, password
             ),
@@ -503,9 +618,14 @@ def cmd_logout(args: argparse.Namespace) -> int:
         if isinstance(reply, Failed):
             raise CommandError(f"sign-out failed: {reply.message}")
     else:
-        _offline(data_dir, args.server, _sign_out_offline)
+        _offline(data_dir, _offline_server(args), _sign_out_offline)
     print(f"{PROG}: signed out; continuing as guest")
     return 0
+
+
+def _offline_server(args: argparse.Namespace) -> str | None:
+    """The server ``run`` would use for these arguments (None: the embedded one)."""
+    return _settings(args, SettingsLayer(server=args.server)).server
 
 
 def _offline(
@@ -514,8 +634,9 @@ def _offline(
     """Run ``action(http_base, token_store, client_id)`` with no main process running.
 
     Holding the instance lock meanwhile keeps a main process from starting halfway and
-    reading a token file that is about to change. Without ``--server`` the embedded
-    server is started just for this, on the same data as ``run`` would use.
+    reading a token file that is about to change. With no server configured (``server``
+    None) the embedded server is started just for this, on the same data as ``run`` would
+    use.
     """
     from main_process.connection import ServerAddress
     from main_process.embedded_server import EmbeddedServer

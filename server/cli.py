@@ -26,6 +26,7 @@ from pathlib import Path
 
 import platformdirs
 
+from main_process.version import client_version
 from server.app import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_PORT, RunningServer, ServerConfig
 from server.passwords import hash_password
 from server.storage import Database, StorageError
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Reference log-monitor-server: Socket.IO namespace /client plus the HTTP auth API.",
     )
+    # The server ships in the client's distribution: one version for both.
+    parser.add_argument("--version", action="version", version=f"{PROG} {client_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_data_dir(p: argparse.ArgumentParser) -> None:
@@ -249,7 +252,9 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # `serve` is the default: `log-monitor-server --port 0` means `serve --port 0`.
-    if not arguments or (arguments[0] not in SUBCOMMANDS and arguments[0] not in ("-h", "--help")):
+    if not arguments or (
+        arguments[0] not in SUBCOMMANDS and arguments[0] not in ("-h", "--help", "--version")
+    ):
         arguments.insert(0, "serve")
     args = build_parser().parse_args(arguments)
     data_dir: Path = args.data_dir or default_data_dir()
