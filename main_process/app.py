@@ -16,6 +16,9 @@ It puts the parts together and runs them on one asyncio loop:
   before the connection is told to use them.
 - ``stop()`` (a ``Shutdown`` command, SIGTERM or SIGINT) closes the connection, the
   sources and the windows; the spool keeps whatever was not acknowledged for next time.
+- A window that ends before it showed its page (no display server, a Qt platform plugin
+  missing a library) is one sentence on stderr and in the status's ``lastError``, once
+  however many windows fail alike; it is not opened again by itself.
 
 Must not: decide protocol matters (``connection_state`` does), read files itself
 (``sources``/``text_feed`` do), or block the loop on a viewer.
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -65,13 +69,14 @@ from main_process.settings import Settings
 from main_process.sources import SourceSet
 from main_process.spool import Spool
 from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
-from main_process.windows import WindowProcesses, can_show_windows
+from main_process.windows import EndedWindow, WindowProcesses, can_show_windows
 
 log = logging.getLogger("log_monitor.main")
 
 STATUS_INTERVAL = 0.1
 STATS_INTERVAL = 1.0
 RECENT_LINES_PER_PUBLISH = 500
+EXIT_WINDOWS_FAILED = 1
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,9 @@ class MainProcess:
         self._last_status: Status | None = None
         self._status_changed = True
         self._source_warning: str | None = None
+        # Why the last window could not start; cleared when a window shows its page.
+        self._window_error: str | None = None
+        self._exit_status = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,7 +184,7 @@ class MainProcess:
                 self.paths.root,
             )
             await self._stopping.wait()
-            return 0
+            return self._exit_status
         finally:
             self.sources.stop()
             for task in tasks:
@@ -303,7 +311,7 @@ class MainProcess:
             sent_chunks=spool.sent_chunks,
             sent_bytes=spool.sent_bytes,
             dead_lettered=spool.dead_lettered,
-            last_error=last_error or self._source_warning,
+            last_error=last_error or self._window_error or self._source_warning,
             windows=self.windows.count,
             spool_full=spool.full,
             paused=paused,
@@ -326,14 +334,7 @@ class MainProcess:
             await asyncio.sleep(STATUS_INTERVAL)
             now = time.monotonic()
             ended = self.windows.reap()
-            if ended and self.host is not None:
-                # A killed window cannot say it closed; say it for it, so its state
-                # leaves the cache (late viewers must not list a dead window).
-                for pid in ended:
-                    self.host.publisher.publish(WindowState(pid=pid, closed=True))
-            if ended and self.settings.exit_with_windows and self.windows.count == 0:
-                log.info("the last window closed; stopping (--exit-with-windows)")
-                self.stop()
+            self._on_windows_ended(ended)
             spool = self.spool.stats()
             if not spool.full:
                 self._room_freed.set()
@@ -367,6 +368,29 @@ class MainProcess:
                 last_stats = now
                 last_sent = spool
 
+    # ------------------------------------------------------------------ windows
+
+    def _on_windows_ended(self, ended: list[EndedWindow]) -> None:
+        if not ended:
+            return
+        if self.host is not None:
+            # A killed window cannot say it closed; say it for it, so its state leaves
+            # the cache (late viewers must not list a dead window).
+            for window in ended:
+                self.host.publisher.publish(WindowState(pid=window.pid, closed=True))
+        failures = [w.start_failure for w in ended if w.start_failure is not None]
+        for sentence in dict.fromkeys(failures):
+            if sentence != self._window_error:
+                # The person at the terminal sees nothing else: there is no window.
+                print(f"log-monitor: {sentence}", file=sys.stderr, flush=True)
+                self._window_error = sentence
+                self._status_changed = True
+        if self.settings.exit_with_windows and self.windows.count == 0:
+            log.info("the last window closed; stopping (--exit-with-windows)")
+            if failures:
+                self._exit_status = EXIT_WINDOWS_FAILED
+            self.stop()
+
     # ------------------------------------------------------------------ commands
 
     async def _handle_command(self, command: Command) -> IpcReply:
@@ -391,9 +415,14 @@ class MainProcess:
         if isinstance(command, OpenWindow):
             if not can_show_windows():
                 return Failed(code="no_display", message="no display: windows cannot be shown here")
-            pid = self.windows.open(command.view)
+            pid = self.windows.open()
             return Ok(data={"pid": pid})
         if isinstance(command, ReportWindow):
+            if command.state.ready:
+                self.windows.mark_ready(command.state.pid)
+                if self._window_error is not None:
+                    self._window_error = None  # a window shows its page: the display works
+                    self._status_changed = True
             if self.host is not None:
                 self.host.publisher.publish(command.state)
             return Ok()

@@ -35,11 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the data dir of the running main process to show (what it spawns windows with)",
     )
     parser.add_argument(
-        "--view",
-        metavar="VIEW",
-        help="with --data-dir: what this window was opened for (reported with its state)",
-    )
-    parser.add_argument(
         "--demo-feed",
         metavar="FILE",
         help="read published messages and requests as JSON lines from FILE ('-': stdin)",
@@ -157,7 +152,7 @@ def _run_with_main_process(
     reporter: WindowReporter | None = None
     try:
         report_sender = IpcCommandSender(data_dir)
-        reporter = WindowReporter(report_sender, title=args.title, requested_view=args.view)
+        reporter = WindowReporter(report_sender, title=args.title)
         feed = IpcFeed(data_dir, reporter.control)
         sender = IpcCommandSender(data_dir)
     except EndpointError as exc:

@@ -1,7 +1,7 @@
 """The page's only way to act: a narrow ``js_api`` that turns clicks into ipc commands.
 
-Owns: the ``CommandSender`` protocol (phase 1: ``renderer.demo``; phase 2: an adapter over
-``ipc``'s DEALER command client), and ``PageApi``, the object handed to pywebview as
+Owns: the ``CommandSender`` protocol (``renderer.ipc_link.IpcCommandSender`` over ``ipc``'s
+DEALER command client; ``renderer.demo.DemoCommandSender`` in demo mode), and ``PageApi``, the object handed to pywebview as
 ``js_api``. pywebview exposes every public method of ``PageApi`` to the page as
 ``window.pywebview.api.<name>(...)`` returning a promise, so ``PageApi`` has exactly one
 public method per user action and keeps everything else private (pywebview skips names

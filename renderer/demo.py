@@ -130,7 +130,6 @@ class DemoFeed:
         self._on_request = on_request
         self._queue: queue.Queue[Published | _EndOfFeed] = queue.Queue(FEED_QUEUE_SIZE)
         self._ended = False
-        self.bad_lines = 0
         threading.Thread(target=self._read, name="demo-feed-reader", daemon=True).start()
 
     def _read(self) -> None:
@@ -141,7 +140,6 @@ class DemoFeed:
                 try:
                     item = _DECODER.decode(raw)
                 except msgspec.DecodeError as exc:  # includes ValidationError
-                    self.bad_lines += 1
                     self._report("bad_line", {"error": str(exc)})
                     continue
                 if isinstance(

@@ -38,7 +38,6 @@ class DemoWindowProcess:
         self,
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
-        python: str = sys.executable,
     ) -> None:
         self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
             prefix="renderer-stderr-", suffix=".log", delete=False
@@ -46,9 +45,8 @@ class DemoWindowProcess:
         environ = dict(os.environ if env is None else env)
         # The demo output must be read line by line as it happens.
         environ["PYTHONUNBUFFERED"] = "1"
-        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
-            [python, "-m", "renderer", "--demo-feed", "-", "--report", "-", *extra_args],
+            [sys.executable, "-m", "renderer", "--demo-feed", "-", "--report", "-", *extra_args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -58,7 +56,6 @@ class DemoWindowProcess:
             bufsize=1,
         )
         self.pid = self.process.pid
-        self.reports: list[Report] = []
         self.raw_output: list[str] = []
         self._inbox: queue.Queue[Report | None] = queue.Queue()
         self._pending: list[Report] = []
@@ -84,7 +81,6 @@ class DemoWindowProcess:
             except ValueError:
                 continue  # not ours (a library printing to stdout)
             if isinstance(report, dict):
-                self.reports.append(report)
                 self._inbox.put(report)
         self._inbox.put(None)
 

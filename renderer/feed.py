@@ -1,7 +1,7 @@
 """What a window receives from the main process, and how it learns the main process is gone.
 
-Owns: the ``UpdateFeed`` protocol the bridge reads (phase 1: ``renderer.demo`` reads JSON
-lines; phase 2: an adapter over ``ipc``'s thread subscriber), and the ``MainProcessGone``
+Owns: the ``UpdateFeed`` protocol the bridge reads (``renderer.ipc_link.IpcFeed`` over
+``ipc``'s thread subscriber; ``renderer.demo.DemoFeed`` reads JSON lines in demo mode), and the ``MainProcessGone``
 exception both the feed and the command sender raise when the other end has vanished.
 
 Updates are the ``ipc.messages`` published types themselves (``Status``, ``Stats``,

@@ -1,8 +1,8 @@
-"""Qt-only window work that must happen on the GUI thread: screenshots.
+"""Qt-only window work: screenshots on the GUI thread, and which platform Qt runs on.
 
 Owns: ``GuiThreadCall``, which runs a function on the Qt GUI thread from any other thread
-and waits for its result (a queued signal to a ``QObject`` living on the GUI thread), and
-``grab_png``, which renders a widget into a PNG file.
+and waits for its result (a queued signal to a ``QObject`` living on the GUI thread),
+``grab_png``, which renders a widget into a PNG file, and ``platform_name``.
 
 Imported only when the Qt backend runs (Linux); PySide6 is the binding chosen in
 ``renderer.environment``.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QWidget
 
 T = TypeVar("T")
@@ -65,3 +66,11 @@ def grab_png(widget: QWidget, path: Path) -> tuple[int, int]:
     if not pixmap.save(str(path), "PNG"):
         raise OSError(f"could not write {path}")
     return pixmap.width(), pixmap.height()
+
+
+def platform_name() -> str:
+    """The Qt platform plugin this process runs on (``xcb``, ``wayland``, ``offscreen``).
+
+    Fixed once the application exists, so it can be read from any thread.
+    """
+    return QGuiApplication.platformName()

@@ -19,7 +19,8 @@ re-publishes it on the window's own state topic ``window.<pid>`` (cached, so a l
 
 ``view`` is the JSON text of ``summarize()``: what the page's DOM shows (state, attempt,
 identity, server, client id, counters, recent state changes with their times), the
-window's start-up timings, and the last control answered.
+window's start-up timings, the Qt platform plugin it runs on (``xcb``, ``wayland``,
+``offscreen``; None off Linux), and the last control answered.
 
 Must not: run on the GUI thread, or send anything secret (a page readback holds none:
 the password field is reported only as empty or not).
@@ -104,6 +105,7 @@ def summarize(described: dict[str, Any]) -> dict[str, Any]:
             name: window.get(name) for name in ("createdMs", "loadedMs", "firstStatusMs")
         }
         summary["linesDropped"] = window.get("linesDropped")
+        summary["platform"] = window.get("platform")
     return summary
 
 
@@ -129,14 +131,12 @@ class WindowReporter:
         sender: Sender,
         *,
         title: str | None,
-        requested_view: str | None = None,
         max_rate_hz: float = MAX_REPORTS_PER_SECOND,
         hooks_enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sender = sender
         self._title = title
-        self._requested_view = requested_view
         self._interval = 1.0 / max_rate_hz
         self._hooks = window_test_hooks_enabled() if hooks_enabled is None else hooks_enabled
         self._clock = clock
@@ -152,7 +152,6 @@ class WindowReporter:
         self._last_view: dict[str, Any] = {}
         self._last_control: dict[str, Any] | None = None
         self._next_allowed = 0.0
-        self.reports_sent = 0
         self._thread = threading.Thread(target=self._run, name="window-reporter", daemon=True)
 
     def attach(self, window: InspectableWindow) -> None:
@@ -249,7 +248,6 @@ class WindowReporter:
         except Exception as exc:
             log.info("reading the page back failed: %s", exc)
             return
-        summary["requestedView"] = self._requested_view
         summary["control"] = self._last_control
         if not force and self._last_sent == (self._ready, _shown(summary)):
             return
@@ -266,7 +264,6 @@ class WindowReporter:
         )
         try:
             self._sender.send(ReportWindow(state=state), REPORT_TIMEOUT_S)
-            self.reports_sent += 1
         except Exception as exc:
             log.info("could not report the window's state: %s", exc)
 

@@ -7,7 +7,8 @@ Owns the life of the single window this process shows:
   page and pywebview's own JS are loaded, start the ``Bridge`` that pushes updates in.
 * **diagnostics**, callable from any thread: ``describe()`` reads back what the page's
   DOM shows (``window.lm.describe()``), ``take_screenshot(path)`` renders the window into a
-  PNG on the GUI thread. Phase 1 triggers them from the demo feed, phase 2 from ipc.
+  PNG on the GUI thread. ``renderer.reporter`` triggers them from ipc (``WindowControl``),
+  ``renderer.demo`` from the demo feed.
 * **main process gone**: ``main_process_gone(reason)`` is the single hook every detector
   calls (the feed raising ``MainProcessGone``, the command sender failing the same way,
   ``ProcessWatch`` seeing the pid exit). It closes the window and, should the GUI not
@@ -118,6 +119,7 @@ class RendererWindow:
         self._closing = threading.Event()
         self._exit_code = EXIT_CLOSED
         self._gui_call: Any = None  # renderer.qt_capture.GuiThreadCall on the Qt backend
+        self._platform: str | None = None  # Qt's platform plugin, on the Qt backend
         self._timings: dict[str, float] = {}
 
     # ---- life cycle -------------------------------------------------------------------
@@ -148,9 +150,10 @@ class RendererWindow:
             return
         self._timings["loadedMs"] = self._since_start_ms()
         if self._gui == "qt":
-            from renderer.qt_capture import GuiThreadCall
+            from renderer.qt_capture import GuiThreadCall, platform_name
 
             self._gui_call = GuiThreadCall()
+            self._platform = platform_name()
         self._ready.set()
         self._on_event("loaded", {"pid": os.getpid(), **self._timings})
         self._bridge.start()
@@ -212,6 +215,7 @@ class RendererWindow:
         timings = self._bridge.timings
         result["window"] = {
             "pid": os.getpid(),
+            "platform": self._platform,
             **self._timings,
             "pushes": timings.count,
             "pushMaxMs": round(timings.max_ms, 1),

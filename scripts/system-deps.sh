@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Debian packages the windows need: Qt WebEngine's shared libraries (pywebview's Qt
-# backend on Linux) and a font. Installs only what is missing; needs root (or sudo) for
-# that. Nothing else in the project needs a system package.
+# The Debian packages the project needs beyond Python: Qt WebEngine's shared libraries
+# (pywebview's Qt backend on Linux) and a font; what Qt's xcb (X11) and wayland platform
+# plugins load, without which a window process aborts before it shows anything; and the
+# display servers and tools the tests run for real (Xvfb, weston's headless backend,
+# Debian's logrotate). Installs only what is missing; needs root (or sudo) for that.
 set -euo pipefail
 
 packages=(
+  # Qt WebEngine and a font
   libnss3 libxkbcommon0 libxkbfile1 libxcomposite1 libxdamage1 libxrandr2 libxtst6
   libxshmfence1 libgbm1 libegl1 libgl1 libgl1-mesa-dri libasound2 libfontconfig1
   libglib2.0-0 libx11-xcb1 libxcb-dri3-0 libdrm2 libgssapi-krb5-2 fonts-dejavu-core
+  libdbus-1-3
+  # Qt's xcb platform plugin (Qt 6.5+ also loads libxcb-cursor at run time)
+  libxcb1 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+  libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-shape0 libxcb-randr0
+  libxcb-render0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxcb-glx0 libxcb-util1
+  # Qt's wayland platform plugin
+  libwayland-client0 libwayland-cursor0 libwayland-egl1
+  # the tests: a real X server, a real Wayland compositor, logrotate's rotations
+  xvfb weston logrotate
 )
 
 if [ "$(uname -s)" != "Linux" ] || ! command -v dpkg-query >/dev/null 2>&1; then

@@ -108,13 +108,29 @@ class Watch:
 class LiveMain:
     """``log-monitor run`` with windows, and a ``Watch`` on its publisher."""
 
-    def __init__(self, data_dir: Path, windows: int, server_url: str | None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        windows: int,
+        server_url: str | None,
+        display: dict[str, str | None] | None = None,
+    ) -> None:
+        """``display``: the environment variables that choose the display (None: unset);
+        by default Qt's offscreen platform, which also satisfies can_show_windows()."""
         self.data_dir = data_dir
+        # stderr (the log lines and the sentences a person reads) and stdout apart.
         self.log_path = data_dir.parent / f"{data_dir.name}-main.log"
+        self.stdout_path = data_dir.parent / f"{data_dir.name}-main.out"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in close()
+        self._stdout = open(self.stdout_path, "ab")  # noqa: SIM115 - closed in close()
         self.env = dict(os.environ)
-        # A display for can_show_windows(), and the page test hook for the sign-in test.
-        self.env.update(QT_QPA_PLATFORM="offscreen", LOG_MONITOR_WINDOW_TEST_HOOKS="1")
+        for name, value in (display or {"QT_QPA_PLATFORM": "offscreen"}).items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+        # The page test hook, for the sign-in test.
+        self.env["LOG_MONITOR_WINDOW_TEST_HOOKS"] = "1"
         command = [
             str(BIN / "log-monitor"),
             "run",
@@ -128,7 +144,7 @@ class LiveMain:
             command += ["--server", server_url]
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            command, cwd=REPOSITORY, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=REPOSITORY, env=self.env, stdout=self._stdout, stderr=self._log
         )
         self.watch = Watch()
         self.subscriber: SubscriberThread | None = None
@@ -198,6 +214,7 @@ class LiveMain:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         self._log.close()
+        self._stdout.close()
 
 
 @dataclass
