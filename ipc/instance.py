@@ -214,4 +214,4 @@ def ask_primary_to_open_window(
     """
     endpoints = Endpoints.discover(data_dir, base=runtime_base)
     with SyncCommandClient(endpoints.commands, curve=endpoints.curve) as client:
-        return client.request(OpenWindow(view=view), timeout=timeout)
+        return client.request(OpenWindow(), timeout=timeout)

@@ -237,8 +237,6 @@ class Logout(_Message, frozen=True, tag="logout"):
 class OpenWindow(_Message, frozen=True, tag="open_window"):
     """Open one more viewer window (what a second ``log-monitor run`` asks the first)."""
 
-    view: str | None = None
-
 
 class Snapshot(_Message, frozen=True, tag="snapshot"):
     """Ask for the cached value and sequence number of every state topic (Clone pattern)."""

@@ -175,4 +175,4 @@ async def test_second_instance_asks_the_primary_to_open_a_window() -> None:
         finally:
             primary.release()
     assert reply == Ok(data={"handled": "OpenWindow"})
-    assert handler.commands == [OpenWindow(view="logs")]
+    assert handler.commands == [OpenWindow()]
