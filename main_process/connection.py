@@ -8,18 +8,25 @@ executes its actions in order. Public methods keep the names of the original cli
 ``server-connection.ts``.
 
 Must not: decide anything. When to connect, which token to present, when to refresh,
-what an ack means, what to resend and when: all of that is ``connection_state.py``,
-where it is tested without sockets. This module only translates between the machine and
-the world, and never logs a token or a password.
+what an ack means, what to resend and when, what to do when the token file cannot be
+written: all of that is ``connection_state.py``, where it is tested without sockets.
+This module only translates between the machine and the world, and never logs a token
+or a password.
 
 How it runs. Everything that happens (a socket event, an ack, an HTTP answer, a public
 method call) becomes an ``Event`` on one queue. The driver task takes events off the
 queue, hands each to the machine with the monotonic time, executes the returned actions
-one after another (awaiting each; a ``LoadChunks`` is answered at once, inline), and
-sleeps until the next event or the machine's next deadline, whichever comes first. Slow
-work (opening a socket, an HTTP refresh, closing a socket) runs in its own task and
-reports back through the queue, tagged with the socket's epoch or the request's id, so
-anything late is recognised as stale by the machine.
+one after another (awaiting each; a ``LoadChunks`` is answered at once, inline; a
+``PersistTokens`` writes the token file there and then, and its outcome, ``TokensSaved``
+or ``TokensNotSaved``, goes on the queue as the next event), and sleeps until the next
+event or the machine's next deadline, whichever comes first. Slow work (opening a
+socket, an HTTP refresh, closing a socket) runs in its own task and reports back through
+the queue, tagged with the socket's epoch or the request's id, so anything late is
+recognised as stale by the machine.
+
+Status. Every change the machine announces goes to viewers through
+``send_connection_status`` (the original's ``sendConnectionStatus``), which logs it,
+calls the ``on_status`` callback and wakes ``wait_for_status``.
 
 Why one client per attempt: handlers close over the attempt's epoch, so an event or an
 ack from a socket we already gave up on cannot be mistaken for one from the live socket,
@@ -84,16 +91,18 @@ from main_process.connection_state import (
     SocketConnected,
     SocketDisconnected,
     StatusChanged,
+    TokensNotSaved,
+    TokensSaved,
     UnknownServerEvent,
     ack_error,
 )
-from main_process.identity import Tokens
+from main_process.identity import IdentityError, Tokens
+from main_process.version import client_version
 
 logger = logging.getLogger(__name__)
 
-CLIENT_VERSION = "0.1.0"
 USER_AGENT = (
-    f"log-monitor-client/{CLIENT_VERSION} "
+    f"log-monitor-client/{client_version()} "
     f"({platform.system() or 'unknown'}; Python {sys.version_info.major}.{sys.version_info.minor})"
 )
 DEFAULT_NAMESPACE = "/client"
@@ -140,7 +149,11 @@ class TokenStore(Protocol):
     def load(self) -> Tokens: ...
 
     def save(self, tokens: Tokens) -> None:
-        """Write atomically with mode 0600; raise if that is impossible."""
+        """Write atomically with mode 0600; raise if that is impossible.
+
+        The file then holds what it held. An ``IdentityError`` with a ``reason`` says why
+        in words for the status line; the message of any exception must hold no token.
+        """
         ...
 
 
@@ -194,6 +207,15 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def _save_failure(exc: Exception) -> str:
+    """Why a token save failed, for ``cannot save tokens: <reason>``; never a token."""
+    if isinstance(exc, IdentityError) and exc.reason:
+        return exc.reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return _describe(exc)
+
+
 def _error_message(data: Any) -> str:
     """The message of a ``connect_error`` payload: ``{"message": ...}``, a string, or else."""
     if isinstance(data, dict):
@@ -227,11 +249,11 @@ class _QueuedEvent:
 class ServerConnection:
     """The main process's connection to a log server; see the module docstring.
 
-    The lead wires it as::
+    Used as (``app.py`` passes callbacks that publish to the windows)::
 
         connection = ServerConnection(
             server_url, client_id=client_id, chunk_store=spool, token_store=token_store,
-            on_status=publisher.publish_connection_status, on_server_event=publisher.publish_event,
+            on_status=show_status, on_server_event=forward_event,
         )
         await connection.start()
         await connection.connect_to_server()
@@ -274,6 +296,8 @@ class ServerConnection:
         self._clock = clock
         self._wall_clock = wall_clock
         self._machine = ConnectionState(config, token_store.load(), random_source)
+        # What the token file holds, as far as this shell knows: loaded, then each save.
+        self._tokens_on_disk = self._machine.tokens
 
         self._queue: asyncio.Queue[_QueuedEvent] | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -325,6 +349,8 @@ class ServerConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._driver
         self._closed = True
+        if self._machine.tokens != self._tokens_on_disk:
+            self._last_save_before_closing()
         for attempt in list(self._attempts.values()):
             self._close_attempt(attempt)
         if self._background:
@@ -367,12 +393,34 @@ class ServerConnection:
         """Deliver whatever the spool holds (call after appending to it directly)."""
         await self._submit(ChunksAppended())
 
-    async def send_connection_status(self) -> None:
-        """Publish the current status through the status callback now."""
-        await self._publish_status(self.status())
+    async def send_connection_status(self, status: ConnectionStatus | None = None) -> None:
+        """Broadcast ``status`` (the current one if ``None``): log it, hand it to the
+        ``on_status`` callback, and wake ``wait_for_status``. Every status change the
+        machine announces goes out through here."""
+        if status is None:
+            status = self.status()
+        if status.state != "connected" or status.last_error:
+            logger.info(
+                "status %s (attempt %d%s)%s",
+                status.state,
+                status.attempt,
+                "" if status.next_retry_ms is None else f", retry in {status.next_retry_ms} ms",
+                f": {status.last_error}" if status.last_error else "",
+            )
+        else:
+            logger.info("status connected as %s", status.username or status.identity)
+        if self._on_status is not None:
+            try:
+                await self._call(self._on_status, status)
+            except Exception:
+                logger.exception("status callback failed")
+        if self._status_changed is not None:
+            async with self._status_changed:
+                self._status_changed.notify_all()
 
     async def set_tokens(self, tokens: Tokens) -> None:
         """Use new credentials after a login or logout (the caller has saved them)."""
+        self._tokens_on_disk = tokens
         await self._submit(CredentialsChanged(tokens))
 
     async def wait_for_status(
@@ -477,17 +525,36 @@ class ServerConnection:
                 )
                 self._store.dead_letter(action.seq, action.code, action.message or "")
             case PersistTokens():
-                try:
-                    self._token_store.save(action.tokens)
-                except Exception as exc:
-                    # Nothing better to do than keep going with the tokens in memory;
-                    # the message names the file, never a token.
-                    logger.error("could not save tokens: %s", exc)
+                # The outcome is the machine's next event: what waits for the save (a
+                # refresh, a reconnect) goes on only after a ``TokensSaved``.
+                self._feed(self._save_tokens(action.tokens))
             case RefreshTokens():
                 self._spawn(self._refresh(action), "token-refresh")
             case StatusChanged():
-                await self._publish_status(action.status)
+                await self.send_connection_status(action.status)
         return []
+
+    # ------------------------------------------------------------------ the token file
+
+    def _save_tokens(self, tokens: Tokens) -> TokensSaved | TokensNotSaved:
+        try:
+            self._token_store.save(tokens)
+        except Exception as exc:
+            reason = _save_failure(exc)
+            logger.error("cannot save tokens: %s", reason)
+            return TokensNotSaved(reason)
+        self._tokens_on_disk = tokens
+        return TokensSaved(tokens)
+
+    def _last_save_before_closing(self) -> None:
+        """One more try at saving tokens the machine could not save, before they are gone."""
+        if isinstance(self._save_tokens(self._machine.tokens), TokensSaved):
+            logger.info("saved the tokens while closing")
+        else:
+            logger.error(
+                "closing with tokens that are not on disk: if the server already rotated "
+                "the session, the next start continues as a guest until you sign in again"
+            )
 
     # ------------------------------------------------------------------ sockets
 
@@ -728,26 +795,6 @@ class ServerConnection:
         result = callback(argument)
         if inspect.isawaitable(result):
             await result
-
-    async def _publish_status(self, status: ConnectionStatus) -> None:
-        if status.state != "connected" or status.last_error:
-            logger.info(
-                "status %s (attempt %d%s)%s",
-                status.state,
-                status.attempt,
-                "" if status.next_retry_ms is None else f", retry in {status.next_retry_ms} ms",
-                f": {status.last_error}" if status.last_error else "",
-            )
-        else:
-            logger.info("status connected as %s", status.username or status.identity)
-        if self._on_status is not None:
-            try:
-                await self._call(self._on_status, status)
-            except Exception:
-                logger.exception("status callback failed")
-        if self._status_changed is not None:
-            async with self._status_changed:
-                self._status_changed.notify_all()
 
     def _log_event(self, event: Event) -> None:
         # One line per event; the dataclass reprs of events hide every token.

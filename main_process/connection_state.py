@@ -16,13 +16,17 @@ Rules this module keeps
    events of any epoch but the live one (late acks, a disconnect we caused ourselves) are
    counted and ignored.
 7. A user's Disconnect stops all reconnecting until a Connect.
-8. Rotated tokens are handed to the shell (``PersistTokens``) in the same step that
-   schedules the reconnect using them, and the shell completes each action before it
-   feeds the machine anything else (see below), so they are on disk before any socket
-   presents them.
+8. A token is on disk before anything presents it. ``PersistTokens`` is answered by
+   ``TokensSaved`` or ``TokensNotSaved``; a socket opens with a token only when a
+   confirmed save holds it, and a refresh token goes to the server (``RefreshTokens``)
+   only in answer to a confirmed save of it, made just before, so the server never
+   spends the token on disk while the file cannot take the next one.
 9. No token state can loop: a refused user token is refreshed once, a refused refresh
    signs the user out, a refused guest token is forgotten, and auth-driven reconnects
-   that keep failing fall back to the exponential backoff.
+   that keep failing fall back to the exponential backoff. A reconnect after which the
+   server acknowledged a chunk did not fail.
+10. A successful refresh reconnects at once: an access token may live less than any
+    delay would wait.
 
 How it works
 ============
@@ -31,9 +35,11 @@ How it works
 ``Event`` values through ``handle(event, now)`` and lets time pass through
 ``tick(now)``; ``now`` is a monotonic clock in seconds, chosen by the caller. Both
 return a list of ``Action`` values, which the shell executes **in order, each to
-completion before the next, and before it feeds the next event**. That single rule is
-what makes "the rotated refresh token is on disk before it is used" and "the spool row is
-deleted before the next load" true without extra states. Actions that take real time
+completion before the next, and before it feeds the next event**. That rule is what
+makes "the spool row is deleted before the next load" true without extra states.
+``LoadChunks`` is answered at once, inline (``ChunksLoaded``); ``PersistTokens`` is
+answered by the next event the shell feeds (``TokensSaved`` or ``TokensNotSaved``), and
+whatever would present the new tokens waits for that answer. Actions that take real time
 (opening a socket, an HTTP refresh) are started by the shell and report back later as
 events. The machine never sleeps: ``next_deadline()`` says when it next wants a
 ``tick``; a shell that ticks late or early is harmless, because every timer is compared
@@ -48,10 +54,14 @@ The machine is in one of six phases::
       └──────────────────── (failures) ─────────────────▶ WAITING
                                  │ retry_auth / auth connect_error with a user token
                                  ▼                           ▲
-                             REFRESHING ──RefreshSucceeded───┘ (reconnect after ~2 s)
+                             REFRESHING ──RefreshSucceeded───┘ (reconnect as soon as the
+                                        │                         rotated tokens are saved)
                                         ──RefreshRefused──▶ sign out, WAITING (as guest)
                                         ──RefreshFailed───▶ WAITING, then refresh again
     FAILED: a fatal error the shell reported (e.g. an unusable URL); only Connect leaves it.
+
+REFRESHING starts with a save of the tokens held (the proof that the file can be written)
+and sends ``RefreshTokens`` only once that save is confirmed.
 
 Transitions, phase by event (anything not listed is ignored, stale epochs always are):
 
@@ -74,11 +84,46 @@ Transitions, phase by event (anything not listed is ignored, stale epochs always
                        token); guest token: forget it, WAITING; no token: backoff
 ``AckReceived``        ok → AcknowledgeChunk; too_large/invalid → DeadLetterChunk;
                        unauthenticated → the retry_auth flow; other → resend later
-``Refresh*``           see the diagram; results for a superseded request ignored
+``Refresh*``           see the diagram; results for a superseded request ignored;
+                       a success saves the rotated tokens and reconnects once saved
+``TokensSaved``        the file holds them: go on with what waited for the save
+``TokensNotSaved``     ``cannot save tokens: <reason>`` in status, save again after
+                       the backoff; what waited for the save waits in WAITING
 ``tick``               WAITING: due → open or refresh; CONNECTING: handshake
                        timeout; CONNECTED: ping, silence, ack timeout, backoff
-                       reset after ``reset_after`` s, resend of rejected chunks
+                       reset after ``reset_after`` s, resend of rejected chunks;
+                       any phase: a failed save due again
 =====================  ==========================================================
+
+When the token file cannot be written
+=====================================
+
+A save fails when the data dir is read-only, its permissions changed, or the disk is
+full beyond the room ``identity.py`` keeps for the token file (a small reserve, so that
+a disk filled by the spool still takes the tokens the client needs to drain it). The
+file then still holds what it held (writes are atomic), and the machine keeps one rule:
+what is presented to the server is on disk. So:
+
+- Before a refresh the machine saves the tokens it holds. If that save fails it does not
+  refresh: the refresh token on disk stays unspent, so a crash or a stop at any moment
+  leaves a session that the next start can refresh. The access token has expired (that
+  is why it refreshes), and a guest handshake would not be the user, so shipping waits
+  (lines stay in the spool and in the log files) until the save succeeds.
+- If the rotation succeeded and only the save after it failed (the disk failed between
+  the two writes), the refresh token on disk is spent. The new tokens stay in memory,
+  unpresented, and the save is retried; once it succeeds the machine reconnects as the
+  user. A crash before that means the next start finds a spent token and continues as a
+  guest, saying so; presenting the unsaved access token meanwhile would not change that,
+  and would break the rule.
+- A new guest token that cannot be saved is not presented either; the machine waits for
+  the save rather than bind the installation to a token it could lose.
+- Tokens the machine drops (a refused guest token, a sign-out) leave it presenting a
+  token the file already holds, or none: that goes on, and the save is retried until
+  the file stops holding the dropped tokens.
+
+While any save is failing, status says ``cannot save tokens: <reason>`` (the reason is
+the operating system's, with the file's path; never a token), and a failed save is
+retried with the exponential backoff (a Connect retries it at once).
 
 Status is derived, never stored: ``status(now)`` maps the phase onto exactly one of
 ``disconnected`` (IDLE, WAITING: ``attempt`` and ``next_retry_ms`` say when the next try
@@ -166,8 +211,11 @@ class ConnectionConfig:
     """From opening a socket to ``authenticated``; past it the attempt counts as failed."""
     guest_token_reconnect_delay: float = 0.1
     retry_auth_reconnect_delay: float = 2.0
+    """After a ``retry_auth`` that signs the user out (a refresh refused, or no refresh
+    token); a successful refresh reconnects at once."""
     auth_reconnects_before_backoff: int = 3
-    """Auth-driven reconnects in a row (no stable connection between) before backing off."""
+    """Auth-driven reconnects in a row (no acknowledged chunk and no stable connection
+    between) before backing off."""
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
 
     def __post_init__(self) -> None:
@@ -180,7 +228,7 @@ class ConnectionConfig:
 
 @dataclass(frozen=True, slots=True)
 class ConnectionStatus:
-    """What viewers are told; the lead maps it onto the ipc ``Status`` message."""
+    """What viewers are told; ``app.py`` maps it onto the ipc ``Status`` message."""
 
     state: ConnectionStateName
     authenticated: bool
@@ -350,6 +398,24 @@ class RefreshFailed:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class TokensSaved:
+    """Answer to ``PersistTokens``: the token file now holds ``tokens``."""
+
+    tokens: Tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokensNotSaved:
+    """Answer to ``PersistTokens``: the write failed and the file holds what it held.
+
+    ``reason`` is words for the user (e.g. the OS's error and the file's path), never a
+    token.
+    """
+
+    reason: str
+
+
 Event: TypeAlias = (
     ConnectRequested
     | DisconnectRequested
@@ -371,6 +437,8 @@ Event: TypeAlias = (
     | RefreshSucceeded
     | RefreshRefused
     | RefreshFailed
+    | TokensSaved
+    | TokensNotSaved
 )
 
 
@@ -434,7 +502,7 @@ class DeadLetterChunk:
 
 @dataclass(frozen=True, slots=True)
 class PersistTokens:
-    """Write ``tokens`` to disk atomically (0600) before executing the next action."""
+    """Write ``tokens`` to disk atomically (0600); answer ``TokensSaved`` or ``TokensNotSaved``."""
 
     tokens: Tokens
 
@@ -537,6 +605,7 @@ class ConnectionState:
         self.counters = ConnectionCounters()
         self._backoff = Backoff(self.config.backoff, random_source)
         self._delivery_backoff = Backoff(self.config.backoff, random_source)
+        self._save_backoff = Backoff(self.config.backoff, random_source)
 
         self.phase = Phase.IDLE
         self._stopped_by_user = False
@@ -577,6 +646,16 @@ class ConnectionState:
         self._refresh_counter = 0
         self._refresh_request: int | None = None
 
+        # The token file. ``tokens`` were loaded from it, so they start out saved.
+        self._saved = self.tokens
+        self._saves_unanswered = 0
+        self._save_error: str | None = None
+        self._save_retry_at: float | None = None
+        # What waits for the next confirmed save: the refresh that would present the
+        # refresh token, the reconnect with rotated tokens, or an open whose token is
+        # not on disk yet. Set in REFRESHING (the save is out) or WAITING (it failed).
+        self._after_save: Literal["refresh", "reconnect", "open"] | None = None
+
         self._published_key: tuple[object, ...] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -598,6 +677,8 @@ class ConnectionState:
     def next_deadline(self) -> float | None:
         """The earliest ``now`` at which ``tick`` has something to do, if any."""
         deadlines: list[float] = []
+        if self._save_retry_at is not None:
+            deadlines.append(self._save_retry_at)
         if self.phase is Phase.WAITING and self._retry_at is not None:
             deadlines.append(self._retry_at)
         elif self.phase is Phase.CONNECTING:
@@ -618,8 +699,9 @@ class ConnectionState:
     def status(self, now: float) -> ConnectionStatus:
         connected = self.phase is Phase.CONNECTED
         next_retry_ms: int | None = None
-        if self.phase is Phase.WAITING and self._retry_at is not None:
-            next_retry_ms = max(0, round((self._retry_at - now) * 1000))
+        retry_at = self._next_retry_at()
+        if retry_at is not None:
+            next_retry_ms = max(0, round((retry_at - now) * 1000))
         return ConnectionStatus(
             state=_STATE_OF_PHASE[self.phase],
             authenticated=connected,
@@ -627,7 +709,8 @@ class ConnectionState:
             username=self._username if connected else None,
             attempt=self._backoff.failures,
             next_retry_ms=next_retry_ms,
-            last_error=self._last_error,
+            # A failing save outranks the rest: it is the one the user has to act on.
+            last_error=self._save_error or self._last_error,
         )
 
     @property
@@ -638,10 +721,6 @@ class ConnectionState:
     def in_flight_seqs(self) -> list[int]:
         """Seqs sent on the live socket and not yet answered, ascending."""
         return sorted(self._in_flight)
-
-    @property
-    def stopped_by_user(self) -> bool:
-        return self._stopped_by_user
 
     # ------------------------------------------------------------------ dispatch
 
@@ -665,9 +744,14 @@ class ConnectionState:
                 self._close_live(actions)
                 self.phase = Phase.FAILED
                 self._retry_at = None
+                self._after_save = None
                 self._set_error(event.message)
             case RefreshSucceeded() | RefreshRefused() | RefreshFailed():
                 self._on_refresh_result(event, now, actions)
+            case TokensSaved():
+                self._on_tokens_saved(event.tokens, now, actions)
+            case TokensNotSaved():
+                self._on_tokens_not_saved(event.reason, now, actions)
             case _:
                 self._dispatch_socket_event(event, now, actions)
 
@@ -729,7 +813,12 @@ class ConnectionState:
             else:
                 self._begin_attempt(now, actions)
         elif self.phase is Phase.WAITING:
-            self._retry_at = now
+            if self._after_save is not None:
+                # Waiting for the token file: the user's Connect means "try it now".
+                if self._save_retry_at is not None:
+                    self._save_retry_at = now
+            else:
+                self._retry_at = now
             self._tick(now, actions)
 
     def _on_disconnect_requested(self, actions: list[Action]) -> None:
@@ -737,6 +826,11 @@ class ConnectionState:
         self._close_live(actions)
         self.phase = Phase.IDLE
         self._retry_at = None
+        self._after_save = None
+        if self.tokens == self._saved:
+            # Only a refresh was waiting for the file; with no refresh to come, nothing is.
+            self._save_retry_at = None
+            self._save_error = None
 
     def _on_credentials_changed(self, tokens: Tokens, now: float, actions: list[Action]) -> None:
         self.tokens = tokens
@@ -744,6 +838,16 @@ class ConnectionState:
         self._notice_is_sticky = False
         self._last_error = None
         self._auth_reconnects = 0
+        self._after_save = None
+        # The caller saved them, so the file works again.
+        self._saved = tokens
+        self._save_error = None
+        self._save_retry_at = None
+        self._save_backoff.reset()
+        if self._saves_unanswered:
+            # A save of the old tokens may have reached the file after the caller's
+            # write: write the new ones again so they are what the file ends up holding.
+            self._persist(actions)
         if self.phase in (Phase.CONNECTING, Phase.CONNECTED, Phase.WAITING, Phase.REFRESHING):
             self._close_live(actions)
             self._begin_attempt(now, actions)
@@ -771,7 +875,8 @@ class ConnectionState:
 
     def _on_guest_token(self, token: str, now: float, actions: list[Action]) -> None:
         self.tokens = replace(self.tokens, guest_token=token)
-        actions.append(PersistTokens(self.tokens))
+        # Opening with it waits for the save to be confirmed (``_open``).
+        self._persist(actions)
         if self._credential == "user":
             # Signed in but the server calls us a guest on this socket; reconnecting
             # with the same access token would only get the same answer again.
@@ -789,7 +894,7 @@ class ConnectionState:
                 self._wait_after_auth(self.config.retry_auth_reconnect_delay, now)
         elif self._credential == "guest":
             self.tokens = replace(self.tokens, guest_token=None)
-            actions.append(PersistTokens(self.tokens))
+            self._persist(actions)
             self._set_error(f"guest token refused ({reason}); asking for a new one")
             self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
         else:
@@ -804,6 +909,9 @@ class ConnectionState:
             actions.append(AcknowledgeChunk(event.seq))
             self.counters.chunks_acknowledged += 1
             self._delivery_backoff.reset()
+            # The server took a chunk under these credentials: the auth-driven reconnect
+            # that led here worked, however short-lived the access token (rule 9).
+            self._auth_reconnects = 0
         elif event.error in PERMANENT_REJECTIONS:
             actions.append(DeadLetterChunk(event.seq, event.error, event.message))
             self.counters.chunks_dead_lettered += 1
@@ -877,11 +985,17 @@ class ConnectionState:
     def _start_refresh(self, actions: list[Action]) -> None:
         self.phase = Phase.REFRESHING
         self._retry_at = None
-        if self._refresh_request is not None:
-            return  # one refresh at a time; its answer moves us on
-        refresh_token = self.tokens.refresh_token
-        if refresh_token is None:  # pragma: no cover - callers check
-            return
+        if self._refresh_request is not None or self._after_save is not None:
+            return  # one refresh at a time; its answer (or its save's) moves us on
+        # The server spends the refresh token on disk when it rotates it. Save first,
+        # so a file that cannot take the next token is found out before that happens.
+        self._after_save = "refresh"
+        self._persist(actions)
+
+    def _send_refresh(self, refresh_token: str, actions: list[Action]) -> None:
+        """Present ``refresh_token``; called only right after a confirmed save of it."""
+        self.phase = Phase.REFRESHING
+        self._retry_at = None
         self._refresh_counter += 1
         self._refresh_request = self._refresh_counter
         actions.append(RefreshTokens(self._refresh_request, refresh_token))
@@ -906,10 +1020,10 @@ class ConnectionState:
                     user_id=event.user_id or self.tokens.user_id,
                     username=event.username or self.tokens.username,
                 )
-                # Rule 8: on disk before the reconnect that presents it.
-                actions.append(PersistTokens(self.tokens))
+                # Rule 8: the reconnect that presents them waits for the save.
+                self._persist(actions)
                 if waiting_for_it:
-                    self._wait_after_auth(self.config.retry_auth_reconnect_delay, now)
+                    self._after_save = "reconnect"
             case RefreshRefused():
                 self._sign_out(actions)
                 if waiting_for_it:
@@ -925,13 +1039,73 @@ class ConnectionState:
         self.tokens = replace(
             self.tokens, access_token=None, refresh_token=None, user_id=None, username=None
         )
-        actions.append(PersistTokens(self.tokens))
+        self._persist(actions)
         self._last_error = SIGNED_OUT_MESSAGE
         self._notice_is_sticky = True
+
+    # ------------------------------------------------------------------ the token file
+
+    def _persist(self, actions: list[Action]) -> None:
+        """Ask the shell to save the tokens held; its answer comes back as an event."""
+        self._saves_unanswered += 1
+        actions.append(PersistTokens(self.tokens))
+
+    def _on_disk(self, token: str | None) -> bool:
+        return token is None or token in (self._saved.access_token, self._saved.guest_token)
+
+    def _on_tokens_saved(self, tokens: Tokens, now: float, actions: list[Action]) -> None:
+        self._saves_unanswered = max(0, self._saves_unanswered - 1)
+        self._saved = tokens
+        if self._saves_unanswered:
+            return  # the answer to a later save decides
+        if self.tokens != tokens:
+            # The file lags behind what we hold (credentials changed meanwhile): catch up.
+            self._persist(actions)
+            return
+        self._save_error = None
+        self._save_retry_at = None
+        self._save_backoff.reset()
+        then, self._after_save = self._after_save, None
+        if then == "refresh":
+            refresh_token = self.tokens.refresh_token
+            if refresh_token is not None and self._refresh_request is None:
+                self._send_refresh(refresh_token, actions)
+            else:
+                self._begin_attempt(now, actions)
+        elif then == "reconnect":
+            self._wait_after_auth(0.0, now)
+            self._tick(now, actions)
+        elif then == "open":
+            self.phase = Phase.WAITING
+            self._retry_then = "open"
+            self._retry_at = now
+            self._tick(now, actions)
+
+    def _on_tokens_not_saved(self, reason: str, now: float, actions: list[Action]) -> None:
+        self._saves_unanswered = max(0, self._saves_unanswered - 1)
+        if self.tokens == self._saved and self._after_save is None:
+            return  # the file already holds what we hold, and nothing waits for a save
+        self._save_error = f"cannot save tokens: {reason}"
+        if self._save_retry_at is None:
+            self._save_retry_at = now + self._save_backoff.next_delay()
+        if self._after_save is not None and self.phase is Phase.REFRESHING:
+            # Hold what waited for the save: disconnected, counting down to the next try.
+            self.phase = Phase.WAITING
+            self._retry_at = None
+
+    def _next_retry_at(self) -> float | None:
+        if self.phase is not Phase.WAITING:
+            return None
+        if self._after_save is not None:
+            return self._save_retry_at
+        return self._retry_at
 
     # ------------------------------------------------------------------ time
 
     def _tick(self, now: float, actions: list[Action]) -> None:
+        if self._save_retry_at is not None and now >= self._save_retry_at:
+            self._save_retry_at = None
+            self._persist(actions)
         if self.phase is Phase.WAITING:
             if self._retry_at is not None and now >= self._retry_at:
                 if self._retry_then == "refresh" and self.tokens.refresh_token is not None:
@@ -978,6 +1152,14 @@ class ConnectionState:
             self._open(now, actions)
 
     def _open(self, now: float, actions: list[Action]) -> None:
+        if not self._on_disk(self.tokens.handshake_token):
+            # Rule 8: hold until a save of it is confirmed.
+            self.phase = Phase.WAITING
+            self._retry_at = None
+            self._after_save = "open"
+            if self._saves_unanswered == 0 and self._save_retry_at is None:
+                self._persist(actions)
+            return
         self._epoch += 1
         self._live_epoch = self._epoch
         if self.tokens.access_token is not None:
@@ -1041,7 +1223,8 @@ class ConnectionState:
             self._identity,
             self._username,
             self._backoff.failures,
-            self._retry_at,
+            self._next_retry_at(),
+            self._save_error,
             self._last_error,
         )
         if key != self._published_key:

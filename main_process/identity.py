@@ -12,6 +12,12 @@ Rules it keeps:
   a fresh one (the bad file is kept aside), and corrupt or unreadable tokens mean a fresh
   guest identity (the server issues a new guest token). Each case logs one warning line.
 - A token file readable by group or others is tightened to 0600 when it is loaded.
+- A full disk does not stop a token save: next to the token file lies a reserve
+  (``tokens.json.reserve``, 16 KiB, set aside when the store loads and after each save),
+  given up when a save finds the disk full, so that one save still fits. The connection
+  presents only tokens that are on disk; without the reserve, a client on a full disk
+  could not store the guest token it needs to ship, and so could never drain the spool
+  that fills the disk.
 
 Must not: talk to the server, decide when tokens are refreshed or forgotten (the
 connection does), or hold tokens anywhere but the returned ``Tokens`` value.
@@ -20,6 +26,7 @@ connection does), or hold tokens anywhere but the returned ``Tokens`` value.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -35,10 +42,21 @@ logger = logging.getLogger(__name__)
 
 PRIVATE_FILE_MODE = 0o600
 _TOKEN_FILE_VERSION = 1
+TOKEN_RESERVE_BYTES = 16 * 1024
+"""Room kept for the token file on a full disk: several copies of a token file (~2 KB)."""
+_DISK_FULL = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 class IdentityError(Exception):
-    """A client id or token file cannot be read or written; the message is one sentence."""
+    """A client id or token file cannot be read or written; the message is one sentence.
+
+    ``reason`` is the cause in a few words, for a status line (e.g. ``"Read-only file
+    system (/data/tokens.json)"``); it defaults to the message.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
 
 
 def write_file_atomically(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> None:
@@ -187,11 +205,12 @@ class TokenStore:
 
     ``load`` never raises: a missing, unreadable or corrupt file gives ``Tokens()``.
     ``save`` raises ``IdentityError`` because a rotated refresh token that is not on disk
-    must not be used (PROTOCOL.md section 5).
+    must not be used (PROTOCOL.md section 5). Both keep the reserve (module docstring).
     """
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
+        self._reserve = self._path.with_name(self._path.name + ".reserve")
 
     @property
     def path(self) -> Path:
@@ -199,6 +218,8 @@ class TokenStore:
 
     def load(self) -> Tokens:
         path = self._path
+        if path.parent.is_dir():
+            self._keep_reserve()
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
@@ -244,11 +265,49 @@ class TokenStore:
         data = json.dumps(document, indent=2).encode("utf-8") + b"\n"
         try:
             ensure_private_dir(self._path.parent)
-            write_file_atomically(self._path, data, mode=PRIVATE_FILE_MODE)
+            try:
+                write_file_atomically(self._path, data, mode=PRIVATE_FILE_MODE)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL or not self._release_reserve():
+                    raise
+                write_file_atomically(self._path, data, mode=PRIVATE_FILE_MODE)
         except OSError as exc:
+            # ``exc`` names the temporary file at best; the user knows the token file.
+            why = exc.strerror or type(exc).__name__
             raise IdentityError(
-                f"Cannot write the token file {self._path}: {exc.strerror or exc}."
+                f"Cannot write the token file {self._path}: {why}.", reason=f"{why} ({self._path})"
             ) from exc
+        self._keep_reserve()
+
+    def _keep_reserve(self) -> None:
+        """Set the reserve aside when it is missing (best effort: the disk may be full)."""
+        if self._reserve.exists():
+            return
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        except OSError:
+            return
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, TOKEN_RESERVE_BYTES)
+            else:  # pragma: no cover - Windows and macOS: real bytes, not a sparse file
+                os.write(fd, bytes(TOKEN_RESERVE_BYTES))
+        except OSError:
+            os.close(fd)
+            self._reserve.unlink(missing_ok=True)
+            return
+        os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve.unlink()
+        except OSError:
+            return False
+        logger.warning(
+            "the disk under %s is full; gave up the token file's reserve to save tokens",
+            self._path,
+        )
+        return True
 
     def _tighten_mode(self, fd: int) -> None:
         if os.name != "posix":

@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
@@ -34,8 +37,9 @@ from main_process.connection_state import (
     ConnectionStatus,
 )
 from main_process.identity import Tokens
+from main_process.version import client_version
 from tests.connection_fakes import MemorySpool, MemoryTokenStore
-from tests.server_process import ServerProcess
+from tests.server_process import REPOSITORY, ServerProcess
 
 # Short timers so a test sees many reconnects in seconds; the logic is the same.
 FAST = ConnectionConfig(
@@ -233,6 +237,56 @@ async def test_access_token_expiring_mid_stream_is_refreshed_and_the_stream_comp
         await asyncio.to_thread(server.stop)
 
 
+async def server_stats(server: ServerProcess) -> dict[str, int]:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/api/stats") as response:
+        assert response.status == 200
+        stats: dict[str, int] = await response.json()
+        return stats
+
+
+async def test_access_tokens_living_1_s_are_used_as_soon_as_refreshed_and_10000_lines_ship(
+    tmp_path: Path,
+) -> None:
+    # Each access token lives 1 s, less than the 2 s a reconnect after ``retry_auth``
+    # would wait: the client must reconnect the moment the rotated tokens are saved.
+    from main_process.identity import TokenStore as FileTokenStore
+
+    server = await with_access_ttl(tmp_path, 1.0)
+    try:
+        client_id = str(uuid.uuid4())
+        signed_in = await login(server, "ada", client_id)
+        token_store = FileTokenStore(tmp_path / "client" / "tokens.json")
+        token_store.save(signed_in)
+        spool = MemorySpool()
+        lines = numbered_lines(10_000)
+        texts = group(lines, 10)
+        async with ServerConnection(
+            server.url,
+            client_id=client_id,
+            chunk_store=spool,
+            token_store=token_store,
+            config=ConnectionConfig(),  # the defaults: retry_auth_reconnect_delay is 2 s
+        ) as connection:
+            await connection.connect_to_server()
+            await connection.wait_for_status(connected("user"), 20)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            # Spread over ~5 s, so the stream outlives several access tokens.
+            for i, text in enumerate(texts):
+                await connection.ensure_connected_and_send_log_chunk(text)
+                await asyncio.sleep(max(0.0, started + i * 0.005 - loop.time()))
+            await until(lambda: not spool.chunks, 60, "every chunk acknowledged")
+            status = await connection.wait_for_status(connected("user"), 20)
+            assert (status.username, status.last_error) == ("ada", None)
+            assert status.attempt == 0  # refreshes that worked are not failures to back off
+            assert token_store.load() == connection.tokens
+        stats = await server_stats(server)
+        assert stats["retry_auth_sent"] >= 3, "the access token should have expired under it"
+        assert server.dump(client_id) == "".join(lines).encode()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
 async def test_refused_refresh_continues_as_guest_and_says_so(
     reference_server: ServerProcess,
 ) -> None:
@@ -401,15 +455,34 @@ async def test_a_server_that_never_acks_gets_the_same_chunks_again_after_the_ack
 
     handshake = fake_server.connections[0]
     assert handshake["auth"] == {"token": "g-1"}
-    query = handshake["query"]
-    assert "clientId=client-1" in query
-    assert "hostname=box-7" in query
-    assert "userAgent=" in query
+    query = parse_qs(handshake["query"])
+    assert query["clientId"] == ["client-1"]
+    assert query["hostname"] == ["box-7"]
+    assert query["userAgent"] == [USER_AGENT]
     payload = fake_server.chunks[0][1]
     assert set(payload) == {"clientId", "chunk", "chunkId", "seq", "sentAt"}
     assert (payload["clientId"], payload["chunk"], payload["seq"]) == ("client-1", "text 0\n", 1)
     assert isinstance(payload["sentAt"], int)
-    assert USER_AGENT.startswith("log-monitor-client/0.1.0 (")
+    assert USER_AGENT.startswith(f"log-monitor-client/{client_version()} (")
+
+
+def test_the_user_agent_carries_whatever_version_the_package_metadata_gives() -> None:
+    # A fresh interpreter whose metadata says 9.8.7: the userAgent must follow it.
+    script = (
+        "import main_process.version as version\n"
+        "version.client_version = lambda: '9.8.7'\n"
+        "from main_process.connection import USER_AGENT\n"
+        "print(USER_AGENT)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("log-monitor-client/9.8.7 (")
 
 
 async def test_unknown_events_and_wrong_shapes_are_counted_never_fatal(
@@ -441,6 +514,40 @@ async def test_unknown_events_and_wrong_shapes_are_counted_never_fatal(
         assert connection.counters.unknown_events == 1
         assert forwarded == [{"type": "chunk_stored"}]
         assert fake_server.connections[0]["auth"] in ({}, None)
+
+
+async def test_every_status_change_is_broadcast_through_send_connection_status(
+    fake_server: FakeServer,
+) -> None:
+    serve_acks_or_silence(fake_server)
+
+    class RecordingConnection(ServerConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.sent: list[ConnectionStatus | None] = []
+
+        async def send_connection_status(self, status: ConnectionStatus | None = None) -> None:
+            self.sent.append(status)
+            await super().send_connection_status(status)
+
+    received: list[ConnectionStatus] = []
+    connection = RecordingConnection(
+        fake_server.url,
+        client_id="client-5",
+        chunk_store=MemorySpool(),
+        token_store=MemoryTokenStore(Tokens(guest_token="g-5")),
+        on_status=received.append,
+        config=FAST,
+    )
+    async with connection:
+        await connection.connect_to_server()
+        await connection.wait_for_status(connected("guest"), 10)
+        assert [s.state for s in received] == ["connecting", "connected"]
+        assert connection.sent == received
+        # Called with nothing, it broadcasts the present (e.g. for a viewer that just came).
+        await connection.send_connection_status()
+        assert received[-1] == connection.status()
+        assert connection.sent[-1] is None
 
 
 async def test_disconnect_stops_reconnecting_until_connect(fake_server: FakeServer) -> None:

@@ -2,13 +2,17 @@
 
 ``Driver`` plays the shell's part the way ``connection.py`` does: it executes actions in
 order, answers ``LoadChunks`` from an in-memory spool at once, deletes on
-``AcknowledgeChunk``, and records everything else so tests can look at it. Sockets are
-imaginary: tests feed the events a server would cause.
+``AcknowledgeChunk``, writes ``PersistTokens`` to an imaginary token file (which a test
+can make refuse writes) and feeds the answer as the next event, and records everything
+else so tests can look at it. It also checks rule 8 on every action: a socket presents
+only a token the file holds, and a refresh only the refresh token the file holds. Sockets
+are imaginary: tests feed the events a server would cause.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -52,6 +56,8 @@ from main_process.connection_state import (
     SocketConnected,
     SocketDisconnected,
     StatusChanged,
+    TokensNotSaved,
+    TokensSaved,
     UnknownServerEvent,
     ack_error,
     is_auth_error,
@@ -100,11 +106,25 @@ class Driver:
         self.spool = FakeSpool()
         self.actions: list[Action] = []
         self.loads = 0
+        self.token_file = tokens or Tokens()
+        """What the imaginary token file holds."""
+        self.save_refused: str | None = None
+        """While set, every save fails with this reason, and the file keeps its content."""
+        self._answers: deque[Event] = deque()
 
     # -- feeding
 
     def feed(self, event: Event) -> list[Action]:
-        return self._execute(self.machine.handle(event, self.now))
+        if isinstance(event, CredentialsChanged):
+            self.token_file = event.tokens  # the caller saved them (PROTOCOL: login)
+        return self._run(self.machine.handle(event, self.now))
+
+    def _run(self, actions: list[Action]) -> list[Action]:
+        """Execute ``actions``, then feed the token file's answers, as the shell's queue does."""
+        done = self._execute(actions)
+        while self._answers:
+            done += self._execute(self.machine.handle(self._answers.popleft(), self.now))
+        return done
 
     def advance(self, seconds: float) -> list[Action]:
         """Move the clock, ticking at every deadline on the way, as the shell would."""
@@ -115,9 +135,9 @@ class Driver:
             if deadline is None or deadline > target:
                 break
             self.now = max(self.now, deadline)
-            produced += self._execute(self.machine.tick(self.now))
+            produced += self._run(self.machine.tick(self.now))
         self.now = target
-        produced += self._execute(self.machine.tick(self.now))
+        produced += self._run(self.machine.tick(self.now))
         return produced
 
     def _execute(self, actions: list[Action]) -> list[Action]:
@@ -136,6 +156,19 @@ class Driver:
                 case DeadLetterChunk():
                     del self.spool.chunks[action.seq]
                     self.spool.dead[action.seq] = action.code
+                case PersistTokens():
+                    if self.save_refused is None:
+                        self.token_file = action.tokens
+                        self._answers.append(TokensSaved(action.tokens))
+                    else:
+                        self._answers.append(TokensNotSaved(self.save_refused))
+                case OpenSocket():
+                    on_disk = (None, self.token_file.access_token, self.token_file.guest_token)
+                    assert action.token in on_disk, "a socket presented a token not on disk"
+                case RefreshTokens():
+                    assert action.refresh_token == self.token_file.refresh_token, (
+                        "a refresh presented a refresh token not on disk"
+                    )
                 case _:
                     pass
         return done
@@ -355,12 +388,15 @@ def test_auth_driven_reconnect_loops_fall_back_to_the_backoff() -> None:
 # ----------------------------------------------------------------------------- user tokens
 
 
-def test_retry_auth_refreshes_persists_then_reconnects_about_2_s_later() -> None:
+def test_retry_auth_saves_refreshes_saves_again_then_reconnects_at_once() -> None:
     d = Driver(tokens=USER)
     d.connect("user")
     first = d.epoch
     actions = d.feed(RetryAuthRequested(first, "token_expired"))
     assert CloseSocket(first) in actions
+    # The file is written (so known to be writable) before the server spends ref-1.
+    steps = [type(a) for a in actions if isinstance(a, PersistTokens | RefreshTokens)]
+    assert steps == [PersistTokens, RefreshTokens]
     assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
     assert d.status()[0] == "connecting"
 
@@ -368,15 +404,44 @@ def test_retry_auth_refreshes_persists_then_reconnects_about_2_s_later() -> None
     rotated = Tokens(
         access_token="acc-2", refresh_token="ref-2", guest_token="guest-1", username="ada"
     )
+    # Rule 8, then rule 10: on disk first, then presented at once, not ~2 s later.
+    opening = [type(a) for a in actions if isinstance(a, PersistTokens | OpenSocket)]
+    assert opening == [PersistTokens, OpenSocket]
     assert of_type(actions, PersistTokens) == [PersistTokens(rotated)]
-    assert of_type(actions, OpenSocket) == []
-    d.advance(1.999)
-    assert d.last_open().epoch == first
-    d.advance(0.001)
     assert d.last_open() == OpenSocket(first + 1, "acc-2", "user")
-    # Rule 8: the rotated tokens were handed over before the socket that presents them.
-    order = [type(a) for a in d.actions if isinstance(a, PersistTokens | OpenSocket)]
-    assert order[-2:] == [PersistTokens, OpenSocket]
+    assert d.token_file == rotated
+    assert d.status()[0] == "connecting"
+
+
+def test_an_access_token_shorter_than_the_retry_auth_delay_still_connects_and_ships() -> None:
+    """A server with ``--access-ttl 1``: each access token expires 1 s after its refresh,
+    before the 2 s ``retry_auth`` delay is over. The client must present each one at once,
+    get ``authenticated`` and ship, cycle after cycle, without backing off."""
+    ttl = 1.0
+    d = Driver(tokens=USER)
+    d.spool.append(5)
+    d.connect("user")
+    d.ack(*d.machine.in_flight_seqs)
+    for n in range(2, 12):
+        d.spool.append(5)  # lines keep coming
+        d.feed(ChunksAppended())
+        d.advance(ttl - 0.1)  # the rest of the token's life
+        d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+        refresh = of_type(d.actions, RefreshTokens)[-1]
+        d.advance(0.02)  # the HTTP round trip
+        d.feed(RefreshSucceeded(refresh.request_id, f"acc-{n}", f"ref-{n}", username="ada"))
+        expires_at = d.now + ttl
+        opened = d.last_open()
+        assert opened.token == f"acc-{n}", f"cycle {n}: the fresh token was not presented"
+        d.advance(0.01)  # the handshake
+        assert d.now < expires_at
+        d.connect("user")
+        status = d.machine.status(d.now)
+        assert (status.state, status.identity, status.attempt) == ("connected", "user", 0)
+        d.ack(*d.machine.in_flight_seqs)
+    assert d.spool.chunks == {}
+    assert d.machine.counters.chunks_acknowledged == 55
+    assert d.token_file.refresh_token == "ref-11"
 
 
 @pytest.mark.parametrize("message", ["invalid signature", "jwt expired", "Authentication error"])
@@ -505,6 +570,230 @@ def test_credentials_changed_while_connected_reconnects_with_the_new_token() -> 
     actions = d.feed(CredentialsChanged(USER))
     assert CloseSocket(first) in actions
     assert of_type(actions, OpenSocket) == [OpenSocket(first + 1, "acc-1", "user")]
+
+
+# ----------------------------------------------------------------------------- the token file
+
+READ_ONLY = "Read-only file system (/data/tokens.json)"
+
+
+def test_a_token_file_that_cannot_be_written_holds_the_refresh_so_the_token_on_disk_stays_good() -> (
+    None
+):
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.save_refused = READ_ONLY
+    actions = d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+    assert of_type(actions, PersistTokens) == [PersistTokens(USER)]
+    assert of_type(actions, RefreshTokens) == []  # ref-1 is not spent
+    state, attempt, next_retry_ms, error = d.status()
+    assert (state, attempt, error) == ("disconnected", 0, f"cannot save tokens: {READ_ONLY}")
+    assert next_retry_ms == 500  # the next save, after the backoff (jitter 0.5 of 1 s)
+    # It keeps trying, backing off, and presents nothing meanwhile.
+    actions = d.advance(60)
+    saves = of_type(actions, PersistTokens)
+    assert 4 <= len(saves) <= 8
+    assert of_type(actions, RefreshTokens) == []
+    assert of_type(actions, OpenSocket) == []
+    assert d.token_file == USER
+    assert d.status()[3] == f"cannot save tokens: {READ_ONLY}"
+    # The file takes writes again: the next save goes through and only then ref-1 goes out.
+    d.save_refused = None
+    actions = d.advance_to_retry()
+    steps = [type(a) for a in actions if isinstance(a, PersistTokens | RefreshTokens)]
+    assert steps == [PersistTokens, RefreshTokens]
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    assert d.last_open().token == "acc-2"
+    d.connect("user")
+    assert d.status() == ("connected", 0, None, None)
+
+
+def test_rotated_tokens_that_cannot_be_saved_are_kept_and_presented_only_once_saved() -> None:
+    d = Driver(tokens=USER)
+    d.spool.append(3)
+    d.connect("user")
+    first = d.epoch
+    d.feed(RetryAuthRequested(first, "token_expired"))
+    d.save_refused = READ_ONLY  # the disk fails between the save before and the one after
+    actions = d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    rotated = replace(USER, access_token="acc-2", refresh_token="ref-2")
+    assert of_type(actions, PersistTokens) == [PersistTokens(rotated)]
+    assert of_type(actions, OpenSocket) == []
+    assert d.machine.tokens == rotated  # kept: the server has spent ref-1
+    assert d.token_file == USER
+    assert d.status()[0] == "disconnected"
+    assert d.status()[3] == f"cannot save tokens: {READ_ONLY}"
+    actions = d.advance(30)
+    assert of_type(actions, PersistTokens) == [PersistTokens(rotated)] * len(
+        of_type(actions, PersistTokens)
+    )
+    assert of_type(actions, OpenSocket) == []
+    assert of_type(actions, RefreshTokens) == []  # ref-2 is not on disk either
+    d.save_refused = None
+    actions = d.advance_to_retry()
+    assert d.token_file == rotated
+    assert of_type(actions, OpenSocket) == [OpenSocket(first + 1, "acc-2", "user")]
+    d.connect("user")
+    assert d.sent_seqs(d.epoch) == [1, 2, 3]
+    assert d.status() == ("connected", 0, None, None)
+
+
+def test_a_guest_token_that_cannot_be_saved_is_presented_only_once_saved() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    first = d.epoch
+    d.save_refused = "No space left on device (/data/tokens.json)"
+    d.feed(GuestTokenReceived(first, "guest-new"))
+    actions = d.advance(10)
+    assert of_type(actions, OpenSocket) == []
+    assert len(of_type(actions, PersistTokens)) >= 3
+    state, _, next_retry_ms, error = d.status()
+    assert (state, error) == (
+        "disconnected",
+        "cannot save tokens: No space left on device (/data/tokens.json)",
+    )
+    assert next_retry_ms is not None
+    d.save_refused = None
+    d.advance_to_retry()
+    assert d.last_open() == OpenSocket(first + 1, "guest-new", "guest")
+    assert d.token_file == Tokens(guest_token="guest-new")
+    d.connect("guest")
+    assert d.status() == ("connected", 0, None, None)
+
+
+def test_connect_while_waiting_for_the_token_file_saves_again_at_once() -> None:
+    d = Driver(tokens=USER, jitter=1.0)
+    d.connect("user")
+    d.save_refused = READ_ONLY
+    d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+    for _ in range(4):
+        d.advance_to_retry()
+    assert d.status()[2] == 16_000  # the save backoff has grown
+    d.save_refused = None
+    actions = d.feed(ConnectRequested())
+    assert of_type(actions, PersistTokens) == [PersistTokens(USER)]
+    assert of_type(actions, RefreshTokens) == [RefreshTokens(1, "ref-1")]
+
+
+def test_a_sign_out_that_cannot_be_saved_goes_on_as_the_guest_on_disk() -> None:
+    d = Driver(tokens=Tokens(access_token="acc-only", guest_token="guest-1"))
+    d.spool.append(2)
+    d.connect("user")
+    d.save_refused = READ_ONLY
+    d.feed(RetryAuthRequested(d.epoch))  # no refresh token: signed out
+    d.advance(2.0)
+    assert d.last_open() == OpenSocket(2, "guest-1", "guest")  # the file holds guest-1
+    d.connect("guest")
+    d.ack(1, 2)
+    assert d.spool.chunks == {}
+    assert d.status()[:2] == ("connected", 0)
+    assert d.status()[3] == f"cannot save tokens: {READ_ONLY}"
+    assert d.token_file.access_token == "acc-only"  # what a crash now would find: harmless
+    d.save_refused = None
+    d.advance(10)  # past the next save, which the backoff put a few seconds away
+    assert d.token_file == Tokens(guest_token="guest-1")
+    assert d.status() == ("connected", 0, None, SIGNED_OUT_MESSAGE)
+
+
+def test_a_refused_guest_token_that_cannot_be_forgotten_on_disk_still_reconnects() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    d.save_refused = READ_ONLY
+    d.feed(RetryAuthRequested(d.epoch, "invalid_token"))
+    d.advance(0.1)
+    assert d.last_open() == OpenSocket(2, None, "none")
+    assert d.token_file == GUEST
+
+
+def test_disconnect_while_only_a_refresh_waits_for_the_token_file_stops_saving() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.save_refused = READ_ONLY
+    d.feed(RetryAuthRequested(d.epoch, "token_expired"))
+    d.feed(DisconnectRequested())
+    assert d.status() == ("disconnected", 0, None, None)
+    assert d.machine.next_deadline() is None
+    assert of_type(d.advance(3600), PersistTokens) == []
+
+
+def test_a_refreshed_session_that_cannot_be_saved_keeps_trying_while_idle() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    d.feed(RetryAuthRequested(d.epoch))
+    d.feed(DisconnectRequested())
+    d.save_refused = READ_ONLY
+    d.feed(RefreshSucceeded(1, "acc-2", "ref-2"))
+    assert d.token_file != d.machine.tokens
+    assert d.status()[0] == "disconnected"
+    assert d.status()[3] == f"cannot save tokens: {READ_ONLY}"
+    d.save_refused = None
+    d.advance(2)
+    assert d.token_file == d.machine.tokens
+    assert d.token_file.refresh_token == "ref-2"
+    assert d.status() == ("disconnected", 0, None, None)
+    assert len(of_type(d.actions, OpenSocket)) == 1  # the user's Disconnect still holds
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_token_file_failures_never_present_a_token_that_is_not_on_disk(seed: int) -> None:
+    """Saves failing at random while the server refreshes, rotates, refuses and issues
+    tokens: the Driver checks every socket and refresh against the file (rule 8), and
+    once the file works again the machine saves what it holds and connects."""
+    rng = random.Random(seed)
+    d = Driver(tokens=USER)
+    d.spool.append(4)
+    d.feed(ConnectRequested())
+    answered: set[int] = set()
+    for step in range(300):
+        d.save_refused = READ_ONLY if rng.random() < 0.4 else None
+        live = d.machine.live_epoch
+        out = [r for r in of_type(d.actions, RefreshTokens) if r.request_id not in answered]
+        roll = rng.random()
+        if out and roll < 0.3:
+            request = out[-1].request_id
+            answered.add(request)
+            kind = rng.choice(["ok"] * 6 + ["refused", "failed"])
+            if kind == "ok":
+                d.feed(RefreshSucceeded(request, f"acc-{step}", f"ref-{step}", username="ada"))
+            elif kind == "refused":
+                d.feed(RefreshRefused(request, 401))
+            else:
+                d.feed(RefreshFailed(request, "HTTP 503"))
+        elif live is not None and roll < 0.6:
+            event = rng.choice(["auth", "retry_auth", "guest", "drop", "ack"])
+            if event == "auth":
+                d.feed(SocketConnected(live))
+                d.feed(Authenticated(live))
+            elif event == "retry_auth":
+                d.feed(RetryAuthRequested(live, "token_expired"))
+            elif event == "guest":
+                d.feed(GuestTokenReceived(live, f"guest-{step}"))
+            elif event == "drop":
+                d.feed(SocketDisconnected(live, "transport close"))
+            elif d.machine.in_flight_seqs:
+                d.ack(d.machine.in_flight_seqs[0])
+        elif roll < 0.63:
+            d.feed(DisconnectRequested())
+        elif roll < 0.7:
+            d.feed(ConnectRequested())
+        else:
+            d.advance(rng.uniform(0, 3))
+    # The file works again: whatever the machine holds reaches it, and it connects.
+    d.save_refused = None
+    d.feed(ConnectRequested())
+    for n in range(20):  # up to the longest save backoff (30 s) and a handshake timeout
+        for request in sorted({r.request_id for r in of_type(d.actions, RefreshTokens)} - answered):
+            answered.add(request)
+            d.feed(RefreshSucceeded(request, f"acc-end-{n}", f"ref-end-{n}", username="ada"))
+        if d.token_file == d.machine.tokens and d.machine.live_epoch is not None:
+            break
+        d.advance(5)
+    assert d.token_file == d.machine.tokens
+    d.connect()
+    status = d.machine.status(d.now)
+    assert status.state == "connected"
+    assert not (status.last_error or "").startswith("cannot save tokens")
 
 
 # ----------------------------------------------------------------------------- delivery
@@ -924,6 +1213,8 @@ def test_tokens_never_show_in_reprs() -> None:
         repr(RefreshTokens(1, "ref-1")),
         repr(RefreshSucceeded(1, "acc-1", "ref-1")),
         repr(PersistTokens(USER)),
+        repr(TokensSaved(USER)),
+        repr(TokensNotSaved("Read-only file system (/data/tokens.json)")),
     ]
     for text in texts:
         for secret in secrets:

@@ -56,6 +56,7 @@ from main_process.connection_state import (
     LoadChunks,
     MalformedPayload,
     OpenSocket,
+    PersistTokens,
     RefreshFailed,
     RefreshRefused,
     RefreshSucceeded,
@@ -65,6 +66,7 @@ from main_process.connection_state import (
     ServerActivity,
     SocketConnected,
     SocketDisconnected,
+    TokensSaved,
     UnknownServerEvent,
     ack_error,
     is_auth_error,
@@ -240,6 +242,9 @@ class Harness:
                     self.spool.dead_letter(action.seq, action.code, action.message or "")
                 case RefreshTokens():
                     self.refreshes.append(action.request_id)
+                case PersistTokens():
+                    # The token file takes the save; the machine goes on once told so.
+                    await self.execute(self.machine.handle(TokensSaved(action.tokens), self.now))
                 case _:
                     pass
         self.check()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from main_process.identity import (
+    TOKEN_RESERVE_BYTES,
     IdentityError,
     Tokens,
     TokenStore,
@@ -155,7 +156,7 @@ def test_saving_replaces_the_file_atomically(tmp_path: Path) -> None:
         assert json.loads(reader_of_old_file.read())["guest_token"] == "old-guest"
     assert store.path.stat().st_ino != old_inode
     assert store.load() == USER_TOKENS
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.json", "tokens.json.reserve"]
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(
@@ -175,8 +176,39 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(
     assert message.startswith("Cannot write the token file")
     assert "No space left on device" in message
     assert_no_secret_in(message)
-    assert store.load() == Tokens(guest_token="kept")
+    # The short form a status line shows: the OS's words and the file, no token.
+    assert raised.value.reason == f"No space left on device ({store.path})"
+    # The reserve was given up for a second try, which failed too; nothing else is left.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokens.json"]
+    assert store.load() == Tokens(guest_token="kept")
+
+
+def test_a_full_disk_takes_one_more_save_through_the_reserve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    assert store.load() == Tokens()
+    reserve = tmp_path / "tokens.json.reserve"
+    assert reserve.stat().st_size == TOKEN_RESERVE_BYTES
+    real_write = os.write
+    refusals: list[int] = []
+
+    def full_until_the_reserve_is_gone(fd: int, data: bytes | memoryview) -> int:
+        if reserve.exists():
+            refusals.append(fd)
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_until_the_reserve_is_gone)
+    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+        store.save(USER_TOKENS)
+    monkeypatch.undo()
+    assert len(refusals) == 1
+    assert TokenStore(store.path).load() == USER_TOKENS
+    assert "reserve" in caplog.text
+    assert_no_secret_in(caplog.text)
+    # Set aside again (here the disk had room for it again).
+    assert reserve.stat().st_size == TOKEN_RESERVE_BYTES
 
 
 def test_the_temporary_file_is_private_from_its_creation(
