@@ -80,6 +80,7 @@ _DECOMPRESSORS: dict[str, Callable[[str], io.BufferedIOBase]] = {
     ".xz": lzma.LZMAFile,
 }
 _SIBLING_SEPARATORS = (".", "-", "_")
+_LISTING_ATTEMPTS = 5
 _COPY_BUFFER = 1024 * 1024
 
 
@@ -120,6 +121,11 @@ class Recovered:
     known: bool
 
 
+class GenerationIncomplete(FileTrouble):
+    """A compressed file that ends before its end marker: most likely still being
+    written by the compressor (not worth a warning; the next look reads it whole)."""
+
+
 class OpenedGeneration:
     """An open generation: a descriptor to read (the file itself, or a decompressed
     copy of it), its size, and the key of the file on disk."""
@@ -153,9 +159,24 @@ def is_rotated_name(base: str, name: str) -> bool:
 
 def find_candidates(lineage: str, checkpoint_keys: Iterable[str]) -> list[Candidate]:
     """The siblings of ``lineage`` (a path) on disk, and any file next to it whose
-    ``dev:ino`` is in ``checkpoint_keys``; the file at ``lineage`` itself is not one."""
-    directory, base = os.path.split(lineage)
+    ``dev:ino`` is in ``checkpoint_keys``; the file at ``lineage`` itself is not one.
+
+    A directory listing taken while a rotation renames files can miss a file that moves
+    from a name not listed yet to one listed already, so the directory is listed until
+    two listings in a row agree.
+    """
     keys = set(checkpoint_keys)
+    previous = _list_candidates(lineage, keys)
+    for _ in range(_LISTING_ATTEMPTS):
+        current = _list_candidates(lineage, keys)
+        if current == previous:
+            break
+        previous = current
+    return previous
+
+
+def _list_candidates(lineage: str, keys: set[str]) -> list[Candidate]:
+    directory, base = os.path.split(lineage)
     found: list[Candidate] = []
     try:
         with os.scandir(directory) as entries:
@@ -173,6 +194,7 @@ def find_candidates(lineage: str, checkpoint_keys: Iterable[str]) -> list[Candid
                     found.append(Candidate(entry.path, key, status.st_mtime_ns))
     except OSError:
         return []
+    found.sort(key=lambda candidate: candidate.path)
     return found
 
 
@@ -195,7 +217,11 @@ def open_generation(path: str, scratch_dir: str | os.PathLike[str]) -> OpenedGen
             fd = os.dup(target.fileno())
     except FileNotFoundError:
         raise FileTrouble(f"{path} was deleted before it could be read.") from None
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except EOFError:
+        raise GenerationIncomplete(
+            f"{path} ends before its end marker (still being compressed, or damaged)."
+        ) from None
+    except (OSError, lzma.LZMAError) as exc:
         raise FileTrouble(f"{path} cannot be decompressed: {exc}.") from None
     return OpenedGeneration(fd, os.fstat(fd).st_size, FileKey.of(status), decompressed=True)
 

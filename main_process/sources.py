@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import glob
 import logging
 import os
@@ -99,6 +100,7 @@ from main_process.line_chunker import (
 from main_process.rotation import (
     NOTHING_LEFT,
     Candidate,
+    GenerationIncomplete,
     KnownPosition,
     OpenedGeneration,
     find_candidates,
@@ -118,6 +120,10 @@ _WATCH_STEP_MS = 10
 _WATCH_DEBOUNCE_MS = 20
 _POLL_DELAY_MS = 100
 _RECENT_TRUNCATIONS = 16
+# A lineage with a generation still being compressed is looked at again this often, and
+# given up on (the file is skipped, and said so) after this long.
+_HOLD_RETRY = 0.05
+_HOLD_LIMIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,23 @@ class FollowedFile:
     role: str
     read_offset: int
     committed_offset: int
+
+
+class _RecoveryNotSettled(Exception):
+    """A generation of the lineage cannot be read yet (still being compressed)."""
+
+
+@dataclass(slots=True)
+class _HeldLineage:
+    """A lineage whose missed generations could not all be read yet: none of its files
+    is read until ``attempt`` succeeds (or ``_HOLD_LIMIT`` passes), so that nothing newer
+    is committed before them."""
+
+    attempt: Callable[[float, bool], None]
+    """Find and place the missed generations; raises ``_RecoveryNotSettled`` unless its
+    second argument (the last attempt) is true."""
+    since: float
+    next_try: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +279,7 @@ class SourceSet:
         self._followers: dict[FileKey, FileFollower] = {}
         self._lineages: dict[str, list[FileFollower]] = {}
         """Open followers by lineage, oldest generation first (see ``rotation``)."""
+        self._held: dict[str, _HeldLineage] = {}
         self._recent_truncations: deque[ReadPosition] = deque(maxlen=_RECENT_TRUNCATIONS)
         self._ever_followed: set[str] = set()
         self._trouble_by_subject: dict[str, str] = {}
@@ -385,8 +409,11 @@ class SourceSet:
             self._rescan(now)
         appended_before = self._chunks_appended
         more = False
+        self._retry_held(now)
         if self._commit_waiting():
-            for members in list(self._lineages.values()):
+            for lineage, members in list(self._lineages.items()):
+                if lineage in self._held:
+                    continue
                 more = self._pump_lineage(list(members), now) or more
                 if self._paused_reason is not None:
                     break
@@ -520,6 +547,8 @@ class SourceSet:
         for follower in [f for members in self._lineages.values() for f in members]:
             if follower.role is not FollowerRole.DETACHED or not follower.at_end():
                 continue
+            if follower.lineage in self._held:
+                continue
             idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
             if now - idle_since < self._detached_idle_close:
                 continue
@@ -544,6 +573,8 @@ class SourceSet:
                 deadline = min(deadline, idle_since + self._detached_idle_close)
         if self._paused_reason is not None:
             deadline = min(deadline, now + self._full_retry_interval)
+        for held in self._held.values():
+            deadline = min(deadline, held.next_try)
         return max(0.0, deadline - now)
 
     # ------------------------------------------------------------------- which files
@@ -644,18 +675,27 @@ class SourceSet:
         follower.last_growth_at = now
         follower.resumed = start.resumed
         members = self._lineages.get(follower.lineage)
-        if members and not initial:
+        self._add_member(follower)
+        if members and len(members) > 1 and not initial:
             # A new generation of a log being followed: first the ones missed since the
             # previous one (rotated twice between two looks, while paused…).
+            previous = members[-2]
             try:
-                not_before = members[-1].status().st_mtime_ns
+                not_before = previous.status().st_mtime_ns
             except OSError:
-                not_before = members[-1].mtime_ns
-            for missed in self._find_missed_generations(
-                follower.lineage, now, not_before_ns=not_before, positions=()
-            ):
-                self._add_member(missed)
-        self._add_member(follower)
+                not_before = previous.mtime_ns
+
+            def place_missed(now: float, last_attempt: bool) -> None:
+                for missed in self._find_missed_generations(
+                    follower.lineage,
+                    now,
+                    not_before_ns=not_before,
+                    positions=(),
+                    last_attempt=last_attempt,
+                ):
+                    self._add_member(missed, before=follower)
+
+            self._recover(follower.lineage, now, place_missed)
         self._ever_followed.add(path)
         self._clear_trouble(path)
         logger.info("following %s from byte %d", path, start.offset)
@@ -703,21 +743,27 @@ class SourceSet:
         self._recent_truncations.append(truncation.position)
         position = truncation.position
         reach = position.offset
-        missed = self._find_missed_generations(
-            follower.lineage,
-            now,
-            not_before_ns=truncation.mtime_ns,
-            positions=(KnownPosition(position.fingerprint, reach, reach, time.time_ns()),),
-            # The follower's own checkpoint is in the generation it read up to here.
-            reached={follower.key_text: reach},
-        )
-        if not missed:
-            return
-        # What was cut of the previous content but not committed goes first.
-        missed[0].adopt_pending(follower.take_pending())
-        for generation in missed:
-            self._add_member(generation, before=follower)
-            logger.info("reading the rest of %s from %s", follower.lineage, generation.path)
+        known = KnownPosition(position.fingerprint, reach, reach, time.time_ns())
+
+        def place_rest(now: float, last_attempt: bool) -> None:
+            missed = self._find_missed_generations(
+                follower.lineage,
+                now,
+                not_before_ns=truncation.mtime_ns,
+                positions=(known,),
+                # The follower's own checkpoint is in the generation it read up to here.
+                reached={follower.key_text: reach},
+                last_attempt=last_attempt,
+            )
+            if not missed:
+                return
+            # What was cut of the previous content but not committed goes first.
+            missed[0].adopt_pending(follower.take_pending())
+            for generation in missed:
+                self._add_member(generation, before=follower)
+                logger.info("reading the rest of %s from %s", follower.lineage, generation.path)
+
+        self._recover(follower.lineage, now, place_rest)
 
     def _recover_rotated_while_down(self, now: float) -> None:
         """At start: for every log the spool has read before and the patterns still
@@ -732,24 +778,55 @@ class SourceSet:
             members = self._lineages.get(lineage, [])
             if any(m.resumed and m.path == lineage for m in members):
                 continue  # the log at its path is the one that was being read
-            found = self._find_missed_generations(
+            self._recover(
                 lineage,
                 now,
-                not_before_ns=None,
-                positions=(),
-                fallback_not_before_ns=int(last_update * 1e9),
+                functools.partial(self._place_rotated_while_down, lineage, last_update),
             )
-            for generation in found:
-                self._followers[generation.key] = generation
-                logger.info("reading %s, rotated while the client was down", generation.path)
-            # Generation order: files a glob matched under rotated names by modification
-            # time, then the ones found now (already in order), the file at the path last.
-            at_path = [m for m in members if m.path == lineage]
-            others = sorted(
-                (m for m in members if m.path != lineage), key=lambda f: (f.mtime_ns, f.path)
-            )
-            if others or found or at_path:
-                self._lineages[lineage] = others + found + at_path
+
+    def _place_rotated_while_down(
+        self, lineage: str, last_update: float, now: float, last_attempt: bool
+    ) -> None:
+        found = self._find_missed_generations(
+            lineage,
+            now,
+            not_before_ns=None,
+            positions=(),
+            fallback_not_before_ns=int(last_update * 1e9),
+            last_attempt=last_attempt,
+        )
+        for generation in found:
+            self._followers[generation.key] = generation
+            logger.info("reading %s, rotated while the client was down", generation.path)
+        # Generation order: files a glob matched under rotated names by modification time,
+        # then the ones found now (already in order), the file at the path last.
+        members = self._lineages.get(lineage, [])
+        at_path = [m for m in members if m.path == lineage]
+        others = sorted(
+            (m for m in members if m.path != lineage), key=lambda f: (f.mtime_ns, f.path)
+        )
+        if others or found or at_path:
+            self._lineages[lineage] = others + found + at_path
+
+    def _recover(self, lineage: str, now: float, attempt: Callable[[float, bool], None]) -> None:
+        """Place a lineage's missed generations now, or hold the lineage until they can
+        all be read (``_HeldLineage``)."""
+        try:
+            attempt(now, False)
+        except _RecoveryNotSettled:
+            self._held[lineage] = _HeldLineage(attempt, now, now + _HOLD_RETRY)
+
+    def _retry_held(self, now: float) -> None:
+        for lineage, held in list(self._held.items()):
+            if now < held.next_try:
+                continue
+            last_attempt = now - held.since >= _HOLD_LIMIT
+            try:
+                held.attempt(now, last_attempt)
+            except _RecoveryNotSettled:
+                held.next_try = now + _HOLD_RETRY
+                continue
+            del self._held[lineage]
 
     def _find_missed_generations(
         self,
@@ -760,11 +837,14 @@ class SourceSet:
         positions: Sequence[KnownPosition],
         reached: dict[str, int] | None = None,
         fallback_not_before_ns: int | None = None,
+        last_attempt: bool = True,
     ) -> list[FileFollower]:
         """Open the generations of ``lineage`` that hold lines not read yet and that no
         follower has open, oldest first (``rotation.plan_recovery``). ``positions`` are
         known besides the lineage's checkpoints; ``reached`` says how far the generation
-        of a checkpoint (by key) was read beyond it."""
+        of a checkpoint (by key) was read beyond it. Raises ``_RecoveryNotSettled`` when a
+        candidate is still being compressed, unless ``last_attempt`` (then it is skipped,
+        and said so)."""
         reached = reached or {}
         checkpoints = self._spool.checkpoints(path=lineage)
         known = list(positions)
@@ -786,34 +866,48 @@ class SourceSet:
         candidates.sort(key=lambda c: (c.mtime_ns, c.path), reverse=True)
         members = self._lineages.get(lineage, [])
         opened: dict[str, OpenedGeneration] = {}
+        unreadable: set[str] = set()
+
+        def copies_an_open_generation(generation: OpenedGeneration) -> bool:
+            # Renamed, then compressed (or copied) while a follower had it open: that
+            # follower reads it through its own descriptor.
+            return any(m.holds_copy_of(generation.fd, generation.size) for m in members)
 
         def is_known(candidate: Candidate) -> int | None:
             if candidate.compressed:
                 head = read_compressed_head(candidate.path)
                 if head is None or not may_be_known(head, known):
                     return None
-            generation = self._open_generation(candidate.path)
+            generation = self._open_generation(candidate.path, last_attempt)
             if generation is None:
+                # Not readable: neither known nor to be read, or a copy finished meanwhile
+                # would be read whole a second time.
+                unreadable.add(candidate.path)
                 return None
             opened[candidate.path] = generation
-            if any(m.holds_copy_of(generation.fd, generation.size) for m in members):
-                # A copy of a generation open already (renamed, then compressed): that
-                # one is read through its own descriptor, and everything older was read.
-                return NOTHING_LEFT
+            if copies_an_open_generation(generation):
+                return NOTHING_LEFT  # and everything older was read
             return known_offset(generation.fd, generation.size, candidate.mtime_ns, known)
 
-        plan = plan_recovery(
-            candidates,
-            is_known,
-            not_before_ns if not_before_ns is not None else fallback_not_before_ns,
-        )
         followers: list[FileFollower] = []
         try:
+            plan = plan_recovery(
+                candidates,
+                is_known,
+                not_before_ns if not_before_ns is not None else fallback_not_before_ns,
+            )
             for step in plan:
                 path = step.candidate.path
-                generation = opened.pop(path, None) or self._open_generation(path)
-                if generation is None:
+                if path in unreadable:
                     continue
+                generation = opened.pop(path, None)
+                if generation is None:
+                    generation = self._open_generation(path, last_attempt)
+                    if generation is None:
+                        continue
+                    if copies_an_open_generation(generation):
+                        generation.close()
+                        continue
                 if step.start >= generation.size or generation.key in self._followers:
                     generation.close()
                     continue
@@ -830,14 +924,24 @@ class SourceSet:
                 )
                 follower.last_growth_at = now
                 followers.append(follower)
+        except BaseException:
+            for follower in followers:
+                follower.close()
+            raise
         finally:
             for generation in opened.values():
                 generation.close()
         return followers
 
-    def _open_generation(self, path: str) -> OpenedGeneration | None:
+    def _open_generation(self, path: str, last_attempt: bool) -> OpenedGeneration | None:
         try:
             return open_generation(path, self._spool.directory)
+        except GenerationIncomplete as incomplete:
+            if not last_attempt:
+                # Most likely still being compressed: look again in a moment.
+                raise _RecoveryNotSettled(str(incomplete)) from None
+            self._report(path, f"{incomplete} It is skipped.")
+            return None
         except FileTrouble as trouble:
             self._report(path, str(trouble))
             return None

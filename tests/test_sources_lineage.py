@@ -256,6 +256,72 @@ async def test_rotations_faster_than_the_reader_looks(tmp_path: Path, poll: bool
     assert_exactly_once_in_order(numbers_in_spool(data), [range(0, total)])
 
 
+def _half_compressed(log: Path) -> bytes:
+    """``app.log.1`` rotated, and caught while gzip has written half of ``app.log.1.gz``
+    (the plain file already gone from the listing): what the first look finds."""
+    rotated = log.with_name("app.log.1")
+    whole = gzip.compress(rotated.read_bytes())
+    partial = log.with_name("app.log.1.gz")
+    partial.write_bytes(whole[: len(whole) // 2])
+    os.utime(partial, ns=(rotated.stat().st_atime_ns, rotated.stat().st_mtime_ns))
+    rotated.unlink()
+    return whole
+
+
+async def test_a_generation_still_being_compressed_holds_its_log(tmp_path: Path) -> None:
+    """A rotated generation found half compressed is waited for: nothing of the newer
+    generation is committed before it, and once it is whole it is read from the byte the
+    checkpoint names."""
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    append_bytes(log, numbered_lines(range(100, 150)))
+    rotate_by_rename(log)
+    append_bytes(log, numbered_lines(range(150, 200)))
+    whole = _half_compressed(log)
+    spool = open_spool(data)
+    sources = SourceSet([str(log)], [], spool, detached_idle_close=0.2)
+    async with RunningSources(sources) as running:
+        await running.wait_until(lambda: sources.initial_scan_done, 10, "the first scan")
+        # Held: the new log is followed but not read while its predecessor is unreadable.
+        assert [f.read_offset for f in sources.followed()] == [0]
+        partial = log.with_name("app.log.1.gz")
+        mtime = partial.stat().st_mtime_ns
+        partial.write_bytes(whole)
+        os.utime(partial, ns=(mtime, mtime))
+        await running.wait_until(lambda: running.quiet([log], 100), 10, "every line")
+    assert sources.counters().troubles == 0, sources.last_trouble
+    spool.close()
+    assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 200)])
+
+
+async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed file that never gets its end marker is given up on after a while:
+    one sentence names it, and the log goes on with its newer generation."""
+    monkeypatch.setattr("main_process.sources._HOLD_LIMIT", 0.3)
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    append_bytes(log, numbered_lines(range(100, 150)))
+    rotate_by_rename(log)
+    append_bytes(log, numbered_lines(range(150, 200)))
+    _half_compressed(log)
+    spool = open_spool(data)
+    sources = SourceSet([str(log)], [], spool, detached_idle_close=0.2)
+    async with RunningSources(sources) as running:
+        await running.wait_until(lambda: running.quiet([log], 50), 10, "the newer generation")
+    spool.close()
+    assert sources.last_trouble is not None
+    assert "app.log.1.gz ends before its end marker" in sources.last_trouble
+    assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 100), range(150, 200)])
+
+
 # --------------------------------------------------------------------- pure parts
 
 
