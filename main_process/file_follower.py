@@ -8,8 +8,15 @@ committing every chunk with the checkpoint it advances in ONE ``Spool.append``.
 
 Must not: find files, decide which files to follow or when to stop, wait, or know about
 asyncio. ``SourceSet`` (``sources.py``) drives it: ``read`` when the file may have grown,
-``poll`` at ``next_deadline``, ``commit`` after either, ``finish`` when the file will not
+``poll`` at ``next_deadline``, ``commit`` after either, ``flush_lines`` when a newer
+generation of the same log has lines (see ``rotation``), ``finish`` when the file will not
 grow again (rotated away and idle, or a backlog file at its end).
+
+Lineage. A follower belongs to the *lineage* of the path its log was first followed at
+(``rotation``): its checkpoints and its chunks' ``source.path`` name that path, not the
+name the file has now (``app.log.1``, a temporary copy of ``app.log.1.gz``), so the
+server sees the log the lines were written to and a restart knows which log a
+checkpoint continues.
 
 Offsets. ``TextChunk`` offsets are raw file bytes; the chunk's size in the spool is the
 UTF-8 size of its decoded text (different when invalid bytes became U+FFFD). Checkpoints
@@ -35,6 +42,7 @@ from main_process.file_identity import (
     FileKey,
     HeadFingerprint,
     backlog_content_key,
+    describes,
     read_before,
     read_head,
 )
@@ -78,6 +86,16 @@ class ReadPosition:
 
     fingerprint: CheckpointFingerprint
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """A file found shorter, or rewritten: where reading of its previous content stopped,
+    and the modification time it had when it was last read (rotated copies of that
+    content were made after it)."""
+
+    position: ReadPosition
+    mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +157,18 @@ class FileFollower:
         *,
         head: HeadFingerprint | None = None,
         options: ChunkerOptions = ChunkerOptions(),
+        lineage: str | None = None,
+        key: FileKey | None = None,
+        decompressed: bool = False,
     ) -> None:
         self.path = path
+        """The file's name now (for views and messages)."""
+        self.lineage = lineage if lineage is not None else path
+        """The path of the log this file is a generation of (see the module docstring)."""
         self.role = role
-        self.key = FileKey.of(status)
+        self.key = key if key is not None else FileKey.of(status)
+        self.decompressed = decompressed
+        """``fd`` is a decompressed copy of the compressed file ``path``: it cannot grow."""
         self._fd: int | None = fd
         self._options = options
         self.size_seen = status.st_size
@@ -159,6 +185,8 @@ class FileFollower:
         self._mirror = bytearray(read_before(fd, start_offset))
         self._mirror_start = start_offset - len(self._mirror)
         self.truncations = 0
+        self.resumed = False
+        """It started at its own checkpoint: the file the last run was reading."""
         self.finished = False
         """``finish`` was called: the file is read to its end and only commits remain."""
 
@@ -201,38 +229,74 @@ class FileFollower:
     def checkpoint_fingerprint(self, offset: int) -> CheckpointFingerprint:
         return CheckpointFingerprint(self._head, self._anchor_at(offset))
 
+    def holds_copy_of(self, fd: int, size: int) -> bool:
+        """Whether the open file ``fd`` of ``size`` bytes holds this file's bytes (all of
+        them, or a prefix: a copy or a compressed copy made earlier), as far as the head
+        and the bytes before the shorter end tell."""
+        own = self._require_open()
+        end = min(size, os.fstat(own).st_size)
+        if end == 0:
+            return False
+        fingerprint = CheckpointFingerprint(
+            HeadFingerprint.of(read_head(own)), Anchor.of(read_before(own, end))
+        )
+        return describes(fingerprint, end, fd, size)
+
     def next_deadline(self) -> float | None:
         return self._chunker.next_deadline()
 
+    @property
+    def mtime_ns(self) -> int:
+        """The modification time seen at the last ``read``."""
+        return self._mtime_seen
+
+    def current_size(self) -> int:
+        """The file's size now (one ``fstat``)."""
+        return self.status().st_size
+
+    def status(self) -> os.stat_result:
+        """The open file's ``fstat``."""
+        return os.fstat(self._require_open())
+
     # ------------------------------------------------------------------------- reading
 
-    def read(self, budget: int, now: float) -> tuple[int, ReadPosition | None]:
-        """Read up to ``budget`` new bytes and cut the chunks that are ready.
+    def read(
+        self, budget: int, now: float, limit: int | None = None
+    ) -> tuple[int, Truncation | None]:
+        """Read up to ``budget`` new bytes (and not beyond offset ``limit``, when given)
+        and cut the chunks that are ready.
 
         Returns the number of bytes read and, when the file turned out to be truncated or
-        rewritten, the position reached in its previous content (then everything read
-        before was cut into chunks, partial line included, and reading restarted at 0).
+        rewritten, where its previous content was left: then everything read before was
+        cut into chunks, partial line included, reading restarts at 0, and nothing of the
+        new content is read in this call, so that the caller can first read the rest of
+        the previous content from wherever it went (a ``copytruncate`` copy).
         """
         fd = self._require_open()
         status = os.fstat(fd)
         size = status.st_size
         changed = size != self.size_seen or status.st_mtime_ns != self._mtime_seen
+        mtime_before = self._mtime_seen
         self._mtime_seen = status.st_mtime_ns
-        truncated: ReadPosition | None = None
         if size < self._chunker.next_offset or (changed and not self._same_content(fd)):
             # Shorter than what was read, or rewritten (possibly to the same size or
             # longer) between two looks: what was read is all there is of the old content.
-            truncated = self._restart_after_truncation()
+            position = self._restart_after_truncation()
+            self.last_growth_at = now
+            return 0, Truncation(position, mtime_before)
         if size != self.size_seen:
             self.size_seen = size
             self.last_growth_at = now
-        if size <= self._chunker.next_offset:
+        end = size if limit is None else min(size, limit)
+        if end <= self._chunker.next_offset:
             self._take(self._chunker.poll(now))
-            return 0, truncated
+            return 0, None
         total = 0
         while total < budget:
             offset = self._chunker.next_offset
-            data = os.pread(fd, min(READ_SIZE, budget - total), offset)
+            if offset >= end:
+                break
+            data = os.pread(fd, min(READ_SIZE, budget - total, end - offset), offset)
             if not data:
                 break
             total += len(data)
@@ -240,7 +304,7 @@ class FileFollower:
             self._take(self._chunker.feed(data, offset, now))
         self._bytes_read += total
         self.size_seen = max(self.size_seen, self._chunker.next_offset)
-        return total, truncated
+        return total, None
 
     def at_end(self) -> bool:
         """Whether every byte of the file (as of the last ``read``) was read."""
@@ -248,6 +312,23 @@ class FileFollower:
 
     def poll(self, now: float) -> None:
         self._take(self._chunker.poll(now))
+
+    def flush_lines(self, *, partial_line: bool) -> None:
+        """Cut every complete line held now, without waiting for the linger, and the
+        partial last line too when ``partial_line`` (its writer has moved on)."""
+        self._take(self._chunker.flush() if partial_line else self._chunker.flush_lines())
+
+    def take_pending(self) -> list[PendingChunk]:
+        """Remove and return the chunks not yet in the spool (to be committed by the
+        follower that continues this content, see ``adopt_pending``)."""
+        chunks = list(self.pending)
+        self.pending.clear()
+        return chunks
+
+    def adopt_pending(self, chunks: list[PendingChunk]) -> None:
+        """Commit ``chunks`` (cut from an earlier part of the same content) before
+        anything of this follower's own."""
+        self.pending.extendleft(reversed(chunks))
 
     def finish(self, backlog_done: BacklogFile | None = None) -> None:
         """The file will not grow again: cut everything held, partial line included.
@@ -303,9 +384,14 @@ class FileFollower:
             self._fd = None
 
     def is_unlinked(self) -> bool:
-        """Whether the open file has no name left (deleted for good)."""
+        """Whether the file has no name left (deleted for good)."""
         if self._fd is None:
             return False
+        if self.decompressed:
+            try:
+                return FileKey.of(os.stat(self.path)) != self.key
+            except OSError:
+                return True
         return os.fstat(self._fd).st_nlink == 0
 
     # ------------------------------------------------------------------------ internals
@@ -367,8 +453,10 @@ class FileFollower:
             self.pending.append(
                 PendingChunk(
                     chunk.text,
-                    ChunkSource(self.path, chunk.start_offset),
-                    Checkpoint(self.key_text, self.path, chunk.end_offset, fingerprint.to_bytes()),
+                    ChunkSource(self.lineage, chunk.start_offset),
+                    Checkpoint(
+                        self.key_text, self.lineage, chunk.end_offset, fingerprint.to_bytes()
+                    ),
                     chunk.raw_length,
                 )
             )

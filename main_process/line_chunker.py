@@ -205,6 +205,13 @@ class LineChunker:
         self._emit_through(len(self._buffer), chunks)
         return chunks
 
+    def flush_lines(self) -> list[TextChunk]:
+        """Emit every complete line held now, without waiting for the linger; a partial
+        last line stays. For a file whose newer generation already has lines."""
+        chunks: list[TextChunk] = []
+        self._emit_through(self._complete_length, chunks)
+        return chunks
+
     def next_deadline(self) -> float | None:
         """When ``poll`` next has something to do, or None while only waiting for bytes."""
         deadline: float | None = None

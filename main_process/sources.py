@@ -5,12 +5,13 @@ Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched dire
 reports a new or vanished entry, and every ``rescan_interval`` as a safety net), one
 ``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
 the directory watcher (``watchfiles.awatch`` on the directories that can hold matches:
-inotify and friends, or polling with ``poll=True``), rotation handling across followers
-(a file gone from every pattern is read to its end and closed once idle; a truncated
-file's rest is read from its ``copytruncate`` copy; a file rotated while the client was
-down is found again by inode next to its old path), the backlog queue (older files
-uploaded once each, oldest first), backpressure (reading pauses while the spool is full),
-trouble reports, counters and backlog progress.
+inotify and friends, or polling with ``poll=True``), the *lineages* of followed logs
+(``rotation``: the generations of one log, read and committed oldest first; a file gone
+from every pattern is read to its end and closed once idle; a truncated file's rest is
+read from its ``copytruncate`` copy; generations rotated while the client was down, or
+between two looks, are found among the log's siblings, compressed or not), the backlog
+queue (older files uploaded once each, oldest first), backpressure (reading pauses while
+the spool is full), trouble reports, counters and backlog progress.
 
 Must not: send anything or know about the connection (``on_appended`` tells the owner
 that chunks are waiting), publish status itself (the owner reads ``paused_reason``,
@@ -27,15 +28,22 @@ Everything happens in *rounds* on the event loop thread (the spool's thread):
    checkpoint when the checkpoint's fingerprints describe the file (``file_identity``),
    else at the position reached in a file it is a copy of, else at 0 (at its end with
    ``from_end``, for files found by the first scan only: files that appear later are new
-   content and are read whole). A follower whose file no longer matches becomes
-   *detached*: it keeps its descriptor, reads the rest, and is closed once it has not
-   grown for ``detached_idle_close`` seconds (its partial last line is emitted then).
+   content and are read whole). A new file at a path whose lineage is being followed is
+   that lineage's newest generation; generations missed since the previous one are
+   looked for first. A follower whose file no longer matches becomes *detached*: it keeps
+   its descriptor, reads the rest, and is closed once it has not grown for
+   ``detached_idle_close`` seconds (its partial last line is emitted then). At start,
+   every lineage the spool has checkpoints of is checked the same way for generations
+   rotated while the client was down.
 2. If chunks are waiting because the spool was full, commit them first; while it is
    still full, nothing is read (the files are the buffer) and ``paused_reason`` says why.
-3. Live and detached followers read up to ``live_read_budget`` bytes each; then the
-   active backlog file reads up to ``backlog_read_budget``. Live files come first in
-   every round and the backlog gets a bounded slice, so a big backlog never delays a
-   live line by more than one slice.
+3. Each lineage is read oldest generation first, up to ``live_read_budget`` bytes per
+   file, by the rule in ``rotation`` (sizes taken newest first; a newer generation waits
+   until the older ones are caught up and committed); a truncated file's previous
+   content is finished from its copy before its new content is read. Then the active
+   backlog file reads up to ``backlog_read_budget``. Live files come first in every
+   round and the backlog gets a bounded slice, so a big backlog never delays a live line
+   by more than one slice.
 4. Every chunk is appended with the checkpoint it advances (one transaction). If any
    chunk was appended, ``on_appended()`` is called once.
 5. If some file still had bytes beyond its budget, the next round starts right after a
@@ -51,6 +59,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
+import functools
 import glob
 import logging
 import os
@@ -69,6 +79,7 @@ from main_process.file_follower import (
     FileTrouble,
     FollowerRole,
     ReadPosition,
+    Truncation,
     open_log_file,
 )
 from main_process.file_identity import (
@@ -86,6 +97,19 @@ from main_process.line_chunker import (
     DEFAULT_MAX_CHUNK_BYTES,
     DEFAULT_PARTIAL_LINE_LINGER,
 )
+from main_process.rotation import (
+    NOTHING_LEFT,
+    Candidate,
+    GenerationIncomplete,
+    KnownPosition,
+    OpenedGeneration,
+    find_candidates,
+    known_offset,
+    may_be_known,
+    open_generation,
+    plan_recovery,
+    read_compressed_head,
+)
 from main_process.spool import BacklogFile, Checkpoint, Spool, SpoolFull
 
 logger = logging.getLogger(__name__)
@@ -95,9 +119,11 @@ logger = logging.getLogger(__name__)
 _WATCH_STEP_MS = 10
 _WATCH_DEBOUNCE_MS = 20
 _POLL_DELAY_MS = 100
-# A copytruncate copy is looked for among this many most recently modified siblings.
-_COPY_SEARCH_LIMIT = 64
 _RECENT_TRUNCATIONS = 16
+# A lineage with a generation still being compressed is looked at again this often, and
+# given up on (the file is skipped, and said so) after this long.
+_HOLD_RETRY = 0.05
+_HOLD_LIMIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +165,33 @@ class FollowedFile:
     role: str
     read_offset: int
     committed_offset: int
+
+
+class _RecoveryNotSettled(Exception):
+    """A generation of the lineage cannot be read yet (still being compressed)."""
+
+
+@dataclass(slots=True)
+class _HeldLineage:
+    """A lineage whose missed generations could not all be read yet: none of its files
+    is read until ``attempt`` succeeds (or ``_HOLD_LIMIT`` passes), so that nothing newer
+    is committed before them."""
+
+    attempt: Callable[[float, bool], None]
+    """Find and place the missed generations; raises ``_RecoveryNotSettled`` unless its
+    second argument (the last attempt) is true."""
+    since: float
+    next_try: float
+
+
+@dataclass(frozen=True, slots=True)
+class _StartPosition:
+    """Where a newly opened file is read from, which log it continues, and whether that
+    came from its own checkpoint (the same file the last run was reading)."""
+
+    offset: int
+    lineage: str
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +277,12 @@ class SourceSet:
         self._clock = clock
 
         self._followers: dict[FileKey, FileFollower] = {}
+        self._lineages: dict[str, list[FileFollower]] = {}
+        """Open followers by lineage, oldest generation first (see ``rotation``)."""
+        self._held: dict[str, _HeldLineage] = {}
         self._recent_truncations: deque[ReadPosition] = deque(maxlen=_RECENT_TRUNCATIONS)
         self._ever_followed: set[str] = set()
         self._trouble_by_subject: dict[str, str] = {}
-        self._pattern_dirs: frozenset[str] = frozenset()
 
         self._backlog_queue: deque[_BacklogEntry] = deque()
         self._backlog_active: FileFollower | None = None
@@ -322,7 +377,7 @@ class SourceSet:
         try:
             now = self._clock()
             self._rescan(now, initial=True)
-            self._resume_rotated_while_down(now)
+            self._recover_rotated_while_down(now)
             self._scan_backlog()
             self._initial_scan_done = True
             while not self._stopping:
@@ -341,6 +396,7 @@ class SourceSet:
             for follower in self._open_followers():
                 self._forget(follower)
             self._followers.clear()
+            self._lineages.clear()
             self._backlog_active = None
             self._running = False
 
@@ -353,9 +409,12 @@ class SourceSet:
             self._rescan(now)
         appended_before = self._chunks_appended
         more = False
+        self._retry_held(now)
         if self._commit_waiting():
-            for follower in list(self._followers.values()):
-                more = self._pump_live(follower, now) or more
+            for lineage, members in list(self._lineages.items()):
+                if lineage in self._held:
+                    continue
+                more = self._pump_lineage(list(members), now) or more
                 if self._paused_reason is not None:
                     break
             if self._paused_reason is None:
@@ -366,18 +425,60 @@ class SourceSet:
             self._on_appended()
         return more and self._paused_reason is None
 
-    def _pump_live(self, follower: FileFollower, now: float) -> bool:
+    def _pump_lineage(self, members: list[FileFollower], now: float) -> bool:
+        """Read and commit one lineage's generations, oldest first (``rotation``'s order
+        rule); True when some file has more bytes right now."""
+        if len(members) == 1:
+            more, _ = self._pump_live(members[0], now, None, partial_line=False)
+            return more
+        # Sizes newest first: each older generation is read up to a size taken after
+        # every byte its newer ones held was written.
+        newest_size = 0
+        with contextlib.suppress(OSError):
+            newest_size = members[-1].current_size()
+        limits: list[int | None] = [None] * len(members)
+        for index in range(len(members) - 2, -1, -1):
+            with contextlib.suppress(OSError):
+                limits[index] = members[index].current_size()
+        more = False
+        for index, follower in enumerate(members):
+            newer_has_lines = newest_size > 0 or any(
+                (limit or 0) > 0 for limit in limits[index + 1 : -1]
+            )
+            read_more, caught_up = self._pump_live(
+                follower, now, limits[index], partial_line=newer_has_lines
+            )
+            more = more or read_more
+            if not caught_up:
+                # Newer generations wait for this one.
+                return more
+        return more
+
+    def _pump_live(
+        self, follower: FileFollower, now: float, limit: int | None, *, partial_line: bool
+    ) -> tuple[bool, bool]:
+        """Read and commit one file of a lineage; with ``limit`` (an older generation)
+        read up to it and cut every complete line at once. Returns (more bytes right now,
+        caught up and committed)."""
         try:
-            count, truncated = follower.read(self._live_budget, now)
+            count, truncation = follower.read(self._live_budget, now, limit)
         except OSError as exc:
             self._report(follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}.")
-            self._followers.pop(follower.key, None)
+            self._remove_member(follower)
             self._forget(follower)
-            return False
-        if truncated is not None:
-            self._after_truncation(follower, truncated, now)
-        self._commit(follower)
-        return count >= self._live_budget
+            return False, True
+        if truncation is not None:
+            self._after_truncation(follower, truncation, now)
+            self._commit(follower)
+            # The previous content's rest (if a copy holds it) comes first: next round.
+            return True, False
+        caught_up = True
+        if limit is not None:
+            caught_up = follower.read_offset >= limit
+            if caught_up:
+                follower.flush_lines(partial_line=partial_line)
+        committed = self._commit(follower)
+        return count >= self._live_budget, caught_up and committed
 
     def _pump_backlog(self, now: float) -> bool:
         follower = self._backlog_active
@@ -443,8 +544,10 @@ class SourceSet:
         self._on_pause_changed(reason)
 
     def _close_idle_detached(self, now: float) -> None:
-        for key, follower in list(self._followers.items()):
+        for follower in [f for members in self._lineages.values() for f in members]:
             if follower.role is not FollowerRole.DETACHED or not follower.at_end():
+                continue
+            if follower.lineage in self._held:
                 continue
             idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
             if now - idle_since < self._detached_idle_close:
@@ -455,7 +558,7 @@ class SourceSet:
             if follower.is_unlinked():
                 # Deleted for good: its inode may be reused, its checkpoint is garbage.
                 self._spool.delete_checkpoint(follower.key_text)
-            del self._followers[key]
+            self._remove_member(follower)
             self._forget(follower)
 
     def _next_wake_delay(self) -> float:
@@ -470,6 +573,8 @@ class SourceSet:
                 deadline = min(deadline, idle_since + self._detached_idle_close)
         if self._paused_reason is not None:
             deadline = min(deadline, now + self._full_retry_interval)
+        for held in self._held.values():
+            deadline = min(deadline, held.next_try)
         return max(0.0, deadline - now)
 
     # ------------------------------------------------------------------- which files
@@ -484,7 +589,6 @@ class SourceSet:
                 status = self._stat_for_following(path, explicit)
                 if status is not None:
                     matched.setdefault(FileKey.of(status), path)
-        self._pattern_dirs = frozenset(watch_dirs)
         for key, path in matched.items():
             follower = self._followers.get(key)
             if follower is not None:
@@ -555,128 +659,308 @@ class SourceSet:
             return
         try:
             start = self._start_offset(path, fd, status, initial=initial)
-            follower = FileFollower(path, fd, status, start, role, options=self._options)
+            follower = FileFollower(
+                path,
+                fd,
+                status,
+                start.offset,
+                role,
+                options=self._options,
+                lineage=start.lineage,
+            )
         except OSError as exc:
             os.close(fd)
             self._report(path, f"{path} cannot be read: {exc.strerror or exc}.")
             return
         follower.last_growth_at = now
-        self._followers[key] = follower
+        follower.resumed = start.resumed
+        members = self._lineages.get(follower.lineage)
+        self._add_member(follower)
+        if members and len(members) > 1 and not initial:
+            # A new generation of a log being followed: first the ones missed since the
+            # previous one (rotated twice between two looks, while paused…).
+            previous = members[-2]
+            try:
+                not_before = previous.status().st_mtime_ns
+            except OSError:
+                not_before = previous.mtime_ns
+
+            def place_missed(now: float, last_attempt: bool) -> None:
+                for missed in self._find_missed_generations(
+                    follower.lineage,
+                    now,
+                    not_before_ns=not_before,
+                    positions=(),
+                    last_attempt=last_attempt,
+                ):
+                    self._add_member(missed, before=follower)
+
+            self._recover(follower.lineage, now, place_missed)
         self._ever_followed.add(path)
         self._clear_trouble(path)
-        logger.info("following %s from byte %d", path, start)
+        logger.info("following %s from byte %d", path, start.offset)
 
-    def _start_offset(self, path: str, fd: int, status: os.stat_result, *, initial: bool) -> int:
+    def _start_offset(
+        self, path: str, fd: int, status: os.stat_result, *, initial: bool
+    ) -> _StartPosition:
         size = status.st_size
         key = FileKey.of(status)
         checkpoint = self._spool.get_checkpoint(str(key))
         if checkpoint is not None:
             fingerprint = CheckpointFingerprint.from_bytes(checkpoint.fingerprint)
             if fingerprint is not None and describes(fingerprint, checkpoint.offset, fd, size):
-                return checkpoint.offset
+                return _StartPosition(checkpoint.offset, checkpoint.path, resumed=True)
         for position in self._copy_candidates():
             if describes(position.fingerprint, position.offset, fd, size):
                 logger.info("%s is a copy of a file read up to byte %d", path, position.offset)
-                return position.offset
-        if initial and self._from_end:
+                return _StartPosition(position.offset, path)
+        if initial and self._from_end and not self._has_history(path):
             fingerprint = CheckpointFingerprint(
                 HeadFingerprint.of(read_head(fd)), Anchor.of(read_before(fd, size))
             )
             # Stored now, so a restart does not skip what is written meanwhile.
             self._spool.set_checkpoint(Checkpoint(str(key), path, size, fingerprint.to_bytes()))
-            return size
-        return 0
+            return _StartPosition(size, path)
+        return _StartPosition(0, path)
+
+    def _has_history(self, lineage: str) -> bool:
+        """Whether the spool remembers reading some generation of ``lineage``."""
+        return bool(self._spool.checkpoints(path=lineage))
 
     def _copy_candidates(self) -> list[ReadPosition]:
         positions = [f.position() for f in self._followers.values()]
         positions.extend(self._recent_truncations)
         return [p for p in positions if p.offset > 0]
 
-    def _after_truncation(self, follower: FileFollower, before: ReadPosition, now: float) -> None:
-        """Read the rest of a truncated file's old content from its copy, if one is near.
+    def _after_truncation(self, follower: FileFollower, truncation: Truncation, now: float) -> None:
+        """Finish a truncated file's previous content from wherever it went.
 
-        ``copytruncate`` copies the file next to it and truncates it: the bytes the
-        follower had not read yet are only in the copy.
+        ``copytruncate`` copies the file next to it, then truncates it: the bytes the
+        follower had not read yet are only in the copy (possibly compressed by now, and
+        followed by more copies if it was truncated more than once since the last look).
         """
-        logger.info("%s was truncated after byte %d", follower.path, before.offset)
-        self._recent_truncations.append(before)
-        directory = os.path.dirname(follower.path)
-        try:
-            with os.scandir(directory) as entries:
-                candidates = [
-                    (entry.stat().st_mtime, entry.path)
-                    for entry in entries
-                    if entry.is_file() and entry.stat().st_size >= before.offset
-                ]
-        except OSError:
-            return
-        candidates.sort(reverse=True)
-        for _, path in candidates[:_COPY_SEARCH_LIMIT]:
-            try:
-                fd, status = open_log_file(path)
-            except FileTrouble:
-                continue
-            key = FileKey.of(status)
-            if key in self._followers or not describes(
-                before.fingerprint, before.offset, fd, status.st_size
-            ):
-                os.close(fd)
-                continue
-            copy = FileFollower(
-                path, fd, status, before.offset, FollowerRole.DETACHED, options=self._options
+        logger.info("%s was truncated after byte %d", follower.path, truncation.position.offset)
+        self._recent_truncations.append(truncation.position)
+        position = truncation.position
+        reach = position.offset
+        known = KnownPosition(position.fingerprint, reach, reach, time.time_ns())
+
+        def place_rest(now: float, last_attempt: bool) -> None:
+            missed = self._find_missed_generations(
+                follower.lineage,
+                now,
+                not_before_ns=truncation.mtime_ns,
+                positions=(known,),
+                # The follower's own checkpoint is in the generation it read up to here.
+                reached={follower.key_text: reach},
+                last_attempt=last_attempt,
             )
-            copy.last_growth_at = now
-            self._followers[key] = copy
-            logger.info("reading the rest of %s from its copy %s", follower.path, path)
-            return
+            if not missed:
+                return
+            # What was cut of the previous content but not committed goes first.
+            missed[0].adopt_pending(follower.take_pending())
+            for generation in missed:
+                self._add_member(generation, before=follower)
+                logger.info("reading the rest of %s from %s", follower.lineage, generation.path)
 
-    def _resume_rotated_while_down(self, now: float) -> None:
-        """Find files rotated away while the client was down, next to their old path, and
-        read what the last run had not read."""
-        followed = {f.key_text for f in self._followers.values()}
-        wanted: dict[str, dict[int, Checkpoint]] = {}
+        self._recover(follower.lineage, now, place_rest)
+
+    def _recover_rotated_while_down(self, now: float) -> None:
+        """At start: for every log the spool has read before and the patterns still
+        cover, read the generations rotated away while the client was down, oldest first,
+        before its current file."""
+        by_lineage: dict[str, float] = {}
         for checkpoint in self._spool.checkpoints():
-            directory = os.path.dirname(checkpoint.path)
-            if checkpoint.key in followed or directory not in self._pattern_dirs:
-                continue
-            device, _, inode = checkpoint.key.partition(":")
-            if device.isdigit() and inode.isdigit():
-                wanted.setdefault(directory, {})[int(inode)] = checkpoint
-        for directory, by_inode in wanted.items():
-            try:
-                with os.scandir(directory) as entries:
-                    found = [
-                        (entry.path, by_inode[entry.inode()])
-                        for entry in entries
-                        if entry.inode() in by_inode
-                    ]
-            except OSError:
-                continue
-            for path, checkpoint in found:
-                self._resume_rotated(path, checkpoint, now)
+            if self._covered(checkpoint.path):
+                at = checkpoint.updated_at or 0.0
+                by_lineage[checkpoint.path] = max(by_lineage.get(checkpoint.path, 0.0), at)
+        for lineage, last_update in by_lineage.items():
+            members = self._lineages.get(lineage, [])
+            if any(m.resumed and m.path == lineage for m in members):
+                continue  # the log at its path is the one that was being read
+            self._recover(
+                lineage,
+                now,
+                functools.partial(self._place_rotated_while_down, lineage, last_update),
+            )
 
-    def _resume_rotated(self, path: str, checkpoint: Checkpoint, now: float) -> None:
-        try:
-            fd, status = open_log_file(path)
-        except FileTrouble:
-            return
-        key = FileKey.of(status)
-        fingerprint = CheckpointFingerprint.from_bytes(checkpoint.fingerprint)
-        if (
-            str(key) != checkpoint.key
-            or key in self._followers
-            or status.st_size <= checkpoint.offset
-            or fingerprint is None
-            or not describes(fingerprint, checkpoint.offset, fd, status.st_size)
-        ):
-            os.close(fd)
-            return
-        follower = FileFollower(
-            path, fd, status, checkpoint.offset, FollowerRole.DETACHED, options=self._options
+    def _place_rotated_while_down(
+        self, lineage: str, last_update: float, now: float, last_attempt: bool
+    ) -> None:
+        found = self._find_missed_generations(
+            lineage,
+            now,
+            not_before_ns=None,
+            positions=(),
+            fallback_not_before_ns=int(last_update * 1e9),
+            last_attempt=last_attempt,
         )
-        follower.last_growth_at = now
-        self._followers[key] = follower
-        logger.info("reading the rest of %s, rotated while the client was down", path)
+        for generation in found:
+            self._followers[generation.key] = generation
+            logger.info("reading %s, rotated while the client was down", generation.path)
+        # Generation order: files a glob matched under rotated names by modification time,
+        # then the ones found now (already in order), the file at the path last.
+        members = self._lineages.get(lineage, [])
+        at_path = [m for m in members if m.path == lineage]
+        others = sorted(
+            (m for m in members if m.path != lineage), key=lambda f: (f.mtime_ns, f.path)
+        )
+        if others or found or at_path:
+            self._lineages[lineage] = others + found + at_path
+
+    def _recover(self, lineage: str, now: float, attempt: Callable[[float, bool], None]) -> None:
+        """Place a lineage's missed generations now, or hold the lineage until they can
+        all be read (``_HeldLineage``)."""
+        try:
+            attempt(now, False)
+        except _RecoveryNotSettled:
+            self._held[lineage] = _HeldLineage(attempt, now, now + _HOLD_RETRY)
+
+    def _retry_held(self, now: float) -> None:
+        for lineage, held in list(self._held.items()):
+            if now < held.next_try:
+                continue
+            last_attempt = now - held.since >= _HOLD_LIMIT
+            try:
+                held.attempt(now, last_attempt)
+            except _RecoveryNotSettled:
+                held.next_try = now + _HOLD_RETRY
+                continue
+            del self._held[lineage]
+
+    def _find_missed_generations(
+        self,
+        lineage: str,
+        now: float,
+        *,
+        not_before_ns: int | None,
+        positions: Sequence[KnownPosition],
+        reached: dict[str, int] | None = None,
+        fallback_not_before_ns: int | None = None,
+        last_attempt: bool = True,
+    ) -> list[FileFollower]:
+        """Open the generations of ``lineage`` that hold lines not read yet and that no
+        follower has open, oldest first (``rotation.plan_recovery``). ``positions`` are
+        known besides the lineage's checkpoints; ``reached`` says how far the generation
+        of a checkpoint (by key) was read beyond it. Raises ``_RecoveryNotSettled`` when a
+        candidate is still being compressed, unless ``last_attempt`` (then it is skipped,
+        and said so)."""
+        reached = reached or {}
+        checkpoints = self._spool.checkpoints(path=lineage)
+        known = list(positions)
+        for checkpoint in checkpoints:
+            fingerprint = CheckpointFingerprint.from_bytes(checkpoint.fingerprint)
+            if fingerprint is not None:
+                reach = max(checkpoint.offset, reached.get(checkpoint.key, 0))
+                at_ns = int((checkpoint.updated_at or 0.0) * 1e9)
+                known.append(KnownPosition(fingerprint, checkpoint.offset, reach, at_ns))
+        candidates = [
+            candidate
+            for candidate in find_candidates(lineage, (c.key for c in checkpoints))
+            if candidate.key not in self._followers
+            and (self._backlog_active is None or self._backlog_active.key != candidate.key)
+            and (not_before_ns is None or candidate.mtime_ns >= not_before_ns)
+        ]
+        if not candidates:
+            return []
+        candidates.sort(key=lambda c: (c.mtime_ns, c.path), reverse=True)
+        members = self._lineages.get(lineage, [])
+        opened: dict[str, OpenedGeneration] = {}
+        unreadable: set[str] = set()
+
+        def copies_an_open_generation(generation: OpenedGeneration) -> bool:
+            # Renamed, then compressed (or copied) while a follower had it open: that
+            # follower reads it through its own descriptor.
+            return any(m.holds_copy_of(generation.fd, generation.size) for m in members)
+
+        def is_known(candidate: Candidate) -> int | None:
+            if candidate.compressed:
+                head = read_compressed_head(candidate.path)
+                if head is None or not may_be_known(head, known):
+                    return None
+            generation = self._open_generation(candidate.path, last_attempt)
+            if generation is None:
+                # Not readable: neither known nor to be read, or a copy finished meanwhile
+                # would be read whole a second time.
+                unreadable.add(candidate.path)
+                return None
+            opened[candidate.path] = generation
+            if copies_an_open_generation(generation):
+                return NOTHING_LEFT  # and everything older was read
+            return known_offset(generation.fd, generation.size, candidate.mtime_ns, known)
+
+        followers: list[FileFollower] = []
+        try:
+            plan = plan_recovery(
+                candidates,
+                is_known,
+                not_before_ns if not_before_ns is not None else fallback_not_before_ns,
+            )
+            for step in plan:
+                path = step.candidate.path
+                if path in unreadable:
+                    continue
+                generation = opened.pop(path, None)
+                if generation is None:
+                    generation = self._open_generation(path, last_attempt)
+                    if generation is None:
+                        continue
+                    if copies_an_open_generation(generation):
+                        generation.close()
+                        continue
+                if step.start >= generation.size or generation.key in self._followers:
+                    generation.close()
+                    continue
+                follower = FileFollower(
+                    path,
+                    generation.fd,
+                    os.fstat(generation.fd),
+                    step.start,
+                    FollowerRole.DETACHED,
+                    options=self._options,
+                    lineage=lineage,
+                    key=generation.key,
+                    decompressed=generation.decompressed,
+                )
+                follower.last_growth_at = now
+                followers.append(follower)
+        except BaseException:
+            for follower in followers:
+                follower.close()
+            raise
+        finally:
+            for generation in opened.values():
+                generation.close()
+        return followers
+
+    def _open_generation(self, path: str, last_attempt: bool) -> OpenedGeneration | None:
+        try:
+            return open_generation(path, self._spool.directory)
+        except GenerationIncomplete as incomplete:
+            if not last_attempt:
+                # Most likely still being compressed: look again in a moment.
+                raise _RecoveryNotSettled(str(incomplete)) from None
+            self._report(path, f"{incomplete} It is skipped.")
+            return None
+        except FileTrouble as trouble:
+            self._report(path, str(trouble))
+            return None
+
+    def _covered(self, path: str) -> bool:
+        """Whether ``path`` is matched by a source pattern (or was, if it is gone now)."""
+        directory, name = os.path.split(path)
+        for pattern in self._patterns:
+            expanded = os.path.abspath(os.path.expanduser(pattern))
+            if not glob.has_magic(expanded):
+                if expanded == path:
+                    return True
+                continue
+            directory_pattern, name_pattern = os.path.split(expanded)
+            if fnmatch.fnmatchcase(name, name_pattern) and (
+                directory == directory_pattern or fnmatch.fnmatchcase(directory, directory_pattern)
+            ):
+                return True
+        return False
 
     # ------------------------------------------------------------------------ backlog
 
@@ -749,7 +1033,13 @@ class SourceSet:
             try:
                 start = self._start_offset(entry.path, fd, status, initial=False)
                 follower = FileFollower(
-                    entry.path, fd, status, start, FollowerRole.BACKLOG, options=self._options
+                    entry.path,
+                    fd,
+                    status,
+                    start.offset,
+                    FollowerRole.BACKLOG,
+                    options=self._options,
+                    lineage=start.lineage,
                 )
             except OSError as exc:
                 os.close(fd)
@@ -825,10 +1115,29 @@ class SourceSet:
     # -------------------------------------------------------------------- bookkeeping
 
     def _open_followers(self) -> list[FileFollower]:
-        followers = list(self._followers.values())
+        """Every open file: lineage by lineage, oldest generation first; then the backlog."""
+        followers = [follower for members in self._lineages.values() for follower in members]
         if self._backlog_active is not None:
             followers.append(self._backlog_active)
         return followers
+
+    def _add_member(self, follower: FileFollower, before: FileFollower | None = None) -> None:
+        """Add an open follower to its lineage: as the newest generation, or just before
+        ``before`` (an older generation found late)."""
+        self._followers[follower.key] = follower
+        members = self._lineages.setdefault(follower.lineage, [])
+        if before is not None and before in members:
+            members.insert(members.index(before), follower)
+        else:
+            members.append(follower)
+
+    def _remove_member(self, follower: FileFollower) -> None:
+        self._followers.pop(follower.key, None)
+        members = self._lineages.get(follower.lineage)
+        if members is not None and follower in members:
+            members.remove(follower)
+            if not members:
+                del self._lineages[follower.lineage]
 
     def _forget(self, follower: FileFollower) -> None:
         self._closed_bytes_read += follower.bytes_read

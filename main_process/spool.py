@@ -281,6 +281,8 @@ class Spool:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self._path = Path(path)
+        self.directory = self._path.parent
+        """Where the spool lives (the data dir), also for scratch files of the sources."""
         self._client_id = client_id
         self._max_bytes = max_bytes
         self._clock = clock
@@ -783,11 +785,16 @@ class Spool:
             raise self._translate(exc, "read") from exc
         return None if row is None else _checkpoint_from_row(row)
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, path: str | None = None) -> list[Checkpoint]:
+        """Every checkpoint, or those of one log ``path`` (the lineage they continue)."""
+        select = "SELECT key, path, offset, fingerprint, updated_at FROM checkpoints"
         try:
-            rows = self._connection.execute(
-                "SELECT key, path, offset, fingerprint, updated_at FROM checkpoints ORDER BY key"
-            ).fetchall()
+            if path is None:
+                rows = self._connection.execute(f"{select} ORDER BY key").fetchall()
+            else:
+                rows = self._connection.execute(
+                    f"{select} WHERE path = ? ORDER BY key", (path,)
+                ).fetchall()
         except sqlite3.Error as exc:
             raise self._translate(exc, "read") from exc
         return [_checkpoint_from_row(row) for row in rows]
