@@ -203,7 +203,6 @@ else:
 def ask_primary_to_open_window(
     data_dir: str | os.PathLike[str],
     *,
-    view: str | None = None,
     timeout: float = 5.0,
     runtime_base: Path | None = None,
 ) -> Reply:

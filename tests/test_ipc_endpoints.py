@@ -169,9 +169,7 @@ async def test_second_instance_asks_the_primary_to_open_a_window() -> None:
         try:
             second = InstanceLock(data)
             assert not second.acquire()
-            reply = await asyncio.to_thread(
-                ask_primary_to_open_window, data, view="logs", runtime_base=run_base
-            )
+            reply = await asyncio.to_thread(ask_primary_to_open_window, data, runtime_base=run_base)
         finally:
             primary.release()
     assert reply == Ok(data={"handled": "OpenWindow"})
