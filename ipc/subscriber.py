@@ -261,11 +261,6 @@ class Subscriber:
             return
         self._ready.extend(self._core.on_snapshot(reply))
 
-    async def resync(self) -> None:
-        """Ask for a snapshot now (e.g. after the viewer was suspended)."""
-        self._core.tracker.needs_resync = True
-        self._maybe_resync()
-
     async def close(self) -> None:
         if self._receive is not None:
             self._receive.cancel()

@@ -226,9 +226,6 @@ class FileFollower:
         offset = self._chunker.next_offset
         return ReadPosition(CheckpointFingerprint(self._head, self._anchor_at(offset)), offset)
 
-    def checkpoint_fingerprint(self, offset: int) -> CheckpointFingerprint:
-        return CheckpointFingerprint(self._head, self._anchor_at(offset))
-
     def holds_copy_of(self, fd: int, size: int) -> bool:
         """Whether the open file ``fd`` of ``size`` bytes holds this file's bytes (all of
         them, or a prefix: a copy or a compressed copy made earlier), as far as the head

@@ -182,9 +182,6 @@ class ChaosProxy:
         assert self._core is not None
         return self._core.counters
 
-    def open_links(self) -> int:
-        return self._call(self._count_links())
-
     def start(self) -> ChaosProxy:
         self._thread.start()
         self._core = self._call(self._make_core())
@@ -222,10 +219,6 @@ class ChaosProxy:
 
     async def _make_core(self) -> _ProxyCore:
         return _ProxyCore(*self._upstream)
-
-    async def _count_links(self) -> int:
-        assert self._core is not None
-        return len(self._core.links)
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
