@@ -123,6 +123,7 @@ class MainProcess:
             from_end=settings.from_end,
             chunk_max_bytes=settings.chunk_max_bytes,
             linger=settings.chunk_linger_ms / 1000,
+            follow_symlinks=settings.follow_symlinks,
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None

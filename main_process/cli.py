@@ -54,9 +54,11 @@ from ipc.messages import (
 from main_process.identity import IdentityError, TokenStore, load_or_create_client_id
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
 from main_process.settings import (
+    SYMLINK_POLICIES,
     Settings,
     SettingsError,
     SettingsLayer,
+    checked_flag_layer,
     merge,
     read_environment_layer,
     read_file_layer,
@@ -196,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--from-end", action="store_true", default=None, help="start new files at their end"
+    )
+    run.add_argument(
+        "--follow-symlinks",
+        choices=SYMLINK_POLICIES,
+        default=None,
+        help="which followed files may be symbolic links: named (a path named without a "
+        "wildcard that was a link when first seen; the default), never, always",
     )
     run.add_argument(
         "--demo", action="store_true", help="also ship a generated game log (what `make run` shows)"
@@ -372,7 +381,7 @@ def _settings(args: argparse.Namespace, flag_layer: SettingsLayer) -> Settings:
     environ = os.environ
     file_layer = read_file_layer(args.config, environ)
     env_layer = read_environment_layer(environ)
-    return merge(_data_dir(args), file_layer, env_layer, flag_layer)
+    return merge(_data_dir(args), file_layer, env_layer, checked_flag_layer(flag_layer))
 
 
 def _settings_for_run(args: argparse.Namespace) -> Settings:
@@ -395,6 +404,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         poll=args.poll,
         from_end=args.from_end,
         log_level="debug" if args.verbose else None,
+        follow_symlinks=args.follow_symlinks,
     )
     settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.

@@ -29,10 +29,12 @@ first held byte up to the last byte read.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import stat
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
 
 from main_process.file_identity import (
     EMPTY_HEAD,
@@ -57,6 +59,14 @@ from main_process.spool import BacklogFile, Checkpoint, ChunkSource, Spool
 
 READ_SIZE = 1024 * 1024
 """Bytes asked of the OS per read call."""
+
+SymlinkPolicy: TypeAlias = Literal["named", "never", "always"]
+"""Which followed files may be symbolic links (the ``follow_symlinks`` setting; ``SourceSet``
+applies it, ``open_log_file`` enforces it): ``named``, only a path the user named without a
+wildcard that was a link when first seen; ``never``; ``always``."""
+
+# Where the OS has no O_NOFOLLOW (Windows), a link is refused by an lstat before the open.
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FollowerRole(enum.Enum):
@@ -121,19 +131,43 @@ class CommitTotals:
     """(path, text) of every chunk appended, in order (references, no copies)."""
 
 
-def open_log_file(path: str) -> tuple[int, os.stat_result]:
+def symlink_refused(path: str) -> FileTrouble:
+    """The sentence for a symbolic link that is not followed."""
+    return FileTrouble(
+        f"{path} is a symbolic link, which is not followed (its target is not read; "
+        "see the follow_symlinks setting)."
+    )
+
+
+def open_log_file(path: str, *, follow_symlink: bool = False) -> tuple[int, os.stat_result]:
     """Open ``path`` for reading; raise ``FileTrouble`` with a sentence when it cannot be.
+
+    Every followed, rotated or backlog file is opened here (compressed generations too,
+    before their bytes go to a decompressor). Unless ``follow_symlink``, a path whose last
+    component is a symbolic link is refused with ``O_NOFOLLOW``: the kernel checks it in
+    the same call that opens, so a link swapped in at any moment never gets its target
+    read. (Links among the directories above are the path's own: whoever named it chose
+    them.)
 
     ``O_NONBLOCK`` so that a FIFO matched by mistake does not block the event loop; it is
     refused right after, like any file that is not a regular file.
     """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    if not follow_symlink:
+        flags |= _O_NOFOLLOW
+        if not _O_NOFOLLOW and os.path.islink(path):
+            raise symlink_refused(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise FileTrouble(f"{path} was deleted before it could be read.") from None
     except PermissionError:
         raise FileTrouble(f"{path} cannot be read: permission denied.") from None
     except OSError as exc:
+        # O_NOFOLLOW's refusal is ELOOP (EMLINK on FreeBSD); ELOOP is also a loop of
+        # links among the directories, told apart by looking at the last component.
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and not follow_symlink and os.path.islink(path):
+            raise symlink_refused(path) from None
         raise FileTrouble(f"{path} cannot be opened: {exc.strerror or exc}.") from None
     status = os.fstat(fd)
     if stat.S_ISREG(status.st_mode):

@@ -63,6 +63,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from main_process.file_follower import FileTrouble, open_log_file
 from main_process.file_identity import (
@@ -73,9 +74,10 @@ from main_process.file_identity import (
     read_exactly,
 )
 
-# Each opens a compressed file for reading its decompressed bytes (callers close it).
-_DECOMPRESSORS: dict[str, Callable[[str], io.BufferedIOBase]] = {
-    ".gz": gzip.GzipFile,
+# Each reads the decompressed bytes of an open compressed file (callers close both). They
+# get a file object, never a path: the file is opened by ``open_log_file`` like any other.
+_DECOMPRESSORS: dict[str, Callable[[BinaryIO], io.BufferedIOBase]] = {
+    ".gz": lambda compressed: gzip.GzipFile(fileobj=compressed, mode="rb"),
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
 }
@@ -198,25 +200,26 @@ def _list_candidates(lineage: str, keys: set[str]) -> list[Candidate]:
     return found
 
 
-def open_generation(path: str, scratch_dir: str | os.PathLike[str]) -> OpenedGeneration:
-    """Open a generation for reading; a compressed one is decompressed whole into an
-    anonymous temporary file in ``scratch_dir`` first (on disk, not in a tmpfs: rotated
-    logs can be large). Raises ``FileTrouble`` with a sentence."""
+def open_generation(
+    path: str, scratch_dir: str | os.PathLike[str], *, follow_symlink: bool = False
+) -> OpenedGeneration:
+    """Open a generation for reading (``open_log_file``: a symbolic link is refused unless
+    ``follow_symlink``); a compressed one is decompressed whole into an anonymous temporary
+    file in ``scratch_dir`` first (on disk, not in a tmpfs: rotated logs can be large).
+    Raises ``FileTrouble`` with a sentence."""
     suffix = compression_of(path)
+    compressed_fd, status = open_log_file(path, follow_symlink=follow_symlink)
     if suffix is None:
-        fd, status = open_log_file(path)
-        return OpenedGeneration(fd, status.st_size, FileKey.of(status), decompressed=False)
+        return OpenedGeneration(compressed_fd, status.st_size, FileKey.of(status), False)
     try:
-        status = os.stat(path)
         with (
-            _DECOMPRESSORS[suffix](path) as source,
+            os.fdopen(compressed_fd, "rb") as compressed,
+            _DECOMPRESSORS[suffix](compressed) as source,
             tempfile.TemporaryFile(prefix="rotated-", dir=scratch_dir) as target,
         ):
             shutil.copyfileobj(source, target, _COPY_BUFFER)
             target.flush()
             fd = os.dup(target.fileno())
-    except FileNotFoundError:
-        raise FileTrouble(f"{path} was deleted before it could be read.") from None
     except EOFError:
         raise GenerationIncomplete(
             f"{path} ends before its end marker (still being compressed, or damaged)."
@@ -226,12 +229,17 @@ def open_generation(path: str, scratch_dir: str | os.PathLike[str]) -> OpenedGen
     return OpenedGeneration(fd, os.fstat(fd).st_size, FileKey.of(status), decompressed=True)
 
 
-def read_compressed_head(path: str) -> bytes | None:
-    """The first decompressed bytes of a compressed file (None when unreadable)."""
+def read_compressed_head(path: str, *, follow_symlink: bool = False) -> bytes | None:
+    """The first decompressed bytes of a compressed file (None when unreadable, or a
+    symbolic link that is not to be followed)."""
     suffix = compression_of(path)
     assert suffix is not None
     try:
-        with _DECOMPRESSORS[suffix](path) as source:
+        fd, _ = open_log_file(path, follow_symlink=follow_symlink)
+    except FileTrouble:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as compressed, _DECOMPRESSORS[suffix](compressed) as source:
             return source.read(FINGERPRINT_SPAN)
     except (OSError, EOFError, lzma.LZMAError):
         return None

@@ -1,8 +1,16 @@
 """The main process's settings: a TOML file, overridden by ``LOG_MONITOR_*``, overridden by flags.
 
-Owns the list of settings, their defaults, and the merge of the three layers. A setting
-that cannot be used (an unknown key, a wrong type, a negative window) is one
+Owns the list of settings, their defaults, the range every numeric setting accepts
+(``NUMERIC_RANGES``), and the merge of the three layers. A setting that cannot be used (an
+unknown key, a wrong type, a number that is not finite or out of its range) is one
 :class:`SettingsError` sentence naming where it came from; the CLI prints it and exits 2.
+Each layer is checked as it is read (so the sentence names the file, the variable or the
+flag), and the merged settings once more.
+
+Why ranges and not just "positive": every number here ends up in a timer, a SQLite
+integer or a buffer size, where ``inf``, ``nan`` or a 20-digit integer fail far from the
+setting (a traceback at start, or a log line repeated forever). The ranges are wide
+enough for any real use and tests' short timers, and README lists them.
 
 The file is ``--config PATH``, else ``$LOG_MONITOR_CONFIG``, else ``config.toml`` in the
 platform's user config dir; a missing default file is simply no settings. Keys use the
@@ -13,15 +21,18 @@ by the platform's path separator, like ``PATH``).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, get_args
 
 import msgspec
 import platformdirs
+
+from main_process.file_follower import SymlinkPolicy
 
 CONFIG_ENV = "LOG_MONITOR_CONFIG"
 ENV_PREFIX = "LOG_MONITOR_"
@@ -30,6 +41,55 @@ MIB = 1024 * 1024
 
 class SettingsError(Exception):
     """Settings that cannot be used; the message is one sentence for a person."""
+
+
+@dataclass(frozen=True, slots=True)
+class NumberRange:
+    """The values a numeric setting accepts: finite, from ``low`` to ``high`` inclusive."""
+
+    low: float
+    high: float
+    whole: bool = False
+    """An integer setting (the layers' types already refuse a fraction)."""
+    unit: str = ""
+
+    def accepts(self, value: float) -> bool:
+        # An int is compared as it is (math.isfinite would overflow on a 400-digit one).
+        if not isinstance(value, int) and not math.isfinite(value):
+            return False
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{kind} from {_number_text(self.low)} to {_number_text(self.high)}{unit}"
+
+
+NUMERIC_RANGES: Final[dict[str, NumberRange]] = {
+    "windows": NumberRange(0, 16, whole=True),
+    "window": NumberRange(1, 256, whole=True),
+    "ack_timeout": NumberRange(0.1, 3600, unit="seconds"),
+    "ping_interval": NumberRange(0.1, 3600, unit="seconds"),
+    "silence_timeout": NumberRange(0.1, 3600, unit="seconds"),
+    "spool_max_mb": NumberRange(1, 1024 * 1024, unit="MiB"),
+    # The chunk must fit the server's message limit (Engine.IO's is usually 1 MB; the
+    # reference server's Socket.IO limit is 8 MiB).
+    "chunk_kib": NumberRange(1, 8 * 1024, whole=True, unit="KiB"),
+    "chunk_linger_ms": NumberRange(0, 60_000, unit="ms"),
+}
+"""Every numeric setting's accepted values (README's settings table lists them)."""
+
+SYMLINK_POLICIES: Final[tuple[str, ...]] = get_args(SymlinkPolicy)
+
+
+def _number_text(value: float) -> str:
+    """``value`` for a sentence: ``inf``, ``nan``, ``0.1``, ``3600``; a huge integer is
+    not spelled out (Python refuses to print one of over 4,300 digits)."""
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**21 else "a number over 10^21"
+    if math.isfinite(value) and value.is_integer() and abs(value) < 10**21:
+        return str(int(value))
+    return repr(value)
 
 
 class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -53,6 +113,7 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     poll: bool | None = None
     from_end: bool | None = None
     log_level: str | None = None
+    follow_symlinks: SymlinkPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +139,10 @@ class Settings:
     poll: bool = False
     from_end: bool = False
     log_level: str = "info"
+    follow_symlinks: SymlinkPolicy = "named"
+    """Which followed files may be symbolic links (``sources.SourceSet``): ``named``
+    (only a path named without a wildcard that was a link when first seen), ``never``,
+    ``always``."""
 
     @property
     def spool_max_bytes(self) -> int:
@@ -107,9 +172,15 @@ def read_file_layer(path: Path | None, environ: Mapping[str, str]) -> SettingsLa
         raise SettingsError(f"cannot read the config file {chosen}: {exc.strerror}.") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-        return msgspec.convert(data, type=SettingsLayer)
+        layer = msgspec.convert(data, type=SettingsLayer)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, msgspec.ValidationError) as exc:
         raise SettingsError(f"the config file {chosen} is not usable: {exc}.") from None
+    except ValueError:
+        # tomllib's int() of an integer literal of over 4,300 digits.
+        raise SettingsError(
+            f"the config file {chosen} is not usable: a number in it is too long."
+        ) from None
+    return check_layer(layer, lambda name: f"{name} in the config file {chosen}")
 
 
 def read_environment_layer(environ: Mapping[str, str]) -> SettingsLayer:
@@ -124,15 +195,51 @@ def read_environment_layer(environ: Mapping[str, str]) -> SettingsLayer:
         elif field.name in ("headless", "exit_with_windows", "poll", "from_end"):
             lowered = text.strip().lower()
             if lowered not in ("1", "0", "true", "false", "yes", "no"):
-                raise SettingsError(f"{name}={text!r} is not a yes/no value.")
+                raise SettingsError(f"{name}={_clipped(text)} is not a yes/no value.")
             values[field.name] = lowered in ("1", "true", "yes")
         else:
             values[field.name] = text
-    try:
-        # strict=False lets "8" become 8 for numeric settings.
-        return msgspec.convert(values, type=SettingsLayer, strict=False)
-    except msgspec.ValidationError as exc:
-        raise SettingsError(f"an environment variable is not usable: {exc}.") from None
+    for name, value in values.items():
+        try:
+            # strict=False lets "8" become 8 for numeric settings.
+            msgspec.convert({name: value}, type=SettingsLayer, strict=False)
+        except msgspec.ValidationError as exc:
+            variable = ENV_PREFIX + name.upper()
+            reason = str(exc).split(" - at `$", 1)[0]
+            raise SettingsError(
+                f"the environment variable {variable}={_clipped(environ[variable])} "
+                f"is not usable: {reason}."
+            ) from None
+    layer = msgspec.convert(values, type=SettingsLayer, strict=False)
+    return check_layer(layer, lambda name: ENV_PREFIX + name.upper())
+
+
+def _clipped(text: str, limit: int = 40) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
+def checked_flag_layer(layer: SettingsLayer) -> SettingsLayer:
+    """``layer`` (built from command-line flags) once its numbers are checked; a bad one
+    is a ``SettingsError`` naming the flag."""
+    return check_layer(layer, lambda name: "--" + name.replace("_", "-"))
+
+
+def check_layer(layer: SettingsLayer, subject: Callable[[str], str]) -> SettingsLayer:
+    """``layer`` once every number it sets is in its range (``NUMERIC_RANGES``); else a
+    ``SettingsError`` naming the setting as ``subject(name)`` says (its flag, its
+    variable, or its key in a file)."""
+    for name, allowed in NUMERIC_RANGES.items():
+        value = getattr(layer, name)
+        if value is not None and not allowed.accepts(value):
+            raise SettingsError(
+                f"{subject(name)} must be {allowed.describe()} (got {_number_text(value)})."
+            )
+    if layer.follow_symlinks is not None and layer.follow_symlinks not in SYMLINK_POLICIES:
+        raise SettingsError(
+            f"{subject('follow_symlinks')} must be {', '.join(SYMLINK_POLICIES[:-1])} or "
+            f"{SYMLINK_POLICIES[-1]} (got {layer.follow_symlinks!r})."
+        )
+    return layer
 
 
 def merge(data_dir: Path, *layers: SettingsLayer) -> Settings:
@@ -151,21 +258,13 @@ def merge(data_dir: Path, *layers: SettingsLayer) -> Settings:
 
 
 def _check(settings: Settings) -> None:
-    positive = {
-        "window": settings.window,
-        "ack_timeout": settings.ack_timeout,
-        "ping_interval": settings.ping_interval,
-        "silence_timeout": settings.silence_timeout,
-        "spool_max_mb": settings.spool_max_mb,
-        "chunk_kib": settings.chunk_kib,
-    }
-    if settings.chunk_linger_ms < 0:
-        raise SettingsError(f"chunk_linger_ms must be 0 or more (got {settings.chunk_linger_ms}).")
-    for name, value in positive.items():
-        if value <= 0:
-            raise SettingsError(f"{name} must be greater than 0 (got {value}).")
-    if settings.windows is not None and settings.windows < 0:
-        raise SettingsError(f"windows must be 0 or more (got {settings.windows}).")
+    check_layer(
+        SettingsLayer(
+            **{name: getattr(settings, name) for name in NUMERIC_RANGES},
+            follow_symlinks=settings.follow_symlinks,
+        ),
+        lambda name: name,
+    )
     if settings.server is not None and not settings.server.startswith(
         ("http://", "https://", "ws://", "wss://")
     ):

@@ -11,7 +11,8 @@ from every pattern is read to its end and closed once idle; a truncated file's r
 read from its ``copytruncate`` copy; generations rotated while the client was down, or
 between two looks, are found among the log's siblings, compressed or not), the backlog
 queue (older files uploaded once each, oldest first), backpressure (reading pauses while
-the spool is full), trouble reports, counters and backlog progress.
+the spool is full), trouble reports, counters and backlog progress, and which symbolic
+links may be followed (the ``follow_symlinks`` policy, below).
 
 Must not: send anything or know about the connection (``on_appended`` tells the owner
 that chunks are waiting), publish status itself (the owner reads ``paused_reason``,
@@ -53,6 +54,23 @@ Everything happens in *rounds* on the event loop thread (the spool's thread):
 
 No quiet-period wait: the watcher runs with ``debounce``/``step`` of a few milliseconds,
 and an event only wakes the loop, which reads whatever is there.
+
+Symbolic links
+--------------
+Where the client can read more than whoever can write a log directory, a link swapped in
+for a followed file (``app.log -> /etc/shadow``) would make it ship any file it can read.
+So by default (``follow_symlinks="named"``) a followed file's last path component may be
+a link only when the user named that path without a wildcard (a ``latest.log`` that
+points at today's file) and it was a link the first time this run saw it there; such a
+path is then followed through the link for the run, even as the link is re-pointed.
+Every other link is refused: one a wildcard matches (in ``sources`` or ``backlog``), one
+among a log's rotated siblings, and one swapped in during the run at a named path where a
+regular file was first seen. A refused link is reported once (``on_trouble``: one
+sentence) and its target is never opened: files are opened with ``O_NOFOLLOW`` (see
+``file_follower.open_log_file``), so a link swapped in between a look and the open is
+refused by the kernel too. ``"never"`` refuses every link; ``"always"`` follows them all
+(for trees of links such as ``/var/log/containers``). The directories above the last
+component are the pattern's own and are not checked.
 """
 
 from __future__ import annotations
@@ -79,8 +97,10 @@ from main_process.file_follower import (
     FileTrouble,
     FollowerRole,
     ReadPosition,
+    SymlinkPolicy,
     Truncation,
     open_log_file,
+    symlink_refused,
 )
 from main_process.file_identity import (
     Anchor,
@@ -199,6 +219,7 @@ class _BacklogEntry:
     path: str
     mtime: float
     size: int
+    follow_symlink: bool
 
 
 def _ignore_appended() -> None:
@@ -257,6 +278,7 @@ class SourceSet:
         rescan_interval: float = 1.0,
         detached_idle_close: float = 5.0,
         full_retry_interval: float = 0.5,
+        follow_symlinks: SymlinkPolicy = "named",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._patterns = tuple(patterns)
@@ -274,6 +296,9 @@ class SourceSet:
         self._rescan_interval = rescan_interval
         self._detached_idle_close = detached_idle_close
         self._full_retry_interval = full_retry_interval
+        self._symlinks = follow_symlinks
+        self._first_seen_link: dict[str, bool] = {}
+        """Named paths (no wildcard): whether each was a link when first seen."""
         self._clock = clock
 
         self._followers: dict[FileKey, FileFollower] = {}
@@ -582,14 +607,15 @@ class SourceSet:
     def _rescan(self, now: float, *, initial: bool = False) -> None:
         self._rescan_requested = False
         self._next_rescan_at = now + self._rescan_interval
-        matched: dict[FileKey, str] = {}
+        matched: dict[FileKey, tuple[str, bool]] = {}
         watch_dirs: set[str] = set()
         for pattern in self._patterns:
             for path, explicit in self._expand(pattern, watch_dirs):
-                status = self._stat_for_following(path, explicit)
-                if status is not None:
-                    matched.setdefault(FileKey.of(status), path)
-        for key, path in matched.items():
+                found = self._stat_for_following(path, explicit)
+                if found is not None:
+                    status, follow_symlink = found
+                    matched.setdefault(FileKey.of(status), (path, follow_symlink))
+        for key, (path, follow_symlink) in matched.items():
             follower = self._followers.get(key)
             if follower is not None:
                 follower.path = path
@@ -597,7 +623,7 @@ class SourceSet:
                     follower.role = FollowerRole.LIVE
                 self._clear_trouble(path)
             elif self._backlog_active is None or self._backlog_active.key != key:
-                self._start_following(path, now, initial=initial)
+                self._start_following(path, now, initial=initial, follow_symlink=follow_symlink)
         for key, follower in self._followers.items():
             if follower.role is FollowerRole.LIVE and key not in matched:
                 follower.role = FollowerRole.DETACHED
@@ -618,7 +644,35 @@ class SourceSet:
             watch_dirs.add(directory_pattern)
         return [(path, False) for path in sorted(glob.glob(expanded, recursive=True))]
 
-    def _stat_for_following(self, path: str, explicit: bool) -> os.stat_result | None:
+    def _may_follow_link(self, path: str, explicit: bool, is_link: bool) -> bool:
+        """Whether a symbolic link at ``path`` may be followed (see "Symbolic links" in
+        the module docstring); records what a named path was when first seen."""
+        if self._symlinks == "always":
+            return True
+        if self._symlinks == "never" or not explicit:
+            return False
+        return self._first_seen_link.setdefault(path, is_link)
+
+    def _link_refused(self, path: str, explicit: bool) -> bool | None:
+        """None when ``path`` is a symbolic link that may not be followed (reported);
+        else whether to open it following a link."""
+        try:
+            is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+        except OSError:
+            # Missing or unreachable: the stat that follows says which, in a sentence.
+            return False
+        follow = self._may_follow_link(path, explicit, is_link)
+        if is_link and not follow:
+            self._report(path, str(symlink_refused(path)))
+            return None
+        return follow
+
+    def _stat_for_following(self, path: str, explicit: bool) -> tuple[os.stat_result, bool] | None:
+        """The status of a file to follow at ``path`` and whether to open it through a
+        link; None (reported when worth saying) when it is not to be followed."""
+        follow_symlink = self._link_refused(path, explicit)
+        if follow_symlink is None:
+            return None
         try:
             status = os.stat(path)
         except FileNotFoundError:
@@ -636,7 +690,7 @@ class SourceSet:
             self._report(path, f"{path} cannot be examined: {exc.strerror or exc}.")
             return None
         if stat.S_ISREG(status.st_mode):
-            return status
+            return status, follow_symlink
         if explicit and stat.S_ISDIR(status.st_mode):
             self._report(
                 path, f"{path} is a directory, not a log file (use a glob like {path}/*.log)."
@@ -646,10 +700,16 @@ class SourceSet:
         return None
 
     def _start_following(
-        self, path: str, now: float, *, initial: bool, role: FollowerRole = FollowerRole.LIVE
+        self,
+        path: str,
+        now: float,
+        *,
+        initial: bool,
+        follow_symlink: bool,
+        role: FollowerRole = FollowerRole.LIVE,
     ) -> None:
         try:
-            fd, status = open_log_file(path)
+            fd, status = open_log_file(path, follow_symlink=follow_symlink)
         except FileTrouble as trouble:
             self._report(path, str(trouble))
             return
@@ -875,7 +935,9 @@ class SourceSet:
 
         def is_known(candidate: Candidate) -> int | None:
             if candidate.compressed:
-                head = read_compressed_head(candidate.path)
+                head = read_compressed_head(
+                    candidate.path, follow_symlink=self._symlinks == "always"
+                )
                 if head is None or not may_be_known(head, known):
                     return None
             generation = self._open_generation(candidate.path, last_attempt)
@@ -935,7 +997,11 @@ class SourceSet:
 
     def _open_generation(self, path: str, last_attempt: bool) -> OpenedGeneration | None:
         try:
-            return open_generation(path, self._spool.directory)
+            # A rotated sibling is never named by the user: a link there is refused
+            # unless every link is followed.
+            return open_generation(
+                path, self._spool.directory, follow_symlink=self._symlinks == "always"
+            )
         except GenerationIncomplete as incomplete:
             if not last_attempt:
                 # Most likely still being compressed: look again in a moment.
@@ -968,7 +1034,10 @@ class SourceSet:
         seen = set(self._followers)
         entries: list[_BacklogEntry] = []
         for pattern in self._backlog_patterns:
-            for path in self._expand_backlog(pattern):
+            for path, explicit in self._expand_backlog(pattern):
+                follow_symlink = self._link_refused(path, explicit)
+                if follow_symlink is None:
+                    continue
                 try:
                     status = os.stat(path)
                 except OSError:
@@ -978,7 +1047,7 @@ class SourceSet:
                     continue
                 seen.add(key)
                 try:
-                    fd, status = open_log_file(path)
+                    fd, status = open_log_file(path, follow_symlink=follow_symlink)
                 except FileTrouble as trouble:
                     self._report(path, str(trouble))
                     continue
@@ -995,22 +1064,26 @@ class SourceSet:
                     self._backlog_files_done += 1
                     self._backlog_bytes_done += status.st_size
                 else:
-                    entries.append(_BacklogEntry(path, status.st_mtime, status.st_size))
+                    entries.append(
+                        _BacklogEntry(path, status.st_mtime, status.st_size, follow_symlink)
+                    )
         entries.sort(key=lambda entry: (entry.mtime, entry.path))
         self._backlog_queue = deque(entries)
 
-    def _expand_backlog(self, pattern: str) -> list[str]:
+    def _expand_backlog(self, pattern: str) -> list[tuple[str, bool]]:
+        """Paths of ``pattern`` (and whether it names that one file explicitly)."""
         expanded = os.path.abspath(os.path.expanduser(pattern))
         if glob.has_magic(expanded):
-            return sorted(glob.glob(expanded, recursive=True))
+            return [(path, False) for path in sorted(glob.glob(expanded, recursive=True))]
         if os.path.isdir(expanded):
             try:
-                return sorted(os.path.join(expanded, name) for name in os.listdir(expanded))
+                names = sorted(os.listdir(expanded))
             except OSError as exc:
                 self._report(expanded, f"{expanded} cannot be listed: {exc.strerror or exc}.")
                 return []
+            return [(os.path.join(expanded, name), False) for name in names]
         if os.path.lexists(expanded):
-            return [expanded]
+            return [(expanded, True)]
         self._report(expanded, f"The backlog {expanded} does not exist.")
         return []
 
@@ -1018,7 +1091,7 @@ class SourceSet:
         while self._backlog_queue:
             entry = self._backlog_queue.popleft()
             try:
-                fd, status = open_log_file(entry.path)
+                fd, status = open_log_file(entry.path, follow_symlink=entry.follow_symlink)
             except FileTrouble as trouble:
                 self._report(entry.path, str(trouble))
                 self._backlog_files_total -= 1

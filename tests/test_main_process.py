@@ -261,9 +261,9 @@ def test_login_and_logout_with_no_main_process(tmp_path: Path, server: ServerPro
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--window", "0"], {}, "window must be greater than 0 (got 0)."),
+        (["--window", "0"], {}, "--window must be a whole number from 1 to 256 (got 0)."),
         (["--server", "ftp://example"], {}, "must start with http(s):// or ws(s)://."),
-        ([], {"LOG_MONITOR_WINDOW": "eight"}, "an environment variable is not usable"),
+        ([], {"LOG_MONITOR_WINDOW": "eight"}, "LOG_MONITOR_WINDOW='eight' is not usable"),
         ([], {"LOG_MONITOR_HEADLESS": "maybe"}, "is not a yes/no value."),
     ],
 )

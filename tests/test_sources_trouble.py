@@ -82,10 +82,10 @@ async def test_glob_match_deleted_before_it_is_opened_is_reported(tmp_path: Path
     sources = SourceSet([str(tmp_path / "*.log")], [], spool, on_trouble=troubles.append)
     original = sources._stat_for_following
 
-    def stat_then_delete(path: str, explicit: bool) -> os.stat_result | None:
-        status = original(path, explicit)
+    def stat_then_delete(path: str, explicit: bool) -> tuple[os.stat_result, bool] | None:
+        found = original(path, explicit)
         Path(path).unlink(missing_ok=True)
-        return status
+        return found
 
     sources._stat_for_following = stat_then_delete  # type: ignore[method-assign]
     async with RunningSources(sources) as running:
