@@ -1,29 +1,42 @@
-"""What a window costs: status → DOM latency, start-up, memory; beside headless Chromium.
+"""What windows cost: one renderer host vs a process per window vs headless Chromium tabs.
 
-Two engines show the same page (``renderer.page.build_page()``) and get the same status
+Three layouts show the same page (``renderer/static/index.html``) and get the same status
 changes (the connection state cycling through its four values, one change every
 ``INTERVAL_S``), measured the same way: the page stamps each state change it shows with
 ``Date.now()`` (``stateChanges`` in ``window.lm.describe()``), and the latency is that
 stamp minus the wall-clock time just before the change was sent.
 
-* **pywebview** (what ships): N real ``python -m renderer --data-dir D`` windows (Qt
-  WebEngine, offscreen) on an ``ipc`` publisher hosted by this program, standing in for
-  the main process: publish ``Status`` → SUB → bridge (coalescing, ``run_js``) → DOM. The
-  windows' readbacks come back as ``ReportWindow`` commands to this program.
-* **Chromium** (the reference): Debian's ``chromium --headless`` with N tabs of the same
-  page from a file, driven over the DevTools protocol (one browser websocket, flattened
-  target sessions): ``Runtime.evaluate("lm.applyStatus(...)")`` → DOM.
+* **host** (what ships): one ``python -m renderer --data-dir D`` process holding every
+  window (pywebview, Qt WebEngine, offscreen, one shared profile, a render process per
+  page); later windows are asked for as the main process asks, with ``HostControl``.
+* **process per window** (the layout before the host): one such process per window,
+  each started with ``--windows 1``.
+* **Chromium** (the reference): Debian's ``chromium --headless`` with one tab per window,
+  driven over the DevTools protocol (one browser websocket, flattened target sessions):
+  ``Runtime.evaluate("lm.applyStatus(...)")`` → DOM.
 
-Start-up: process start → first status painted (pywebview: the window's own timing from
-process start to its first status push; Chromium: launch → DevTools up → page loaded →
-status applied, for the first tab). Memory: resident set (RSS) and proportional set
-(PSS, shared pages split between the processes sharing them) of each window process
-with its QtWebEngineProcess children, of the whole Chromium tree, and of a real
-``log-monitor run --demo --headless`` main process shipping to a separate server.
+The pywebview layouts run on an ``ipc`` publisher hosted by this program, standing in for
+the main process: it publishes ``Status`` changes, and ``Stats`` every second as the main
+process does even when nothing moves; the windows' readbacks come back to it as
+``ReportWindow`` commands.
+
+Figures, per layout, with 1, 4 and 8 windows (windows are added one at a time to the
+same layout, so each count is measured on the windows already there):
+
+* **PSS** (proportional set size: shared pages split between the processes sharing them)
+  of every window-side process: the host(s) and their QtWebEngineProcess children, or the
+  whole Chromium tree; and the marginal PSS per window beyond the first.
+* **request → first status painted**: for the first window, from the process start (the
+  host's, Chromium's launch); for each later one, from the request (``HostControl``
+  published, the process spawned, the tab created).
+* **status → DOM** p50 and p99.
+* **idle CPU** of the host over ``IDLE_S`` seconds with 1 and 4 windows and nothing
+  changing (the host process alone, and with its QtWebEngineProcess children), in % of
+  one core.
 
     python -m bench.window_latency [--quick]
 
-Prints a markdown table. Never a test: numbers vary with the machine.
+Prints markdown tables. Never a test: numbers vary with the machine.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,17 +66,24 @@ from ipc.messages import (
     Command,
     ConnectionStateName,
     Failed,
+    HostControl,
     Ok,
     Reply,
     ReportWindow,
+    Stats,
     Status,
+    WindowRef,
+    to_json,
 )
-from renderer.page import build_page
+from renderer.page import page_url
 from tests.server_process import REPOSITORY, ServerProcess
 
 STATES: tuple[ConnectionStateName, ...] = ("connecting", "connected", "disconnected", "error")
 INTERVAL_S = 0.15
 START_TIMEOUT_S = 90.0
+IDLE_S = 60.0
+COUNTS = (1, 4, 8)
+IDLE_COUNTS = (1, 4)
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -73,6 +94,12 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--remote-debugging-port=0",
 )
+# Targets (the issue that built the host).
+TARGET_MARGINAL_MIB = 30.0
+TARGET_TOTAL_8_MIB = 600.0
+TARGET_LATER_WINDOW_MS = 250.0
+TARGET_P99_8_MS = 10.0
+TARGET_IDLE_PERCENT = 0.2
 
 
 def status(state: ConnectionStateName, n: int) -> Status:
@@ -84,6 +111,10 @@ def status(state: ConnectionStateName, n: int) -> Status:
         client_id="bench",
         sent_chunks=n,
     )
+
+
+# The state the windows show while idle: connected, nothing moving (no countdown).
+IDLE_STATUS = Status(state="connected", server="http://127.0.0.1:3000", client_id="bench")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,7 +137,17 @@ def spawn(
     )
 
 
-# ---- memory --------------------------------------------------------------------------
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+# ---- /proc ---------------------------------------------------------------------------------
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -148,14 +189,28 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-# ---- pywebview windows on a publisher hosted here --------------------------------------
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (the processes themselves, not reaped children)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+# ---- the windows' reports ----------------------------------------------------------------
 
 
 @dataclass
 class WindowSeen:
     ready: bool = False
-    changes: set[tuple[str, int]] = field(default_factory=set)
-    timings: dict[str, Any] = field(default_factory=dict)
+    changes: set[tuple[str, float]] = field(default_factory=set)
+    first_paint_ms: float | None = None
+    idle: bool = False  # shows IDLE_STATUS
 
 
 class FakeMain:
@@ -163,23 +218,50 @@ class FakeMain:
 
     def __init__(self, data_dir: Path) -> None:
         self.host = IpcHost(data_dir, self.handle)
-        self.windows: dict[int, WindowSeen] = {}
+        self.windows: dict[WindowRef, WindowSeen] = {}
         self.changed = asyncio.Event()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.host.start()
+        self.host.publisher.publish(IDLE_STATUS)
+        self._stats_task = asyncio.create_task(self._stats_every_second())
+
+    async def _stats_every_second(self) -> None:
+        while True:  # as the main process does, whether anything moved or not
+            self.host.publisher.publish(Stats())
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        await self.host.close()
 
     async def handle(self, command: Command) -> Reply:
         if isinstance(command, ReportWindow):
             state = command.state
             self.host.publisher.publish(state)
-            seen = self.windows.setdefault(state.pid, WindowSeen())
-            view = json.loads(state.view) if state.view else {}
-            seen.ready = state.ready and bool(view.get("hasStatus"))
-            seen.changes.update((str(s), int(at)) for s, at in view.get("stateChanges") or [])
-            seen.timings = view.get("timings") or seen.timings
+            seen = self.windows.setdefault(state.ref, WindowSeen())
+            view = state.view
+            if view is not None:
+                seen.ready = state.ready and view.has_status
+                seen.changes.update(view.state_changes)
+                seen.idle = view.state == "connected" and view.counters.sent_chunks == 0
+                if seen.first_paint_ms is None and view.state_changes:
+                    seen.first_paint_ms = view.state_changes[0][1]
             self.changed.set()
             return Ok()
         return Failed(code="unsupported", message="a benchmark, not a main process")
 
-    async def wait(self, predicate: Any, timeout: float, what: str) -> None:
+    def ready(self) -> list[WindowRef]:
+        return [ref for ref, seen in self.windows.items() if seen.ready]
+
+    async def wait_ready(self, ref: WindowRef, what: str) -> None:
+        await self.wait(lambda: ref in self.ready(), START_TIMEOUT_S, what)
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             remaining = deadline - time.monotonic()
@@ -190,85 +272,168 @@ class FakeMain:
                 await asyncio.wait_for(self.changed.wait(), remaining)
 
 
+# ---- results -------------------------------------------------------------------------------
+
+
 @dataclass
-class Row:
-    engine: str
+class Measured:
+    """One layout at one window count."""
+
     windows: int
     latencies: list[float]
-    start_ms: list[float]
-    rss_each: float
-    pss_each: float
+    rss: float
+    pss: float
+    processes: int
+
+
+@dataclass
+class LayoutResult:
+    name: str
+    first_ms: float = float("nan")
+    later_ms: list[float] = field(default_factory=list)
+    at: dict[int, Measured] = field(default_factory=dict)
+    idle: dict[int, tuple[float, float]] = field(default_factory=dict)  # host, with children
     note: str = ""
 
+    def marginal(self) -> float:
+        first, last = self.at.get(min(COUNTS)), self.at.get(max(self.at, default=0))
+        if first is None or last is None or last.windows == first.windows:
+            return float("nan")
+        return (last.pss - first.pss) / (last.windows - first.windows)
 
-async def bench_pywebview(count: int, changes: int, work: Path) -> Row:
-    data_dir = work / f"pywebview-{count}"
+
+async def measure_latency(
+    fake: FakeMain, refs: list[WindowRef], changes: int, start: int
+) -> list[float]:
+    sent: list[tuple[str, float]] = []
+    for n, state in zip(range(start, start + changes), itertools.cycle(STATES), strict=False):
+        sent.append((state, time.time() * 1000))
+        fake.host.publisher.publish(status(state, n))
+        await asyncio.sleep(INTERVAL_S)  # pacing the changes, not synchronisation
+    last_state, last_at = sent[-1]
+    await fake.wait(
+        lambda: all(
+            any(s == last_state and at >= last_at for s, at in fake.windows[r].changes)
+            for r in refs
+        ),
+        30,
+        "every window to report the last change",
+    )
+    latencies = []
+    for ref in refs:
+        shown = sorted(fake.windows[ref].changes, key=lambda c: c[1])
+        for sent_state, at_ms in sent:
+            match = next((at for s, at in shown if s == sent_state and at >= at_ms - 1), None)
+            if match is not None:
+                latencies.append(max(0.0, match - at_ms))
+    # Back to the idle state for whatever is measured next.
+    fake.host.publisher.publish(IDLE_STATUS)
+    await fake.wait(
+        lambda: all(fake.windows[r].idle for r in refs), 30, "every window back to idle"
+    )
+    return latencies
+
+
+async def idle_cpu(
+    pids: Callable[[], list[int]], hosts: Callable[[], list[int]]
+) -> tuple[float, float]:
+    """% of one core used over ``IDLE_S`` by the hosts, and by them with their children."""
+    await asyncio.sleep(2.0)  # let the last pushes and readbacks settle
+    host_before, all_before = cpu_seconds(hosts()), cpu_seconds(pids())
+    started = time.monotonic()
+    await asyncio.sleep(IDLE_S)
+    elapsed = time.monotonic() - started
+    host_used = cpu_seconds(hosts()) - host_before
+    all_used = cpu_seconds(pids()) - all_before
+    return host_used / elapsed * 100, all_used / elapsed * 100
+
+
+def renderer_command(data_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "renderer",
+        "--data-dir",
+        str(data_dir),
+        "--main-pid",
+        str(os.getpid()),
+        "--windows",
+        "1",
+    ]
+
+
+async def bench_host(changes: int, work: Path, idle: bool) -> LayoutResult:
+    """One host for every window; later windows asked for with ``HostControl``."""
+    result = LayoutResult("one renderer host")
+    data_dir = work / "host"
     data_dir.mkdir(mode=0o700)
     fake = FakeMain(data_dir)
-    await fake.host.start()
+    await fake.start()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    started = time.time() * 1000
+    process = spawn(renderer_command(data_dir), env=env)
+    try:
+        await fake.wait(lambda: len(fake.ready()) >= 1, START_TIMEOUT_S, "the first window")
+        [first] = fake.ready()
+        result.first_ms = (fake.windows[first].first_paint_ms or float("nan")) - started
+        requests = 0
+        for count in COUNTS:
+            while len(fake.ready()) < count:
+                requests += 1
+                asked = time.time() * 1000
+                fake.host.publisher.publish(HostControl(host=process.pid, open_requests=requests))
+                new = WindowRef(host=process.pid, window=requests + 1)
+                await fake.wait_ready(new, "a later window")
+                result.later_ms.append((fake.windows[new].first_paint_ms or float("nan")) - asked)
+            refs = fake.ready()
+            pids = tree(process.pid)
+            if idle and count in IDLE_COUNTS:
+                result.idle[count] = await idle_cpu(
+                    lambda: tree(process.pid), lambda: [process.pid]
+                )
+            latencies = await measure_latency(fake, refs, changes, count * 1000)
+            rss, pss = memory_mib(tree(process.pid))
+            result.at[count] = Measured(count, latencies, rss, pss, len(pids))
+        return result
+    finally:
+        stop(process)
+        await fake.close()
+
+
+async def bench_process_per_window(changes: int, work: Path) -> LayoutResult:
+    """A host process per window, each with ``--windows 1``: the layout before the host."""
+    result = LayoutResult("process per window")
+    data_dir = work / "per-window"
+    data_dir.mkdir(mode=0o700)
+    fake = FakeMain(data_dir)
+    await fake.start()
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        fake.host.publisher.publish(status("connected", 0))
-        for _ in range(count):
-            processes.append(
-                spawn(
-                    [sys.executable, "-m", "renderer", "--data-dir", str(data_dir), "--main-pid"],
-                    str(os.getpid()),
-                    env=env,
-                )
-            )
-        pids = [p.pid for p in processes]
-        await fake.wait(
-            lambda: all(fake.windows.get(p, WindowSeen()).ready for p in pids),
-            START_TIMEOUT_S,
-            f"{count} windows ready",
-        )
-        start_ms = [float(fake.windows[p].timings.get("firstStatusMs") or "nan") for p in pids]
-        sent: list[tuple[str, float]] = []
-        for n, state in zip(range(1, changes + 1), itertools.cycle(STATES), strict=False):
-            sent.append((state, time.time() * 1000))
-            fake.host.publisher.publish(status(state, n))
-            await asyncio.sleep(INTERVAL_S)  # pacing the changes, not synchronisation
-        last_state, last_at = sent[-1]
-        await fake.wait(
-            lambda: all(
-                any(s == last_state and at >= last_at for s, at in fake.windows[p].changes)
-                for p in pids
-            ),
-            30,
-            "every window to report the last change",
-        )
-        latencies = []
-        for pid in pids:
-            shown = sorted(fake.windows[pid].changes, key=lambda c: c[1])
-            for sent_state, at_ms in sent:
-                match = next((at for s, at in shown if s == sent_state and at >= at_ms - 1), None)
-                if match is not None:
-                    latencies.append(max(0.0, match - at_ms))
-        memory = [memory_mib(tree(pid)) for pid in pids]
-        return Row(
-            "pywebview (Qt WebEngine) + ipc",
-            count,
-            latencies,
-            start_ms,
-            statistics.mean(m[0] for m in memory),
-            statistics.mean(m[1] for m in memory),
-            note=f"{len(latencies)}/{len(sent) * count} changes seen",
-        )
+        for count in COUNTS:
+            while len(processes) < count:
+                asked = time.time() * 1000
+                processes.append(spawn(renderer_command(data_dir), env=env))
+                new = WindowRef(host=processes[-1].pid, window=1)
+                await fake.wait_ready(new, "a window process")
+                painted = (fake.windows[new].first_paint_ms or float("nan")) - asked
+                if len(processes) == 1:
+                    result.first_ms = painted
+                else:
+                    result.later_ms.append(painted)
+            refs = fake.ready()
+            latencies = await measure_latency(fake, refs, changes, count * 1000)
+            pids = [pid for process in processes for pid in tree(process.pid)]
+            rss, pss = memory_mib(pids)
+            result.at[count] = Measured(count, latencies, rss, pss, len(pids))
+        return result
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        await fake.host.close()
+            stop(process)
+        await fake.close()
 
 
-# ---- headless Chromium over the DevTools protocol ---------------------------------------
+# ---- headless Chromium over the DevTools protocol ---------------------------------------------
 
 
 class DevTools:
@@ -278,7 +443,6 @@ class DevTools:
         self._ws = ws
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -287,8 +451,6 @@ class DevTools:
             future = self._pending.pop(data["id"], None) if "id" in data else None
             if future is not None and not future.done():
                 future.set_result(data)
-            elif "method" in data:
-                self.events.put_nowait(data)
 
     async def send(self, method: str, session: str | None = None, **params: Any) -> Any:
         ident = next(self._ids)
@@ -320,7 +482,6 @@ async def _open_tab(devtools: DevTools, url: str) -> str:
         "Target.attachToTarget", targetId=target["targetId"], flatten=True
     )
     session = str(attached["sessionId"])
-    await devtools.send("Page.enable", session)
     await devtools.send("Page.navigate", session, url=url)
     deadline = time.monotonic() + START_TIMEOUT_S
     while await devtools.evaluate(session, "typeof window.lm === 'object'") is not True:
@@ -331,16 +492,18 @@ async def _open_tab(devtools: DevTools, url: str) -> str:
 
 
 def _apply(state: Status) -> str:
-    from ipc.messages import to_json
-
     return f"window.lm.applyStatus({to_json(state).decode()}); 0"
 
 
-async def bench_chromium(binary: str, count: int, changes: int, work: Path) -> Row:
-    profile = work / f"chromium-profile-{count}"
-    page = work / "page.html"
-    page.write_text(build_page(), encoding="utf-8")
-    launched = time.monotonic()
+async def _painted_at(devtools: DevTools, session: str) -> float:
+    await devtools.evaluate(session, _apply(IDLE_STATUS))
+    return float(await devtools.evaluate(session, "window.lm.describe().stateChangedAt"))
+
+
+async def bench_chromium(binary: str, changes: int, work: Path) -> LayoutResult:
+    result = LayoutResult("headless Chromium tabs")
+    profile = work / "chromium-profile"
+    launched = time.time() * 1000
     process = spawn([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"], "about:blank")
     try:
         port_file = profile / "DevToolsActivePort"
@@ -354,51 +517,43 @@ async def bench_chromium(binary: str, count: int, changes: int, work: Path) -> R
             ws = await http.ws_connect(f"ws://127.0.0.1:{port}{path}", max_msg_size=0)
             devtools = DevTools(ws)
             try:
-                sessions = []
-                start_ms: list[float] = []
-                for _ in range(count):
-                    session = await _open_tab(devtools, page.as_uri())
-                    await devtools.evaluate(session, _apply(status("connected", 0)))
-                    if not start_ms:
-                        start_ms.append((time.monotonic() - launched) * 1000)
-                    sessions.append(session)
-                latencies: list[float] = []
-                for n, state in zip(range(1, changes + 1), itertools.cycle(STATES), strict=False):
-                    script = _apply(status(state, n))
-                    sent_ms = time.time() * 1000
-                    # Sent to every tab before any answer is awaited, as a publish is.
-                    await asyncio.gather(*(devtools.evaluate(s, script) for s in sessions))
-                    stamps = await asyncio.gather(
-                        *(
-                            devtools.evaluate(s, "window.lm.describe().stateChangedAt")
-                            for s in sessions
+                sessions: list[str] = []
+                for count in COUNTS:
+                    while len(sessions) < count:
+                        asked = time.time() * 1000
+                        session = await _open_tab(devtools, page_url())
+                        painted = await _painted_at(devtools, session)
+                        if not sessions:
+                            result.first_ms = painted - launched
+                        else:
+                            result.later_ms.append(painted - asked)
+                        sessions.append(session)
+                    latencies: list[float] = []
+                    for n, state in zip(range(changes), itertools.cycle(STATES), strict=False):
+                        script = _apply(status(state, n))
+                        sent_ms = time.time() * 1000
+                        # Sent to every tab before any answer is awaited, as a publish is.
+                        await asyncio.gather(*(devtools.evaluate(s, script) for s in sessions))
+                        stamps = await asyncio.gather(
+                            *(
+                                devtools.evaluate(s, "window.lm.describe().stateChangedAt")
+                                for s in sessions
+                            )
                         )
-                    )
-                    latencies.extend(max(0.0, float(at) - sent_ms) for at in stamps)
-                    await asyncio.sleep(INTERVAL_S)  # pacing, not synchronisation
-                rss, pss = memory_mib(tree(process.pid))
-                return Row(
-                    "headless Chromium + DevTools",
-                    count,
-                    latencies,
-                    start_ms,
-                    rss / count,
-                    pss / count,
-                    note=f"whole browser {rss:.0f} MiB RSS / {pss:.0f} MiB PSS, shared by {count} tabs",
-                )
+                        latencies.extend(max(0.0, float(at) - sent_ms) for at in stamps)
+                        await asyncio.sleep(INTERVAL_S)  # pacing, not synchronisation
+                    pids = tree(process.pid)
+                    rss, pss = memory_mib(pids)
+                    result.at[count] = Measured(count, latencies, rss, pss, len(pids))
+                return result
             finally:
                 await devtools.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)
         shutil.rmtree(profile, ignore_errors=True)
 
 
-# ---- the main process ------------------------------------------------------------------
+# ---- the main process ------------------------------------------------------------------------
 
 
 def main_process_memory(work: Path) -> tuple[float, float]:
@@ -419,6 +574,7 @@ def main_process_memory(work: Path) -> tuple[float, float]:
                     "main_process",
                     "status",
                     "--json",
+                    "--once",
                     "--data-dir",
                     str(data_dir),
                 ],
@@ -439,62 +595,105 @@ def main_process_memory(work: Path) -> tuple[float, float]:
         server.stop()
 
 
-# ---- the table -------------------------------------------------------------------------
+# ---- the tables ------------------------------------------------------------------------------
 
 
-def format_table(rows: list[Row], main_memory: tuple[float, float], chromium_note: str) -> str:
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def format_tables(
+    results: list[LayoutResult], main_memory: tuple[float, float], chromium_note: str
+) -> str:
     lines = [
-        "| engine | windows | status → DOM p50 (ms) | p99 (ms) | max (ms) | start → first status (ms) "
-        "| RSS per window (MiB) | PSS per window (MiB) | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| layout | windows | processes | PSS in all (MiB) | RSS in all (MiB) "
+        "| status → DOM p50 (ms) | p99 (ms) | max (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in rows:
-        start = statistics.median(row.start_ms) if row.start_ms else float("nan")
-        lines.append(
-            f"| {row.engine} | {row.windows} | {percentile(row.latencies, 0.5):.1f} "
-            f"| {percentile(row.latencies, 0.99):.1f} | {max(row.latencies, default=float('nan')):.1f} "
-            f"| {start:.0f} | {row.rss_each:.0f} | {row.pss_each:.0f} | {row.note} |"
-        )
+    for result in results:
+        for count, m in sorted(result.at.items()):
+            lines.append(
+                f"| {result.name} | {count} | {m.processes} | {m.pss:.0f} | {m.rss:.0f} "
+                f"| {percentile(m.latencies, 0.5):.1f} | {percentile(m.latencies, 0.99):.1f} "
+                f"| {max(m.latencies, default=float('nan')):.1f} |"
+            )
     if chromium_note:
-        lines.append(
-            f"| headless Chromium + DevTools | - | - | - | - | - | - | - | {chromium_note} |"
-        )
+        lines.append(f"| headless Chromium tabs | - | - | - | - | - | - | {chromium_note} |")
     rss, pss = main_memory
     lines.append(
-        f"| main process (`log-monitor run --demo --headless`) | - | - | - | - | - "
-        f"| {rss:.0f} | {pss:.0f} | its whole RSS/PSS, shipping to a separate server |"
+        f"| main process (`log-monitor run --demo --headless`, shipping) | - | 1 | {pss:.0f} "
+        f"| {rss:.0f} | - | - | - |"
     )
+    lines += [
+        "",
+        "| layout | marginal PSS per window (MiB) | first window: start → status painted (ms) "
+        "| later windows: asked → status painted, median / max (ms) | idle CPU, 1 window "
+        "| idle CPU, 4 windows |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for result in results:
+        later = result.later_ms
+        later_text = f"{statistics.median(later):.0f} / {max(later):.0f}" if later else "-"
+        idle = [
+            f"{result.idle[n][0]:.2f} % (with children {result.idle[n][1]:.2f} %)"
+            if n in result.idle
+            else "-"
+            for n in IDLE_COUNTS
+        ]
+        lines.append(
+            f"| {result.name} | {result.marginal():.1f} | {result.first_ms:.0f} | {later_text} "
+            f"| {idle[0]} | {idle[1]} |"
+        )
+    host = next((r for r in results if r.name == "one renderer host"), None)
+    if host is not None and max(COUNTS) in host.at:
+        eight = host.at[max(COUNTS)]
+        later_max = max(host.later_ms, default=float("nan"))
+        idle_max = max((v[0] for v in host.idle.values()), default=float("nan"))
+        lines += [
+            "",
+            "| target (one renderer host) | measured | |",
+            "|---|---:|---|",
+            f"| marginal PSS ≤ {TARGET_MARGINAL_MIB:.0f} MiB per window | {host.marginal():.1f} MiB "
+            f"| {_met(host.marginal() <= TARGET_MARGINAL_MIB)} |",
+            f"| {max(COUNTS)} windows ≤ {TARGET_TOTAL_8_MIB:.0f} MiB PSS in all | {eight.pss:.0f} MiB "
+            f"| {_met(eight.pss <= TARGET_TOTAL_8_MIB)} |",
+            f"| a later window painted < {TARGET_LATER_WINDOW_MS:.0f} ms after it is asked for "
+            f"| max {later_max:.0f} ms (median {statistics.median(host.later_ms):.0f}) "
+            f"| {_met(later_max < TARGET_LATER_WINDOW_MS)} |",
+            f"| status → DOM p99 < {TARGET_P99_8_MS:.0f} ms at {max(COUNTS)} windows "
+            f"| {percentile(eight.latencies, 0.99):.1f} ms "
+            f"| {_met(percentile(eight.latencies, 0.99) < TARGET_P99_8_MS)} |",
+            f"| host idle ≤ {TARGET_IDLE_PERCENT} % of a core | {idle_max:.2f} % "
+            f"| {_met(idle_max <= TARGET_IDLE_PERCENT)} |",
+        ]
     return "\n".join(lines)
 
 
-async def run(counts: tuple[int, ...], changes: int, work: Path) -> list[Row]:
-    rows = []
+async def run(changes: int, work: Path, idle: bool) -> tuple[list[LayoutResult], str]:
+    results = [await bench_host(changes, work, idle)]
+    results.append(await bench_process_per_window(changes, work))
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    for count in counts:
-        rows.append(await bench_pywebview(count, changes, work))
-        if binary is not None:
-            rows.append(await bench_chromium(binary, count, changes, work))
-    return rows
+    if binary is None:
+        return results, "not measured: no `chromium` binary (apt-get install -y chromium)"
+    results.append(await bench_chromium(binary, changes, work))
+    return results, ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 and 4 windows, fewer changes")
+    parser.add_argument("--quick", action="store_true", help="40 changes per count, not 120")
     args = parser.parse_args()
-    counts, changes = ((1, 4), 40) if args.quick else ((1, 4, 8), 120)
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromium_note = (
-        "" if binary else "not measured: no `chromium` binary (apt-get install -y chromium)"
-    )
+    changes = 40 if args.quick else 120
     with tempfile.TemporaryDirectory(prefix="window-latency-") as tmp:
         work = Path(tmp)
-        rows = asyncio.run(run(counts, changes, work))
+        results, chromium_note = asyncio.run(run(changes, work, idle=True))
         main_memory = main_process_memory(work)
     print(
         f"Status change → page DOM text changed, one change every {INTERVAL_S * 1000:.0f} ms, "
-        f"{changes} changes per run; {os.cpu_count()} CPUs.\n"
+        f"{changes} changes per count; idle CPU over {IDLE_S:.0f} s; {os.cpu_count()} CPUs; "
+        "Qt offscreen.\n"
     )
-    print(format_table(rows, main_memory, chromium_note))
+    print(format_tables(results, main_memory, chromium_note))
 
 
 if __name__ == "__main__":

@@ -99,15 +99,119 @@ class ServerEvent(_Message, frozen=True, tag="server_event"):
     payload: dict[str, Any]
 
 
-class WindowState(_Message, frozen=True, tag="window_state"):
-    """What one renderer window currently is and shows. A state topic per window pid."""
+class WindowRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """Which window: its renderer host's pid and its number within that host (from 1)."""
 
-    pid: int
+    host: int
+    window: int
+
+
+class PageCounters(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """The shipping counters a page shows (None: not shown yet)."""
+
+    buffered_chunks: int | None = None
+    buffered_bytes: int | None = None
+    sent_chunks: int | None = None
+    sent_bytes: int | None = None
+    send_rate: float | None = None
+    dead_lettered: int | None = None
+
+
+class WindowTimings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """When (ms after it was asked for) a window was created, loaded, first showed a status;
+    and how long its last reload took to repaint (render process died → status painted)."""
+
+    created_ms: float | None = None
+    loaded_ms: float | None = None
+    first_status_ms: float | None = None
+    repainted_ms: float | None = None
+
+
+class WindowGeometry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """Where a window is on its screen, in pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class ControlOutcome(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """How a window answered a ``WindowControl``: ``result`` if ``ok``, else ``error``."""
+
+    id: str
+    action: str
+    ok: bool
+    result: Any = None
+    error: str | None = None
+
+
+class WindowView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """What one window shows (read back from its page's DOM) and where it runs.
+
+    The first group is ``window.lm.describe()`` of the page, field for field; the rest is
+    what the renderer host knows about the window around the page. Never holds a secret:
+    the password field is reported only as empty or not.
+    """
+
+    has_status: bool = False
+    api_ready: bool = False
+    state: str | None = None
+    state_text: str = ""
+    state_changed_at: float | None = None
+    # (state, wall-clock ms) of each state the page showed, oldest first.
+    state_changes: tuple[tuple[str, float], ...] = ()
+    retry_shown: bool = False
+    attempt: int | None = None
+    countdown_ms: float | None = None
+    countdown_text: str = ""
+    identity: str | None = None
+    identity_text: str = ""
+    server: str = ""
+    client_id: str = ""
+    windows: int | None = None
+    counters: PageCounters = msgspec.field(default_factory=PageCounters)
+    last_error: str = ""
+    spool_full: bool = False
+    sign_in_shown: bool = False
+    sign_out_shown: bool = False
+    password_field_empty: bool = True
+    action_result: str = ""
+    paused: bool = False
+    lines: int = 0
+    last_line_text: str | None = None
+    events: int = 0
+    # ---- the window around the page
+    timings: WindowTimings = msgspec.field(default_factory=WindowTimings)
+    lines_dropped: int = 0
+    # Qt's platform plugin (xcb, wayland, offscreen); None off Linux.
+    platform: str | None = None
+    # The pid of the page's render process (a QtWebEngineProcess child of the host).
+    render_process: int | None = None
+    # How often the page's render process died and the page was reloaded.
+    reloads: int = 0
+    geometry: WindowGeometry | None = None
+    # The browser profile the page lives in ("off-the-record:<n>"): one per host.
+    profile: str | None = None
+    # The last WindowControl this window answered.
+    control: ControlOutcome | None = None
+
+
+class WindowState(_Message, frozen=True, tag="window_state"):
+    """What one window currently is and shows. A state topic per window
+    (``window.<host>.<window>``)."""
+
+    host: int
+    window: int
     ready: bool = False
-    view: str = ""
+    view: WindowView | None = None
     title: str | None = None
     # The last message for a closed window; the publisher drops it from its cache.
     closed: bool = False
+
+    @property
+    def ref(self) -> WindowRef:
+        return WindowRef(host=self.host, window=self.window)
 
 
 WindowAction: TypeAlias = Literal["report", "screenshot", "evaluate"]
@@ -116,19 +220,33 @@ WindowAction: TypeAlias = Literal["report", "screenshot", "evaluate"]
 class WindowControl(_Message, frozen=True, tag="window_control"):
     """A diagnostics request to the windows (``log-monitor windows`` / ``screenshot``).
 
-    A stream topic (never cached: a window that starts later must not act on an old
-    request). Each window it is meant for (``pids``; empty: every window) answers by
-    reporting its ``WindowState`` again, with the outcome under ``"control"`` in its view.
-    ``report`` asks for a fresh readback of the page, ``screenshot`` for a PNG in
-    ``directory``; ``evaluate`` runs ``script`` in the page and is honoured only by
-    windows started with test hooks enabled (its text reaches every subscriber).
+    A stream topic (never cached: a window that opens later must not act on an old
+    request), received by each renderer host, which hands it to the windows it is meant
+    for (``windows``; empty: every window). Each answers by reporting its ``WindowState``
+    again, with the outcome as ``view.control``. ``report`` asks for a fresh readback of
+    the page, ``screenshot`` for a PNG in ``directory``; ``evaluate`` runs ``script`` in
+    the page and is honoured only by hosts started with test hooks enabled (its text
+    reaches every subscriber).
     """
 
     request: str
     action: WindowAction
-    pids: tuple[int, ...] = ()
+    windows: tuple[WindowRef, ...] = ()
     directory: str | None = None
     script: str | None = None
+
+
+class HostControl(_Message, frozen=True, tag="host_control"):
+    """What the main process wants of its renderer host ``host`` (a pid). A state topic.
+
+    ``open_requests`` counts the windows asked for since that host was started, beyond
+    the ones on its command line; the host opens as many as it has not opened yet. A
+    count rather than one message per request: the cached value reaches a host that
+    subscribes late, and a repeat opens nothing twice.
+    """
+
+    host: int
+    open_requests: int = 0
 
 
 class Heartbeat(_Message, frozen=True, tag="heartbeat"):
@@ -145,7 +263,7 @@ class Heartbeat(_Message, frozen=True, tag="heartbeat"):
 
 
 Published: TypeAlias = (
-    Status | Stats | LogLines | ServerEvent | WindowState | WindowControl | Heartbeat
+    Status | Stats | LogLines | ServerEvent | WindowState | WindowControl | HostControl | Heartbeat
 )
 PUBLISHED_TYPES: Final = (
     Status,
@@ -154,6 +272,7 @@ PUBLISHED_TYPES: Final = (
     ServerEvent,
     WindowState,
     WindowControl,
+    HostControl,
     Heartbeat,
 )
 
@@ -161,18 +280,20 @@ TOPIC_STATUS: Final = b"status"
 TOPIC_STATS: Final = b"stats"
 TOPIC_LOGS: Final = b"logs"
 TOPIC_EVENT: Final = b"event"
-# Each window has its own topic "window.<pid>", so each window's last state is cached;
-# subscribing to the prefix "window." receives every window.
+# Each window has its own topic "window.<host>.<window>", so each window's last state is
+# cached; subscribing to the prefix "window." receives every window.
 TOPIC_WINDOW_PREFIX: Final = b"window."
-# Diagnostics requests to the windows (``WindowControl``); windows subscribe to it.
+# Diagnostics requests to the windows (``WindowControl``); renderer hosts subscribe to it.
 TOPIC_WINDOW_CONTROL: Final = b"control"
+# What the main process wants of its renderer host (``HostControl``), cached.
+TOPIC_HOST: Final = b"host"
 # Subscribers always subscribe to it (see ``Heartbeat``); it is delivered to the viewer
 # only if the viewer asked for it.
 TOPIC_HEARTBEAT: Final = b"hb"
 
 # What a viewer subscribes to for "everything".
 ALL_TOPICS: Final = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT, TOPIC_WINDOW_PREFIX)
-STATE_TOPICS: Final = frozenset({TOPIC_STATUS, TOPIC_STATS})
+STATE_TOPICS: Final = frozenset({TOPIC_STATUS, TOPIC_STATS, TOPIC_HOST})
 
 
 def topic_for(message: Published) -> bytes:
@@ -186,9 +307,11 @@ def topic_for(message: Published) -> bytes:
     if isinstance(message, ServerEvent):
         return TOPIC_EVENT
     if isinstance(message, WindowState):
-        return TOPIC_WINDOW_PREFIX + str(message.pid).encode("ascii")
+        return TOPIC_WINDOW_PREFIX + f"{message.host}.{message.window}".encode("ascii")
     if isinstance(message, WindowControl):
         return TOPIC_WINDOW_CONTROL
+    if isinstance(message, HostControl):
+        return TOPIC_HOST
     if isinstance(message, Heartbeat):
         return TOPIC_HEARTBEAT
     raise TypeError(f"{type(message).__name__} is not a published message type")
@@ -235,7 +358,8 @@ class Logout(_Message, frozen=True, tag="logout"):
 
 
 class OpenWindow(_Message, frozen=True, tag="open_window"):
-    """Open one more viewer window (what a second ``log-monitor run`` asks the first)."""
+    """Open one more viewer window (what a second ``log-monitor run`` asks the first);
+    answered ``Ok(data={"host": <the renderer host's pid>})``."""
 
 
 class Snapshot(_Message, frozen=True, tag="snapshot"):
@@ -257,8 +381,9 @@ class ReportWindow(_Message, frozen=True, tag="report_window"):
 
 
 class ControlWindows(_Message, frozen=True, tag="control_windows"):
-    """Publish ``control`` to the windows; answered ``Ok(data={"pids": [...]})`` with the
-    pids of the window processes the main process knows are running."""
+    """Publish ``control`` to the windows; answered ``Ok(data={"host": pid, "windows":
+    [{"host": pid, "window": n}, ...]})`` with the renderer host's pid (or None) and the
+    windows the main process knows are open."""
 
     control: WindowControl
 

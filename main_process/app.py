@@ -16,9 +16,12 @@ It puts the parts together and runs them on one asyncio loop:
   before the connection is told to use them.
 - ``stop()`` (a ``Shutdown`` command, SIGTERM or SIGINT) closes the connection, the
   sources and the windows; the spool keeps whatever was not acknowledged for next time.
-- A window that ends before it showed its page (no display server, a Qt platform plugin
-  missing a library) is one sentence on stderr and in the status's ``lastError``, once
-  however many windows fail alike; it is not opened again by itself.
+- Windows live in one renderer host process (``windows.WindowHost``), started with the
+  first window and asked for more without waiting on it. A host that cannot show its
+  page (no display server, a Qt platform plugin missing a library) is one sentence on
+  stderr and in the status's ``lastError``, once; it is not started again by itself. A
+  host that dies after showing windows is started again with the same windows; the
+  windows of a host that ended are said to be closed for it.
 
 Must not: decide protocol matters (``connection_state`` does), read files itself
 (``sources``/``text_feed`` do), or block the loop on a viewer.
@@ -51,6 +54,7 @@ from ipc.messages import (
     Logout,
     Ok,
     OpenWindow,
+    Published,
     ReportWindow,
     ServerEvent,
     Shutdown,
@@ -69,7 +73,7 @@ from main_process.settings import Settings
 from main_process.sources import SourceSet
 from main_process.spool import Spool
 from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
-from main_process.windows import EndedWindow, WindowProcesses, can_show_windows
+from main_process.windows import HostEnded, WindowHost, can_show_windows
 
 log = logging.getLogger("log_monitor.main")
 
@@ -102,7 +106,9 @@ class MainProcess:
         self.server_url = settings.server or ""
         self.host: IpcHost | None = None
         self.connection: ServerConnection | None = None
-        self.windows = WindowProcesses(self.paths.root, on_change=self._status_dirty)
+        self.windows = WindowHost(
+            self.paths.root, on_change=self._status_dirty, publish=self._publish
+        )
         self.feeds: list[TextFeed] = []
         patterns = list(settings.sources)
         self.demo_log: Path | None = None
@@ -176,8 +182,7 @@ class MainProcess:
             for task in (*tasks, sources_task):
                 task.add_done_callback(self._report_task_failure)
             await self.connection.connect_to_server()
-            for _ in range(self._initial_window_count()):
-                self.windows.open()
+            self.windows.open(self._initial_window_count())
             log.info(
                 "shipping to %s as client %s (data in %s)",
                 self.server_url,
@@ -335,7 +340,8 @@ class MainProcess:
             await asyncio.sleep(STATUS_INTERVAL)
             now = time.monotonic()
             ended = self.windows.reap()
-            self._on_windows_ended(ended)
+            if ended is not None:
+                self._on_host_ended(ended)
             spool = self.spool.stats()
             if not spool.full:
                 self._room_freed.set()
@@ -371,24 +377,24 @@ class MainProcess:
 
     # ------------------------------------------------------------------ windows
 
-    def _on_windows_ended(self, ended: list[EndedWindow]) -> None:
-        if not ended:
-            return
+    def _publish(self, message: Published) -> None:
         if self.host is not None:
-            # A killed window cannot say it closed; say it for it, so its state leaves
-            # the cache (late viewers must not list a dead window).
-            for window in ended:
-                self.host.publisher.publish(WindowState(pid=window.pid, closed=True))
-        failures = [w.start_failure for w in ended if w.start_failure is not None]
-        for sentence in dict.fromkeys(failures):
-            if sentence != self._window_error:
+            self.host.publisher.publish(message)
+
+    def _on_host_ended(self, ended: HostEnded) -> None:
+        # A killed host cannot say its windows closed; say it for it, so their states
+        # leave the cache (late viewers must not list a dead window).
+        for ref in ended.closed:
+            self._publish(WindowState(host=ref.host, window=ref.window, closed=True))
+        for sentence in (ended.start_failure, ended.gave_up):
+            if sentence is not None and sentence != self._window_error:
                 # The person at the terminal sees nothing else: there is no window.
                 print(f"log-monitor: {sentence}", file=sys.stderr, flush=True)
                 self._window_error = sentence
                 self._status_changed = True
         if self.settings.exit_with_windows and self.windows.count == 0:
             log.info("the last window closed; stopping (--exit-with-windows)")
-            if failures:
+            if ended.start_failure is not None:
                 self._exit_status = EXIT_WINDOWS_FAILED
             self.stop()
 
@@ -416,23 +422,19 @@ class MainProcess:
         if isinstance(command, OpenWindow):
             if not can_show_windows():
                 return Failed(code="no_display", message="no display: windows cannot be shown here")
-            pid = self.windows.open()
-            return Ok(data={"pid": pid})
+            return Ok(data={"host": self.windows.open()})
         if isinstance(command, ReportWindow):
-            if command.state.ready:
-                self.windows.mark_ready(command.state.pid)
-                if self._window_error is not None:
-                    self._window_error = None  # a window shows its page: the display works
-                    self._status_changed = True
-            if self.host is not None:
-                self.host.publisher.publish(command.state)
+            if self.windows.on_report(command.state) and self._window_error is not None:
+                self._window_error = None  # a window shows its page: the display works
+                self._status_changed = True
+            self._publish(command.state)
             return Ok()
         if isinstance(command, ControlWindows):
             # The windows answer on their own topics (ReportWindow); the asker waits there
-            # for the pids named here.
-            if self.host is not None:
-                self.host.publisher.publish(command.control)
-            return Ok(data={"pids": self.windows.pids()})
+            # for the windows named here.
+            self._publish(command.control)
+            windows = [{"host": ref.host, "window": ref.window} for ref in self.windows.windows()]
+            return Ok(data={"host": self.windows.host_pid, "windows": windows})
         if isinstance(command, Shutdown):
             # Answer first, then stop: the asker should hear that it worked.
             asyncio.get_running_loop().call_soon(self.stop)

@@ -723,16 +723,17 @@ def cmd_windows(args: argparse.Namespace) -> int:
     if not answers:
         print(f"{PROG}: no windows are open")
         return 0
+    print(f"{PROG}: renderer host pid {answers[0].host}")
     print(
-        f"{'pid':>8}  {'ready':<5}  {'state':<12}  {'attempt':>7}  {'signed in as':<16}  "
+        f"{'window':>6}  {'ready':<5}  {'state':<12}  {'attempt':>7}  {'signed in as':<16}  "
         f"{'buffered':>8}  {'sent':>8}  {'lines':>5}"
     )
     for answer in answers:
-        view = answer.view
+        view = answer.fields
         counters = view.get("counters") or {}
         attempt = view.get("attempt")
         print(
-            f"{answer.pid:>8}  {'yes' if answer.ready else 'no':<5}  "
+            f"{answer.window:>6}  {'yes' if answer.ready else 'no':<5}  "
             f"{view.get('state') or '?':<12}  {'-' if attempt is None else attempt:>7}  "
             f"{view.get('identityText') or '-':<16}  "
             f"{counters.get('bufferedChunks', '-')!s:>8}  {counters.get('sentChunks', '-')!s:>8}  "
@@ -753,7 +754,7 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
             print(answer.result.get("path"))
         else:
             failed += 1
-            print(f"{PROG}: window {answer.pid}: {answer.error}", file=sys.stderr)
+            print(f"{PROG}: window {answer.window}: {answer.error}", file=sys.stderr)
     return EXIT_FAILED if failed else 0
 
 

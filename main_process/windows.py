@@ -1,28 +1,42 @@
-"""The renderer windows the main process has started: one process per window.
+"""The renderer host the main process runs: one process holding every window.
 
-Owns spawning ``python -m renderer`` for a data dir (Electron's model: a window is a
-process of its own, so a crash in one costs nothing else), knowing which are alive and
-which have shown their page, and ending them when the main process stops. It never waits
-on a window: a window talks to the main process only through ipc, and its exit is
-noticed by polling ``Popen.poll`` (``reap``).
+Owns, from the main process's side: starting ``python -m renderer --data-dir D`` when the
+first window is wanted (Electron's layout: one browser process for all windows, a render
+process per page), asking the running host for more windows (a ``HostControl`` count,
+published: the main process never waits on the host), knowing which windows are open
+from their reports, and what to do when the host ends. Its exit is noticed by polling
+``Popen.poll`` (``reap``), and what ``reap`` finds is one of:
 
-A window's stderr comes here through a pipe, read by one daemon thread per window: each
-line goes on to the log (``window <pid>: …``) and the last ``STDERR_TAIL_LINES`` are
-kept. A window that ends before it ever reported ready did not start: its tail is
-turned into one sentence (``renderer.start_failure``: Qt's platform plugin, a missing
-library, no display server) that ``reap`` hands back. Nothing opens such a window
-again by itself: another start would fail the same way, so only a person's request
-(``OpenWindow``) starts another.
+* **closed** (exit 0): the user closed the last window. Nothing more, unless windows were
+  asked for meanwhile: a new host opens those.
+* **did not start** (ended before any window showed its page): its stderr, read here
+  through a pipe by a daemon thread (each line goes on to the log as
+  ``renderer host <pid>: …``, the last ``STDERR_TAIL_LINES`` are kept), becomes one
+  sentence (``renderer.start_failure``: Qt's platform plugin, a missing library, no
+  display server). Nothing starts the host again by itself: another start would fail
+  the same way, so only a person's request (``OpenWindow``) does.
+* **died** (a signal or an error exit after windows were shown: ``kill -9``, a crash): it
+  is started again at once with the windows that were open (same count, each where it
+  last reported being), unless it died ``MAX_RESTARTS`` times within
+  ``RESTART_PERIOD_S``; then it is left down with a sentence saying so.
+* **main process gone** (exit 3): the host closed its windows because it believed the
+  main process gone (it was stopped long enough for the heartbeat to go silent). Not
+  started again.
 
-Must not: start a window where no display exists (``can_show_windows``), keep a
-reference to anything inside a window, or block the caller on a window (the sentence is
-made on the reader thread, which may run ``ldd``).
+The windows of a host that ended are returned by ``reap`` so the main process can say
+they closed (a killed host cannot say it for them). The count of windows is what the
+status shows: those reported open plus those asked for and not yet reported.
+
+Must not: start a host where no display exists (``can_show_windows``), keep a reference
+to anything inside a window, or block the caller on the host (the sentence is made on the
+reader thread, which may run ``ldd``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,15 +47,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ipc.messages import HostControl, Published, WindowGeometry, WindowRef, WindowState
 from renderer.start_failure import explain_start_failure
 
 log = logging.getLogger("log_monitor.windows")
 
 STDERR_TAIL_LINES = 50
 STDERR_LINE_MAX_BYTES = 1000
-# How long reap waits for a failed window's reader to finish its sentence (its stderr
-# may stay open a little longer than the process, in a child that inherited it).
+# How long reap waits for a failed host's reader to finish its sentence (its stderr may
+# stay open a little longer than the process, in a child that inherited it).
 EXPLAIN_WAIT_S = 5.0
+# A host that dies this often this quickly is not started again by itself.
+MAX_RESTARTS = 3
+RESTART_PERIOD_S = 60.0
+# The host's exit status when it closed its windows because the main process was gone
+# (renderer.host.EXIT_MAIN_PROCESS_GONE; not imported: that module loads pywebview).
+HOST_EXIT_MAIN_PROCESS_GONE = 3
 
 
 def can_show_windows() -> bool:
@@ -53,41 +74,114 @@ def can_show_windows() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def format_geometry(geometry: WindowGeometry) -> str:
+    """``WxH+X+Y``, as the host's ``--geometry`` takes it."""
+    return f"{geometry.width}x{geometry.height}{geometry.x:+d}{geometry.y:+d}"
+
+
 @dataclass(frozen=True, slots=True)
-class EndedWindow:
-    """A window process that ended; ``start_failure`` is set when it never was ready."""
+class HostEnded:
+    """A renderer host that ended, and what became of its windows.
+
+    ``closed``: the windows it had open (none of them can report closing any more);
+    ``start_failure``: why it never showed a window; ``gave_up``: why it was not started
+    again; ``restarted``: the pid of the host started in its place.
+    """
 
     pid: int
     exit_status: int
+    closed: tuple[WindowRef, ...] = ()
     start_failure: str | None = None
+    gave_up: str | None = None
+    restarted: int | None = None
 
 
 @dataclass(slots=True)
 class _Window:
-    process: subprocess.Popen[bytes]
-    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     ready: bool = False
+    closed: bool = False
+    geometry: WindowGeometry | None = None
+
+
+@dataclass(slots=True)
+class _Host:
+    process: subprocess.Popen[bytes]
+    initial: int
+    open_requests: int = 0
+    windows: dict[int, _Window] = field(default_factory=dict)
+    ever_ready: bool = False
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     start_failure: str | None = None
     reader_done: threading.Event = field(default_factory=threading.Event)
     ended_at: float | None = None
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
-class WindowProcesses:
-    """The window processes of this main process; see the module docstring."""
+    @property
+    def pending(self) -> int:
+        """Windows asked for that have not reported yet."""
+        return max(0, self.initial + self.open_requests - len(self.windows))
 
-    def __init__(self, data_dir: Path, on_change: Callable[[], None]) -> None:
+    def open_windows(self) -> list[tuple[int, _Window]]:
+        return sorted((n, w) for n, w in self.windows.items() if not w.closed)
+
+
+class WindowHost:
+    """The renderer host of this main process; see the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        on_change: Callable[[], None],
+        publish: Callable[[Published], None],
+    ) -> None:
         self._data_dir = data_dir
         self._on_change = on_change
-        self._windows: dict[int, _Window] = {}
+        self._publish = publish
+        self._host: _Host | None = None
+        self._restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+
+    # ---- what there is --------------------------------------------------------------------
 
     @property
     def count(self) -> int:
-        return len(self._windows)
+        """Windows open or on their way (the status's ``windows``)."""
+        host = self._host
+        if host is None:
+            return 0
+        return host.pending + len(host.open_windows())
 
-    def pids(self) -> list[int]:
-        return sorted(self._windows)
+    @property
+    def host_pid(self) -> int | None:
+        return None if self._host is None else self._host.pid
 
-    def open(self) -> int:
+    def windows(self) -> list[WindowRef]:
+        """The windows that reported they are open."""
+        host = self._host
+        if host is None:
+            return []
+        return [WindowRef(host=host.pid, window=n) for n, _ in host.open_windows()]
+
+    # ---- opening ----------------------------------------------------------------------------
+
+    def open(self, count: int = 1) -> int | None:
+        """Ask for ``count`` more windows; the host's pid (None when count is 0)."""
+        if count <= 0:
+            return self.host_pid
+        host = self._host
+        if host is None or (host.process.poll() is not None and not host.ever_ready):
+            # No host, or one that is failing to start (reap will say why): a new one.
+            if host is not None:
+                self._forget(host)
+            return self._start(count, [])
+        host.open_requests += count
+        self._publish(HostControl(host=host.pid, open_requests=host.open_requests))
+        self._on_change()
+        return host.pid
+
+    def _start(self, count: int, geometries: list[WindowGeometry]) -> int:
         command = [
             sys.executable,
             "-m",
@@ -96,94 +190,157 @@ class WindowProcesses:
             str(self._data_dir),
             "--main-pid",
             str(os.getpid()),
+            "--windows",
+            str(count),
         ]
+        for geometry in geometries:
+            command += ["--geometry", format_geometry(geometry)]
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        window = _Window(process)
-        self._windows[process.pid] = window
+        host = _Host(process, initial=count)
+        self._host = host
         assert process.stderr is not None
         threading.Thread(
             target=self._read_stderr,
-            args=(process.pid, window, process.stderr),
-            name=f"window-{process.pid}-stderr",
+            args=(host, process.stderr),
+            name=f"renderer-host-{process.pid}-stderr",
             daemon=True,
         ).start()
-        log.info("window process %d started", process.pid)
+        log.info("renderer host %d started with %d windows", process.pid, count)
         self._on_change()
         return process.pid
 
-    def mark_ready(self, pid: int) -> None:
-        """The window ``pid`` reported ready: its page shows the status."""
-        window = self._windows.get(pid)
-        if window is not None:
+    def _forget(self, host: _Host) -> None:
+        if self._host is host:
+            self._host = None
+
+    # ---- reports ----------------------------------------------------------------------------
+
+    def on_report(self, state: WindowState) -> bool:
+        """A window's report; True when it is the first window of its host to be ready."""
+        host = self._host
+        if host is None or state.host != host.pid:
+            return False  # a host that has ended: its windows are gone already
+        window = host.windows.setdefault(state.window, _Window())
+        if state.closed:
+            window.closed = True
+            self._on_change()
+            return False
+        if state.view is not None and state.view.geometry is not None:
+            window.geometry = state.view.geometry
+        first = state.ready and not host.ever_ready
+        if state.ready:
             window.ready = True
+            host.ever_ready = True
+        self._on_change()
+        return first
 
-    def reap(self) -> list[EndedWindow]:
-        """Forget windows whose process ended and return them.
+    # ---- the host ending --------------------------------------------------------------------
 
-        A window that ended before it was ready is returned once its reader has made the
+    def reap(self) -> HostEnded | None:
+        """What became of a host that ended since the last call (see the module docstring).
+
+        A host that ended before it was ready is returned once its reader has made the
         sentence saying why (or after ``EXPLAIN_WAIT_S``); until then it still counts.
         """
+        host = self._host
+        if host is None:
+            return None
+        code = host.process.poll()
+        if code is None:
+            return None
         now = time.monotonic()
-        ended: list[EndedWindow] = []
-        for pid, window in list(self._windows.items()):
-            code = window.process.poll()
-            if code is None:
-                continue
-            failed = not window.ready and code != 0
-            if window.ended_at is None:
-                window.ended_at = now
-            if (
-                failed
-                and not window.reader_done.is_set()
-                and now - window.ended_at < EXPLAIN_WAIT_S
-            ):
-                continue
-            del self._windows[pid]
-            failure = None
-            if failed:
-                failure = window.start_failure or explain_start_failure(
-                    "\n".join(window.stderr_tail), code, os.environ, lambda _plugin: []
-                )
-            log.info("window process %d ended (exit status %s)", pid, code)
-            ended.append(EndedWindow(pid, code, failure))
-        if ended:
-            self._on_change()
+        if host.ended_at is None:
+            host.ended_at = now
+        failed = not host.ever_ready and code != 0
+        if failed and not host.reader_done.is_set() and now - host.ended_at < EXPLAIN_WAIT_S:
+            return None
+        self._forget(host)
+        closed = tuple(WindowRef(host=host.pid, window=n) for n, _ in host.open_windows())
+        log.info("renderer host %d ended (exit status %s)", host.pid, code)
+        ended = HostEnded(host.pid, code, closed)
+        if failed:
+            sentence = host.start_failure or explain_start_failure(
+                "\n".join(host.stderr_tail), code, os.environ, lambda _plugin: []
+            )
+            ended = HostEnded(host.pid, code, closed, start_failure=sentence)
+        elif code == 0:
+            if host.pending:
+                # Windows were asked for as the last one closed: a new host opens them.
+                ended = HostEnded(host.pid, code, closed, restarted=self._start(host.pending, []))
+        elif code != HOST_EXIT_MAIN_PROCESS_GONE:
+            ended = self._restart(host, code, closed, now)
+        self._on_change()
         return ended
 
-    def close_all(self, timeout: float = 5.0) -> None:
-        processes = [window.process for window in self._windows.values()]
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        self._windows.clear()
+    def _restart(
+        self, host: _Host, code: int, closed: tuple[WindowRef, ...], now: float
+    ) -> HostEnded:
+        wanted = host.open_windows()
+        count = len(wanted) + host.pending
+        if count == 0:
+            return HostEnded(host.pid, code, closed)
+        if len(self._restarts) == MAX_RESTARTS and now - self._restarts[0] < RESTART_PERIOD_S:
+            sentence = (
+                f"Windows closed: the renderer host ended {MAX_RESTARTS + 1} times within "
+                f"{RESTART_PERIOD_S:.0f} s (last: {_exit_status_text(code)}); "
+                "it is not started again until a window is asked for."
+            )
+            return HostEnded(host.pid, code, closed, gave_up=sentence)
+        self._restarts.append(now)
+        geometries = [w.geometry for _, w in wanted if w.geometry is not None]
+        log.warning(
+            "renderer host %d ended (%s); starting it again with %d windows",
+            host.pid,
+            _exit_status_text(code),
+            count,
+        )
+        return HostEnded(host.pid, code, closed, restarted=self._start(count, geometries))
 
-    def _read_stderr(self, pid: int, window: _Window, stream: IO[bytes]) -> None:
-        # Runs until every holder of the pipe's write end (the window and any child that
+    def close_all(self, timeout: float = 5.0) -> None:
+        host = self._host
+        self._host = None
+        if host is None:
+            return
+        process = host.process
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def _read_stderr(self, host: _Host, stream: IO[bytes]) -> None:
+        # Runs until every holder of the pipe's write end (the host and any child that
         # inherited it) has closed it.
+        pid = host.pid
         try:
             with stream:
                 for raw in stream:
                     line = raw[:STDERR_LINE_MAX_BYTES].decode("utf-8", "replace").rstrip()
-                    window.stderr_tail.append(line)
+                    host.stderr_tail.append(line)
                     if line:
-                        log.info("window %d: %s", pid, line)
-            if window.ready:
+                        log.info("renderer host %d: %s", pid, line)
+            if host.ever_ready:
                 return
             try:
-                code = window.process.wait(EXPLAIN_WAIT_S)
+                code = host.process.wait(EXPLAIN_WAIT_S)
             except subprocess.TimeoutExpired:
                 return  # still running with its stderr closed: nothing to explain
             if code != 0:
-                window.start_failure = explain_start_failure(
-                    "\n".join(window.stderr_tail), code, os.environ
+                host.start_failure = explain_start_failure(
+                    "\n".join(host.stderr_tail), code, os.environ
                 )
         except Exception:
-            log.exception("reading the stderr of window %d failed", pid)
+            log.exception("reading the stderr of renderer host %d failed", pid)
         finally:
-            window.reader_done.set()
+            host.reader_done.set()
+
+
+def _exit_status_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"

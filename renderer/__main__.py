@@ -1,4 +1,4 @@
-"""``python -m renderer``: open one window (see ``renderer.cli`` for the options)."""
+"""``python -m renderer``: run the renderer host (see ``renderer.cli`` for the options)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The bridge: moves published messages from the feed into the page, at a bounded rate.
+"""The bridge: moves published messages from a window's feed into its page, at a bounded rate.
 
 Owns two daemon threads per window:
 
@@ -12,6 +12,11 @@ Owns two daemon threads per window:
 Splitting reading from pushing keeps the feed drained while the page is busy (a ZeroMQ
 subscriber that stops reading would hit its high-water mark and lose state updates that
 the coalescer would otherwise have merged).
+
+A page whose render process died is being reloaded: ``pause()`` holds the pusher (the
+receiver goes on folding), and ``resume()`` once the new page has loaded makes everything
+the old page had been given pending again (``UpdateCoalescer.replay``), so the first push
+repaints it; ``on_status_shown`` then fires again, as it did for the first status.
 
 After each push ``on_pushed`` is called (the window's reporter then reads back what the
 page shows, at its own, lower rate).
@@ -37,11 +42,21 @@ from renderer.feed import MainProcessGone, UpdateFeed
 log = logging.getLogger(__name__)
 
 MAX_UPDATES_PER_SECOND = 30.0
-RECEIVE_TIMEOUT_S = 0.25
+# How long one receive waits: only bounds how soon a stopped bridge notices; the feed
+# wakes the receiver as soon as a message arrives.
+RECEIVE_TIMEOUT_S = 1.0
+
+
+class PageUnavailable(RuntimeError):
+    """The page cannot run scripts now: its render process ended, or the window closed."""
 
 
 class PageScripts(Protocol):
-    """Runs a script in the page and returns once it has run (pywebview's ``run_js``)."""
+    """Runs a script in the page and returns once it has run.
+
+    Raises ``PageUnavailable`` when the page has no render process (it is being reloaded)
+    or is gone, and ``TimeoutError`` when the page did not answer in time.
+    """
 
     def run_js(self, script: str) -> object: ...
 
@@ -64,7 +79,7 @@ class Bridge:
         feed: UpdateFeed,
         page: PageScripts,
         on_main_process_gone: Callable[[str], None],
-        on_first_status: Callable[[], None] = lambda: None,
+        on_status_shown: Callable[[], None] = lambda: None,
         on_pushed: Callable[[], None] = lambda: None,
         max_rate_hz: float = MAX_UPDATES_PER_SECOND,
         coalescer: UpdateCoalescer | None = None,
@@ -72,13 +87,14 @@ class Bridge:
         self._feed = feed
         self._page = page
         self._on_main_process_gone = on_main_process_gone
-        self._on_first_status = on_first_status
+        self._on_status_shown = on_status_shown
         self._on_pushed = on_pushed
         self._interval = 1.0 / max_rate_hz
         self.coalescer = coalescer or UpdateCoalescer()
         self.timings = PushTimings()
         self._changed = threading.Condition()
         self._stopping = threading.Event()
+        self._paused = False
         self._status_shown = False
         self._threads = [
             threading.Thread(target=self._receive_loop, name="bridge-receiver", daemon=True),
@@ -97,7 +113,22 @@ class Bridge:
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def pause(self) -> None:
+        """Hold every push until ``resume`` (the page is being reloaded)."""
+        with self._changed:
+            self._paused = True
+
+    def resume(self, *, replay: bool) -> None:
+        """Push again; with ``replay``, first everything the page had been given."""
+        with self._changed:
+            if replay:
+                self.coalescer.replay()
+                self._status_shown = False
+            self._paused = False
+            self._changed.notify_all()
 
     def _receive_loop(self) -> None:
         while not self._stopping.is_set():
@@ -120,7 +151,7 @@ class Bridge:
     def _push_loop(self) -> None:
         while True:
             with self._changed:
-                while not self.coalescer.pending and not self._stopping.is_set():
+                while not self._stopping.is_set() and (self._paused or not self.coalescer.pending):
                     self._changed.wait()
                 if self._stopping.is_set():
                     return
@@ -131,13 +162,17 @@ class Bridge:
             started = time.monotonic()
             try:
                 self._page.run_js(script)
+            except PageUnavailable as exc:
+                # The page is being reloaded; resume(replay=True) gives it this again.
+                log.info("the page is not there to take an update: %s", exc)
+                continue
             except Exception:
                 log.exception("pushing an update into the page failed")
             elapsed = time.monotonic() - started
             self._record(elapsed * 1000.0)
             if carries_status and not self._status_shown:
                 self._status_shown = True
-                self._on_first_status()
+                self._on_status_shown()
             self._on_pushed()
             # The rate limit: the next push starts no sooner than one interval after this
             # one started. Waiting on the stop event keeps shutdown prompt.

@@ -1,12 +1,14 @@
-"""``python -m renderer``: parse the options, prepare Qt, open one window, exit.
+"""``python -m renderer``: parse the options, prepare Qt, run the renderer host.
 
-Two modes end in the same ``RendererWindow``:
+Two modes run the same ``RendererHost`` (``renderer.host``):
 
-* ``--data-dir D`` (what the main process spawns): the feed and the command sender come
-  from ``ipc`` (``renderer.ipc_link``), the window reports its state to the main process
-  (``renderer.reporter``), and it closes when the main process is gone: its pid exits
+* ``--data-dir D`` (what the main process spawns, once per data dir): ``--windows N``
+  windows at start (``--geometry`` restores where the first ones were), more whenever
+  the main process asks (``HostControl``). Each window has its own feed from ``ipc`` and
+  its own reporter (``renderer.ipc_link``, ``renderer.reporter``); the host answers
+  diagnostics for them and closes them all when the main process is gone: its pid exits
   (``--main-pid``, else the pid in the data dir's instance lock) or its heartbeat stops.
-* ``--demo-feed FILE`` (tests, trying the UI): JSON lines in, reports out
+* ``--demo-feed FILE`` (tests, trying the UI): one window, JSON lines in, reports out
   (``renderer.demo``).
 
 Must not: import pywebview before ``renderer.environment.prepare`` has run.
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
 from typing import IO
+
+from ipc.messages import WindowGeometry
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -27,12 +32,26 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m renderer",
-        description="Open one log-monitor window.",
+        description="Run the log-monitor renderer host: the process holding every window.",
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="the data dir of the running main process to show (what it spawns windows with)",
+        help="the data dir of the running main process to show (what it spawns the host with)",
+    )
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --data-dir: windows to open at start (default 1)",
+    )
+    parser.add_argument(
+        "--geometry",
+        action="append",
+        default=[],
+        metavar="WxH+X+Y",
+        help="with --data-dir: size and place of the next window opened at start (repeatable)",
     )
     parser.add_argument(
         "--demo-feed",
@@ -74,6 +93,22 @@ def _parse_size(text: str) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
+_GEOMETRY = re.compile(r"(\d+)x(\d+)([+-]\d+)([+-]\d+)")
+
+
+def parse_geometry(text: str) -> WindowGeometry | None:
+    """``WxH+X+Y`` (X11's form) as a ``WindowGeometry``; None if it is not that."""
+    match = _GEOMETRY.fullmatch(text.strip())
+    if match is None:
+        return None
+    width, height, x, y = (int(group) for group in match.groups())
+    return WindowGeometry(x=x, y=y, width=width, height=height)
+
+
+def format_geometry(geometry: WindowGeometry) -> str:
+    return f"{geometry.width}x{geometry.height}{geometry.x:+d}{geometry.y:+d}"
+
+
 def _open(name: str, mode: str) -> IO[str]:
     if name == "-":
         return sys.stdin if "r" in mode else sys.stdout
@@ -97,8 +132,14 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    geometries = [parse_geometry(text) for text in args.geometry]
+    if any(geometry is None for geometry in geometries) or args.windows < 0:
+        print(
+            "renderer: --geometry must look like 1100x800+40+30, --windows N >= 0.", file=sys.stderr
+        )
+        return EXIT_USAGE
     if args.data_dir is not None:
-        return _run_with_main_process(args, size, started_at)
+        return _run_host(args, size, [g for g in geometries if g is not None], started_at)
 
     from renderer import environment
 
@@ -106,8 +147,9 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
 
     # Imported only now: pywebview and Qt read the environment prepared above.
     from renderer.demo import DemoCommandSender, DemoFeed, Diagnostics, ReportWriter
+    from renderer.host import RendererHost
     from renderer.process_watch import ProcessWatch
-    from renderer.window import RendererWindow
+    from renderer.window import WindowParts
 
     try:
         feed_stream = _open(args.demo_feed, "r")
@@ -118,43 +160,65 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     sender = DemoCommandSender(report)
     diagnostics = Diagnostics(report, sender)
     feed = DemoFeed(feed_stream, report, diagnostics.submit)
-    window = RendererWindow(
-        feed,
-        sender,
+    host = RendererHost(
+        lambda number: WindowParts(feed, sender, on_event=report, on_window=diagnostics.attach),
         gui=choice.gui,
         title=args.title,
         size=size,
         started_at=started_at,
-        on_event=report,
     )
-    diagnostics.attach(window)
+    host.open()
     report("started", {"gui": choice.gui, "environment": choice.changed})
     if args.main_pid is not None:
-        ProcessWatch(args.main_pid, window.main_process_gone).start()
-    return window.run()
+        ProcessWatch(args.main_pid, host.main_process_gone).start()
+    return host.run()
 
 
-def _run_with_main_process(
-    args: argparse.Namespace, size: tuple[int, int], started_at: float
+def _run_host(
+    args: argparse.Namespace,
+    size: tuple[int, int],
+    geometries: list[WindowGeometry],
+    started_at: float,
 ) -> int:
-    """The production mode: a window on the main process of ``args.data_dir``."""
+    """The production mode: the renderer host of the main process of ``args.data_dir``."""
+    import os
+    import threading
     from pathlib import Path
 
     from ipc.endpoints import EndpointError
     from ipc.instance import InstanceLock
-    from renderer.ipc_link import IpcCommandSender, IpcFeed
+    from ipc.messages import WindowControl, WindowRef
+    from renderer.feed import MainProcessGone
+    from renderer.ipc_link import HostLink, IpcCommandSender, IpcFeed
     from renderer.process_watch import ProcessWatch
     from renderer.reporter import WindowReporter
 
     data_dir = Path(args.data_dir)
     main_pid = args.main_pid if args.main_pid is not None else InstanceLock(data_dir).holder_pid()
-    # Subscribe first, before Qt loads: the cached status is then waiting at first paint.
-    reporter: WindowReporter | None = None
+    pid = os.getpid()
+    reporters: dict[int, WindowReporter] = {}
+    # HostControl counts that arrived before the host existed (the cached one does).
+    early_requests: list[int] = []
+    host_box: list[RendererHost] = []
+    host_made = threading.Lock()
+
+    def open_requests(total: int) -> None:
+        with host_made:
+            if not host_box:
+                early_requests.append(total)
+                return
+        host_box[0].open_requests(total)
+
+    def control(request: WindowControl) -> None:
+        for number, reporter in list(reporters.items()):
+            if not request.windows or WindowRef(host=pid, window=number) in request.windows:
+                reporter.control(request)
+
     try:
+        page_sender = IpcCommandSender(data_dir)
         report_sender = IpcCommandSender(data_dir)
-        reporter = WindowReporter(report_sender, title=args.title)
-        feed = IpcFeed(data_dir, reporter.control)
-        sender = IpcCommandSender(data_dir)
+        link = HostLink(data_dir, open_requests, control, pid=pid)
+        link.start()
     except EndpointError as exc:
         print(f"renderer: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -164,25 +228,49 @@ def _run_with_main_process(
     choice = environment.prepare(force_offscreen=args.offscreen)
 
     # Imported only now: pywebview and Qt read the environment prepared above.
-    from renderer.window import EXIT_MAIN_PROCESS_GONE, RendererWindow
+    from renderer.host import EXIT_MAIN_PROCESS_GONE, RendererHost
+    from renderer.window import WindowParts
 
-    window = RendererWindow(
-        feed,
-        sender,
-        gui=choice.gui,
-        title=args.title,
-        size=size,
-        started_at=started_at,
-        on_event=reporter.on_event,
-        on_pushed=reporter.page_changed,
+    def make_parts(number: int) -> WindowParts:
+        try:
+            feed = IpcFeed(data_dir)
+        except EndpointError as exc:
+            raise MainProcessGone(str(exc)) from exc
+        reporter = WindowReporter(report_sender, window=number, title=args.title, host=pid)
+        reporters[number] = reporter
+
+        def closed() -> None:
+            reporters.pop(number, None)
+            reporter.stop()
+            reporter.report_closed()
+
+        return WindowParts(
+            feed,
+            page_sender,
+            on_event=reporter.on_event,
+            on_pushed=reporter.page_changed,
+            on_window=reporter.attach,
+            on_closed=closed,
+        )
+
+    host = RendererHost(
+        make_parts, gui=choice.gui, title=args.title, size=size, started_at=started_at
     )
-    reporter.attach(window)
+    for number in range(args.windows):
+        host.open(geometry=geometries[number] if number < len(geometries) else None)
+    with host_made:
+        host_box.append(host)
+    for total in early_requests:
+        host.open_requests(total)
     if main_pid is not None:
-        ProcessWatch(main_pid, window.main_process_gone).start()
-    code = window.run()
-    reporter.stop()
+        ProcessWatch(main_pid, host.main_process_gone).start()
+    code = host.run()
+    for reporter in list(reporters.values()):
+        reporter.stop()
+    link.close()
     if code != EXIT_MAIN_PROCESS_GONE:
-        reporter.report_closed()
-    sender.close()
+        for reporter in list(reporters.values()):
+            reporter.report_closed()
+    page_sender.close()
     report_sender.close()
     return code

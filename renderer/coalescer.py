@@ -5,7 +5,8 @@ deliver thousands of messages a second; the page is updated at most ~30 times a 
 and each update carries:
 
 * the latest ``Status`` and the latest ``Stats`` (state topics: only the present matters,
-  so a newer value replaces an older one that was never shown);
+  so a newer value replaces an older one that was never shown, and a value equal to the
+  one the page shows already is not pushed again);
 * the log lines received since the last push, at most ``max_lines`` of them (the page
   shows only its last 1,000 lines, so older pending lines could never be seen; they are
   dropped here and counted, which bounds memory however hard the feed floods);
@@ -15,6 +16,11 @@ Each log line's text is cut to ``max_line_chars`` for display (the spool, not th
 is where the full text lives), so a single enormous line cannot bloat the page either.
 
 ``take()`` returns the pending update as the JavaScript the page runs, or ``None``.
+
+What was taken is remembered (the latest status and stats, the last ``max_lines`` lines
+and ``max_events`` events): a page that lost its render process and was reloaded starts
+empty, and ``replay()`` makes all of it pending again, ahead of anything newer, so the
+fresh page is repainted with what the old one showed.
 
 Must not: be shared between threads without the caller's lock, touch pywebview, or sleep.
 """
@@ -71,6 +77,11 @@ class UpdateCoalescer:
         self._max_line_chars = max_line_chars
         self._wall_clock_ms = wall_clock_ms
         self.counters = CoalescerCounters()
+        # What the page was last given (see replay()).
+        self._shown_status: Status | None = None
+        self._shown_stats: Stats | None = None
+        self._shown_lines: deque[LogLine] = deque(maxlen=max_lines)
+        self._shown_events: deque[PendingEvent] = deque(maxlen=max_events)
 
     @property
     def pending(self) -> bool:
@@ -84,10 +95,14 @@ class UpdateCoalescer:
 
     def add(self, message: Published) -> None:
         self.counters.received += 1
+        # A state the page already shows, with nothing else pending for it, is not pushed
+        # again (the main process republishes unchanged stats every second).
         if isinstance(message, Status):
-            self._status = message
+            if self._status is not None or message != self._shown_status:
+                self._status = message
         elif isinstance(message, Stats):
-            self._stats = message
+            if self._stats is not None or message != self._shown_stats:
+                self._stats = message
         elif isinstance(message, LogLines):
             self._add_lines(message.lines)
         elif isinstance(message, ServerEvent):
@@ -109,6 +124,19 @@ class UpdateCoalescer:
                 line = LogLine(path=line.path, text=line.text[: self._max_line_chars] + "…")
             self._lines.append(line)
 
+    def replay(self) -> None:
+        """Make everything taken so far pending again (for a page that starts over)."""
+        self._status = self._status or self._shown_status
+        self._stats = self._stats or self._shown_stats
+        lines = [*self._shown_lines, *self._lines]
+        events = [*self._shown_events, *self._events]
+        self._shown_lines.clear()
+        self._shown_events.clear()
+        self._lines.clear()
+        self._lines.extend(lines)  # bounded: the oldest beyond max_lines fall off
+        self._events.clear()
+        self._events.extend(events)
+
     def take(self) -> str | None:
         """The pending update as one JavaScript statement list, and forget it; or None."""
         if not self.pending:
@@ -123,6 +151,10 @@ class UpdateCoalescer:
         if self._events:
             events = [{"at": e.at, "payload": e.payload} for e in self._events]
             parts.append(f"lm.appendEvents({_JSON.encode(events).decode()});")
+        self._shown_status = self._status or self._shown_status
+        self._shown_stats = self._stats or self._shown_stats
+        self._shown_lines.extend(self._lines)
+        self._shown_events.extend(self._events)
         self._status = None
         self._stats = None
         self._lines.clear()

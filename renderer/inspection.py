@@ -6,18 +6,19 @@ tests) use, and the shape of its answer. The exchange, all over ``ipc``:
 1. subscribe to ``window.`` (the Last Value Cache hands over every window's latest
    ``WindowState`` at once, and later ones as they come);
 2. send ``ControlWindows(WindowControl(request, action, ...))``; the main process
-   publishes the ``WindowControl`` on the ``control`` topic and replies with the pids of
-   the window processes it is running;
-3. each window performs the action and reports its state again, with
-   ``{"id": request, "ok": ..., "result" | "error": ...}`` under ``"control"`` in its view
-   (``renderer.reporter``); wait until every pid has answered, or the deadline.
+   publishes the ``WindowControl`` on the ``control`` topic and replies with the renderer
+   host's pid and the windows it knows are open (``WindowRef``: host pid, window number);
+3. the host hands the request to each window it names; each performs the action and
+   reports its state again, with ``ControlOutcome(id=request, ok, result | error)`` as
+   ``view.control`` (``renderer.reporter``); wait until every window has answered, or
+   the deadline.
 
 No need to wait for the subscription to take effect before asking: an answer published
 before it did is the window's cached state, re-sent when the subscription arrives.
 
 A window that does not answer in time is still listed, from its last cached state, with
 ``answered`` false. Why through the main process and the window's own state topic rather
-than a socket per window: windows own no server sockets (principle: the main process is
+than a socket per window: the host owns no server sockets (principle: the main process is
 the one owner), and the answer is then also the window's cached state, which any later
 viewer sees.
 
@@ -26,23 +27,27 @@ Must not: import pywebview or Qt (the CLI stays light), or wait without a deadli
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import (
     TOPIC_WINDOW_PREFIX,
+    ControlOutcome,
     ControlWindows,
     Failed,
     Ok,
     WindowAction,
     WindowControl,
+    WindowRef,
     WindowState,
+    WindowView,
 )
 from ipc.subscriber import Delivery
 
@@ -57,58 +62,69 @@ class InspectionError(RuntimeError):
 class WindowAnswer:
     """One window: its last reported state and whether it answered this request."""
 
-    pid: int
+    ref: WindowRef
     ready: bool
     title: str | None
     answered: bool
-    view: dict[str, Any] = field(default_factory=dict)
+    view: WindowView | None = None
 
     @property
-    def control(self) -> dict[str, Any] | None:
-        control = self.view.get("control")
-        return control if isinstance(control, dict) else None
+    def host(self) -> int:
+        return self.ref.host
+
+    @property
+    def window(self) -> int:
+        return self.ref.window
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The view as JSON-able fields (camelCase names), empty if none was reported."""
+        if self.view is None:
+            return {}
+        fields = msgspec.to_builtins(self.view)
+        assert isinstance(fields, dict)
+        return fields
+
+    @property
+    def control(self) -> ControlOutcome | None:
+        return None if self.view is None else self.view.control
 
     @property
     def ok(self) -> bool:
         control = self.control
-        return self.answered and control is not None and control.get("ok") is True
+        return self.answered and control is not None and control.ok
 
     @property
     def result(self) -> Any:
         control = self.control
-        return None if control is None else control.get("result")
+        return None if control is None else control.result
 
     @property
     def error(self) -> str | None:
         if not self.answered:
             return "the window did not answer in time"
         control = self.control
-        return None if control is None or control.get("ok") else str(control.get("error"))
+        return None if control is None or control.ok else str(control.error)
 
     def as_dict(self) -> dict[str, Any]:
+        fields = self.fields
+        control = fields.pop("control", None)
         return {
-            "pid": self.pid,
+            "host": self.ref.host,
+            "window": self.ref.window,
             "ready": self.ready,
             "title": self.title,
             "answered": self.answered,
-            **{k: v for k, v in self.view.items() if k != "control"},
-            "control": self.control,
+            **fields,
+            "control": control,
         }
-
-
-def _parse_view(text: str) -> dict[str, Any]:
-    try:
-        view = json.loads(text) if text else {}
-    except ValueError:
-        return {"unparsed": text}
-    return view if isinstance(view, dict) else {"unparsed": text}
 
 
 class _WindowStates:
     """The latest ``WindowState`` of each window, filled by the subscriber thread."""
 
     def __init__(self) -> None:
-        self.states: dict[int, WindowState] = {}
+        self.states: dict[WindowRef, WindowState] = {}
         self.changed = threading.Condition()
 
     def on_delivery(self, delivery: Delivery) -> None:
@@ -117,17 +133,26 @@ class _WindowStates:
             return
         with self.changed:
             if message.closed:
-                self.states.pop(message.pid, None)
+                self.states.pop(message.ref, None)
             else:
-                self.states[message.pid] = message
+                self.states[message.ref] = message
             self.changed.notify_all()
 
 
 def _answered(state: WindowState | None, request: str) -> bool:
-    if state is None:
+    if state is None or state.view is None or state.view.control is None:
         return False
-    control = _parse_view(state.view).get("control")
-    return isinstance(control, dict) and control.get("id") == request
+    return state.view.control.id == request
+
+
+def _refs(data: dict[str, Any] | None) -> list[WindowRef]:
+    refs = []
+    for item in (data or {}).get("windows", []):
+        try:
+            refs.append(msgspec.convert(item, WindowRef))
+        except msgspec.ValidationError:
+            continue
+    return refs
 
 
 def ask_windows(
@@ -136,7 +161,7 @@ def ask_windows(
     *,
     directory: Path | None = None,
     script: str | None = None,
-    pids: tuple[int, ...] = (),
+    windows: tuple[WindowRef, ...] = (),
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[WindowAnswer]:
     """Ask the windows of the main process of ``data_dir`` to do ``action``; see above."""
@@ -149,7 +174,7 @@ def ask_windows(
         control = WindowControl(
             request=request,
             action=action,
-            pids=pids,
+            windows=windows,
             directory=None if directory is None else str(directory),
             script=script,
         )
@@ -159,26 +184,29 @@ def ask_windows(
             )
         if isinstance(reply, Failed):
             raise InspectionError(f"the main process refused: {reply.message}")
-        running = (reply.data or {}).get("pids", []) if isinstance(reply, Ok) else []
-        expected = sorted({int(p) for p in running if not pids or int(p) in pids})
+        running = _refs(reply.data) if isinstance(reply, Ok) else []
+        expected = sorted(
+            {ref for ref in running if not windows or ref in windows},
+            key=lambda ref: (ref.host, ref.window),
+        )
         with collected.changed:
             collected.changed.wait_for(
-                lambda: all(_answered(collected.states.get(p), request) for p in expected),
+                lambda: all(_answered(collected.states.get(r), request) for r in expected),
                 max(0.0, deadline - time.monotonic()),
             )
             states = dict(collected.states)
     finally:
         subscriber.stop()
     answers = []
-    for pid in expected:
-        state = states.get(pid)
+    for ref in expected:
+        state = states.get(ref)
         answers.append(
             WindowAnswer(
-                pid=pid,
+                ref=ref,
                 ready=bool(state and state.ready),
                 title=state.title if state else None,
                 answered=_answered(state, request),
-                view=_parse_view(state.view) if state else {},
+                view=state.view if state else None,
             )
         )
     return answers

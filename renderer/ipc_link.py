@@ -1,18 +1,24 @@
-"""A window's connection to its main process: the ipc ``UpdateFeed`` and ``CommandSender``.
+"""The renderer host's connection to its main process: feeds, command senders, host link.
 
-Owns the two adapters ``python -m renderer --data-dir D`` builds instead of the demo ones:
+Owns the adapters ``python -m renderer --data-dir D`` builds instead of the demo ones:
 
-* ``IpcFeed`` runs ``ipc``'s ``SubscriberThread`` on the status, stats, logs, event and
-  window-control topics. Published messages go to the bridge through a bounded queue;
-  ``WindowControl`` requests meant for this window go to ``on_control`` instead (the
-  window's reporter answers them). ``receive`` raises ``MainProcessGone`` once nothing,
-  not even a heartbeat (~1/s), has been heard for ``silence_s`` seconds.
+* ``IpcFeed``, one per window: ``ipc``'s ``SubscriberThread`` on the status, stats, logs
+  and event topics, its own subscription, so each window is an independent viewer and a
+  window opened late gets the Last Value Cache's present status as it subscribes.
+  Published messages go to the window's bridge through a bounded queue. ``receive``
+  raises ``MainProcessGone`` once nothing, not even a heartbeat (~1/s), has been heard for
+  ``silence_s`` seconds.
 * ``IpcCommandSender`` sends commands on a ``SyncCommandClient``, which is one-thread-only,
   so every call holds a lock (pywebview calls ``js_api`` methods from a thread per call).
+  The host shares one among its windows' pages, and another among their reporters.
+* ``HostLink``, one per host: its own subscription to ``host`` (``HostControl``: how many
+  windows the main process has asked this host for) and ``control`` (``WindowControl``
+  diagnostics, handed to the windows they name). ``HostControl`` is a state topic, so a
+  request made while the host was still starting reaches it as it subscribes.
 
-The subscription starts when the window process starts, before pywebview is even
-imported, so the Last Value Cache's status is already waiting when the page has loaded:
-the first status the page paints is the present one.
+A window's subscription starts when the window is asked for, before its page loads, so
+the cached status is already waiting when the page has loaded: the first status the page
+paints is the present one.
 
 Must not: know about pywebview, or decide what the page shows.
 """
@@ -31,11 +37,13 @@ from ipc.commands import SyncCommandClient
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import (
     TOPIC_EVENT,
+    TOPIC_HOST,
     TOPIC_LOGS,
     TOPIC_STATS,
     TOPIC_STATUS,
     TOPIC_WINDOW_CONTROL,
     Command,
+    HostControl,
     LogLines,
     Published,
     Reply,
@@ -47,7 +55,8 @@ from renderer.feed import MainProcessGone
 
 log = logging.getLogger(__name__)
 
-WINDOW_TOPICS = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT, TOPIC_WINDOW_CONTROL)
+WINDOW_TOPICS = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT)
+HOST_TOPICS = (TOPIC_HOST, TOPIC_WINDOW_CONTROL)
 # The publisher's heartbeat comes every second; several missed in a row means the main
 # process is gone (or hung so badly that this window can show nothing true).
 DEFAULT_SILENCE_S = 5.0
@@ -60,16 +69,8 @@ STATE_PUT_TIMEOUT_S = 1.0
 class IpcFeed:
     """``UpdateFeed`` over ``ipc``'s subscriber thread; see the module docstring."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        on_control: Callable[[WindowControl], None],
-        silence_s: float = DEFAULT_SILENCE_S,
-        pid: int | None = None,
-    ) -> None:
-        self._on_control = on_control
+    def __init__(self, data_dir: Path, silence_s: float = DEFAULT_SILENCE_S) -> None:
         self._silence_s = silence_s
-        self._pid = os.getpid() if pid is None else pid
         self._queue: queue.Queue[Published] = queue.Queue(QUEUE_SIZE)
         self._closed = threading.Event()
         self._started_at = time.monotonic()
@@ -81,10 +82,6 @@ class IpcFeed:
 
     def _deliver(self, delivery: Delivery) -> None:
         message = delivery.message
-        if isinstance(message, WindowControl):
-            if not message.pids or self._pid in message.pids:
-                self._on_control(message)
-            return
         try:
             self._queue.put_nowait(message)
             return
@@ -138,3 +135,35 @@ class IpcCommandSender:
     def close(self) -> None:
         with self._lock:
             self._client.close()
+
+
+class HostLink:
+    """The host's own subscription: ``HostControl`` and ``WindowControl``; see the module."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        on_open_requests: Callable[[int], None],
+        on_control: Callable[[WindowControl], None],
+        pid: int | None = None,
+    ) -> None:
+        self._on_open_requests = on_open_requests
+        self._on_control = on_control
+        self._pid = os.getpid() if pid is None else pid
+        self._subscriber: SubscriberThread = connect_subscriber_thread(
+            data_dir, self._deliver, HOST_TOPICS
+        )
+
+    def start(self) -> None:
+        self._subscriber.start()
+
+    def _deliver(self, delivery: Delivery) -> None:
+        message = delivery.message
+        if isinstance(message, HostControl):
+            if message.host == self._pid:
+                self._on_open_requests(message.open_requests)
+        elif isinstance(message, WindowControl):
+            self._on_control(message)
+
+    def close(self) -> None:
+        self._subscriber.stop(timeout=2.0)

@@ -1,75 +1,87 @@
-"""The window's page: one self-contained HTML document built from ``renderer/static``.
+"""The window's page: ``renderer/static`` shipped in the package, and what it may load.
 
-Owns: inlining ``app.css`` and ``app.js`` into ``index.html`` and the page's Content
-Security Policy. The document is handed to pywebview as a string, so no file URL, local
-HTTP server or network is involved, and nothing outside the package is ever loaded.
+Owns: where the page is (``page_url()``, a ``file:`` URL of ``static/index.html``), its
+Content Security Policy, and ``is_page_resource``, the test the renderer host's request
+interceptor applies to every URL a page asks for.
 
-The policy allows exactly the two inline blocks this module writes (by their SHA-256
-hashes), and nothing else: no other script, no inline event handler, no image, no
-connection, no form submission. Log text is written with ``textContent`` anyway (the
-real defence); the policy is the second wall should a future change slip. ``unsafe-eval``
-is allowed because pywebview itself evaluates its bridge code with ``eval`` and
-``new Function``; it does not let markup run scripts.
+Two walls, so no page can load anything but the package's own files:
 
-Must not: fetch anything, or depend on pywebview.
+* the policy, in ``index.html``'s ``<meta http-equiv>`` (``CONTENT_SECURITY_POLICY`` must
+  equal it; a test checks): ``default-src 'self'``, scripts and styles only from files
+  (no inline script, no inline style, no event-handler attribute), no connection, no
+  form submission, no remote origin at all. ``'unsafe-eval'`` stays because pywebview's
+  ``js_api`` builds its stubs with ``new Function`` and its ``evaluate_js`` uses ``eval``;
+  it does not let markup run scripts. Log text is written with ``textContent`` anyway (the
+  real defence); the policy is the second wall should a future change slip.
+* a ``file:`` page's ``'self'`` covers every ``file:`` URL, so the host also refuses any
+  request that is not one of the files in ``static/`` (``is_page_resource``).
+
+No local HTTP server and no network are involved.
+
+Must not: fetch anything, or depend on pywebview or Qt.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-_STATIC = "static"
-_PLACEHOLDER = re.compile(r"<!--(?:CSP|STYLE|SCRIPT)-->")
-
-
-def _read(name: str) -> str:
-    return resources.files("renderer").joinpath(_STATIC, name).read_text(encoding="utf-8")
-
-
-def _sha256_source(text: str) -> str:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
-
-
-def content_security_policy(script: str, style: str) -> str:
-    """The policy for a page whose only inline script and style are these texts."""
-    return "; ".join(
-        [
-            "default-src 'none'",
-            f"script-src {_sha256_source(script)} 'unsafe-eval'",
-            f"style-src {_sha256_source(style)}",
-            "img-src 'none'",
-            "connect-src 'none'",
-            "font-src 'none'",
-            "media-src 'none'",
-            "object-src 'none'",
-            "frame-src 'none'",
-            "form-action 'none'",
-            "base-uri 'none'",
-        ]
-    )
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-eval'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'none'",
+        "font-src 'none'",
+        "media-src 'none'",
+        "object-src 'none'",
+        "frame-src 'none'",
+        "worker-src 'none'",
+        "form-action 'none'",
+        "base-uri 'none'",
+    ]
+)
+PAGE_FILE = "index.html"
+# Schemes of Qt's own resources and blank pages: nothing from outside comes through them.
+_INTERNAL_SCHEMES = frozenset({"qrc", "about"})
 
 
 @cache
-def build_page() -> str:
-    """The complete HTML document shown in every window."""
-    html = _read("index.html")
-    style = "\n" + _read("app.css")
-    script = "\n" + _read("app.js")
-    if "</script" in script.lower() or "</style" in style.lower():
-        raise RuntimeError("app.js and app.css must not contain a closing tag")
-    csp = content_security_policy(script, style)
-    blocks = {
-        "<!--CSP-->": f'<meta http-equiv="Content-Security-Policy" content="{csp}">',
-        "<!--STYLE-->": f"<style>{style}</style>",
-        "<!--SCRIPT-->": f"<script>{script}</script>",
-    }
-    for placeholder in blocks:
-        if html.count(placeholder) != 1:
-            raise RuntimeError(f"index.html must contain {placeholder} exactly once")
-    # One pass over the template: text inside an inserted block is never re-scanned.
-    return _PLACEHOLDER.sub(lambda m: blocks[m.group(0)], html)
+def static_dir() -> Path:
+    """The directory of the page's files (a real directory: the package is installed as
+    files, which is what a ``file:`` URL needs)."""
+    return Path(str(resources.files("renderer").joinpath("static"))).resolve()
+
+
+def page_path() -> Path:
+    return static_dir() / PAGE_FILE
+
+
+def page_url() -> str:
+    return page_path().as_uri()
+
+
+def read_static(name: str) -> str:
+    return (static_dir() / name).read_text(encoding="utf-8")
+
+
+@cache
+def _page_files() -> frozenset[Path]:
+    return frozenset(path for path in static_dir().iterdir() if path.is_file())
+
+
+def is_page_resource(url: str) -> bool:
+    """Whether a page may load ``url``: one of the package's static files, or Qt's own."""
+    parts = urlsplit(url)
+    if parts.scheme in _INTERNAL_SCHEMES:
+        return True
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return False
+    try:
+        path = Path(unquote(parts.path)).resolve()
+    except (OSError, ValueError):
+        return False
+    return path in _page_files()

@@ -18,7 +18,9 @@ import select
 import threading
 from collections.abc import Callable
 
-POLL_INTERVAL_S = 0.5
+# How often the watch looks without a pidfd, and how soon a stopped watch notices; with a
+# pidfd the exit itself wakes it at once. Long: an idle host should wake rarely.
+POLL_INTERVAL_S = 2.0
 
 
 def process_exists(pid: int) -> bool:

@@ -1,7 +1,8 @@
 """Qt-only window work: screenshots on the GUI thread, and which platform Qt runs on.
 
 Owns: ``GuiThreadCall``, which runs a function on the Qt GUI thread from any other thread
-and waits for its result (a queued signal to a ``QObject`` living on the GUI thread),
+and waits for its result, or does not wait (a queued signal to a ``QObject`` living on the
+GUI thread),
 ``grab_png``, which renders a widget into a PNG file, and ``platform_name``.
 
 Imported only when the Qt backend runs (Linux); PySide6 is the binding chosen in
@@ -41,6 +42,10 @@ class GuiThreadCall(QObject):
 
     def _run(self, job: Callable[[], None]) -> None:
         job()
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` on the GUI thread soon; do not wait for it (from any thread)."""
+        self._requested.emit(fn)
 
     def call(self, fn: Callable[[], T], timeout: float) -> T:
         """``fn()`` run on the GUI thread; raises ``TimeoutError`` if it does not finish."""

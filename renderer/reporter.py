@@ -1,12 +1,13 @@
-"""Telling the main process what this window is and shows, and answering diagnostics.
+"""Telling the main process what a window is and shows, and answering diagnostics.
 
 Owns ``WindowReporter``, one daemon thread per window that sends
-``ReportWindow(WindowState(pid, ready, view, title))`` to the main process, which
-re-publishes it on the window's own state topic ``window.<pid>`` (cached, so a late
-``log-monitor windows`` sees every window at once). It reports:
+``ReportWindow(WindowState(host, window, ready, view, title))`` to the main process, which
+re-publishes it on the window's own state topic ``window.<host>.<window>`` (cached, so a
+late ``log-monitor windows`` sees every window at once). It reports:
 
 * on the window's lifecycle events: ``loaded`` (ready=False), ``ready`` (the first
-  status is painted), and ``closed=True`` just before the process exits;
+  status is painted), ``reloading`` and ``repainted`` (its render process died and the
+  page was reloaded), and ``closed=True`` once the window is gone;
 * whenever what the page shows has changed: after a bridge push it reads the page back
   (``describe()``) at most ``max_rate_hz`` times a second, and sends only if the summary
   differs from the last one sent (the retry countdown, which ticks every 100 ms, is
@@ -14,13 +15,14 @@ re-publishes it on the window's own state topic ``window.<pid>`` (cached, so a l
 * in answer to a ``WindowControl`` request: ``report`` (a fresh readback), ``screenshot``
   (a PNG named ``window-<pid>.png`` in the requested directory) or ``evaluate`` (a test
   hook: runs a script in the page, only when ``LOG_MONITOR_WINDOW_TEST_HOOKS=1`` was in
-  the window's environment). The outcome goes into the view under ``"control"``, so the
-  asker, which waits on ``window.<pid>``, learns it from the same message.
+  the host's environment). The outcome goes into the view as ``control``, so the
+  asker, which waits on the window's topic, learns it from the same message.
 
-``view`` is the JSON text of ``summarize()``: what the page's DOM shows (state, attempt,
-identity, server, client id, counters, recent state changes with their times), the
-window's start-up timings, the Qt platform plugin it runs on (``xcb``, ``wayland``,
-``offscreen``; None off Linux), and the last control answered.
+``view`` is an ``ipc.messages.WindowView`` (``summarize()``): what the page's DOM shows
+(state, attempt, identity, server, client id, counters, recent state changes with their
+times), the window's timings, the Qt platform plugin it runs on (``xcb``, ``wayland``,
+``offscreen``; None off Linux), its render process, reloads, geometry and profile, and
+the last control answered.
 
 Must not: run on the GUI thread, or send anything secret (a page readback holds none:
 the password field is reported only as empty or not).
@@ -38,7 +40,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from ipc.messages import Command, Reply, ReportWindow, WindowControl, WindowState
+import msgspec
+
+from ipc.messages import (
+    Command,
+    ControlOutcome,
+    Reply,
+    ReportWindow,
+    WindowControl,
+    WindowState,
+    WindowView,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +60,39 @@ REPORT_TIMEOUT_S = 2.0
 CLOSING_REPORT_TIMEOUT_S = 1.0
 CONTROL_TIMEOUT_S = 10.0
 MAX_RESULT_CHARS = 2000
-# Fields of the readback that change without anything new being shown.
-_VOLATILE = frozenset({"countdownMs", "countdownText"})
-_SUMMARY_FIELDS = (
-    "hasStatus",
-    "apiReady",
-    "state",
-    "stateText",
-    "stateChangedAt",
-    "stateChanges",
-    "retryShown",
-    "attempt",
-    "countdownMs",
-    "countdownText",
-    "identity",
-    "identityText",
-    "server",
-    "clientId",
-    "windows",
-    "counters",
-    "lastError",
-    "spoolFull",
-    "signInShown",
-    "signOutShown",
-    "passwordFieldEmpty",
-    "actionResult",
-    "paused",
-    "lines",
-    "lastLineText",
-    "events",
+# The page's readback fields a view carries (its wire names); the rest of what
+# ``window.lm.describe()`` returns (formatted texts for tests) stays out.
+_PAGE_FIELDS = frozenset(
+    {
+        "hasStatus",
+        "apiReady",
+        "state",
+        "stateText",
+        "stateChangedAt",
+        "stateChanges",
+        "retryShown",
+        "attempt",
+        "countdownMs",
+        "countdownText",
+        "identity",
+        "identityText",
+        "server",
+        "clientId",
+        "windows",
+        "counters",
+        "lastError",
+        "spoolFull",
+        "signInShown",
+        "signOutShown",
+        "passwordFieldEmpty",
+        "actionResult",
+        "paused",
+        "lines",
+        "lastLineText",
+        "events",
+    }
 )
+_TIMINGS = ("createdMs", "loadedMs", "firstStatusMs", "repaintedMs")
 
 
 class InspectableWindow(Protocol):
@@ -96,21 +111,24 @@ class Sender(Protocol):
     def send(self, command: Command, timeout: float) -> Reply: ...
 
 
-def summarize(described: dict[str, Any]) -> dict[str, Any]:
-    """The part of a ``describe()`` readback that goes into ``WindowState.view``."""
-    summary = {name: described.get(name) for name in _SUMMARY_FIELDS}
+def summarize(described: dict[str, Any]) -> WindowView:
+    """The ``WindowView`` of a ``describe()`` readback (raises ``msgspec.ValidationError``
+    when the page returned something of the wrong shape)."""
+    fields: dict[str, Any] = {k: v for k, v in described.items() if k in _PAGE_FIELDS}
     window = described.get("window")
     if isinstance(window, dict):
-        summary["timings"] = {
-            name: window.get(name) for name in ("createdMs", "loadedMs", "firstStatusMs")
-        }
-        summary["linesDropped"] = window.get("linesDropped")
-        summary["platform"] = window.get("platform")
-    return summary
+        fields["timings"] = {name: window.get(name) for name in _TIMINGS}
+        for name in ("linesDropped", "platform", "renderProcess", "reloads", "geometry"):
+            fields[name] = window.get(name)
+        fields["profile"] = window.get("profile")
+        fields = {k: v for k, v in fields.items() if v is not None or k in _PAGE_FIELDS}
+    return msgspec.convert(fields, WindowView)
 
 
-def _shown(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in summary.items() if k not in _VOLATILE}
+def _shown(view: WindowView) -> WindowView:
+    """``view`` without what changes while nothing new is shown (the retry countdown,
+    which ticks every 100 ms, and the control answered last)."""
+    return msgspec.structs.replace(view, countdown_ms=None, countdown_text="", control=None)
 
 
 def _short(value: object) -> object:
@@ -130,7 +148,9 @@ class WindowReporter:
         self,
         sender: Sender,
         *,
+        window: int,
         title: str | None,
+        host: int | None = None,
         max_rate_hz: float = MAX_REPORTS_PER_SECOND,
         hooks_enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -140,7 +160,8 @@ class WindowReporter:
         self._interval = 1.0 / max_rate_hz
         self._hooks = window_test_hooks_enabled() if hooks_enabled is None else hooks_enabled
         self._clock = clock
-        self._pid = os.getpid()
+        self._host = os.getpid() if host is None else host
+        self._number = window
         self._window: InspectableWindow | None = None
         self._wake = threading.Condition()
         self._controls: deque[WindowControl] = deque(maxlen=32)
@@ -148,9 +169,9 @@ class WindowReporter:
         self._ready = False
         self._loaded = False
         self._stopping = False
-        self._last_sent: tuple[bool, dict[str, Any]] | None = None
-        self._last_view: dict[str, Any] = {}
-        self._last_control: dict[str, Any] | None = None
+        self._last_sent: tuple[bool, WindowView] | None = None
+        self._last_view: WindowView | None = None
+        self._last_control: ControlOutcome | None = None
         self._next_allowed = 0.0
         self._thread = threading.Thread(target=self._run, name="window-reporter", daemon=True)
 
@@ -171,6 +192,9 @@ class WindowReporter:
                 self._ready = True
                 self._changed = True
                 self._next_allowed = 0.0
+            elif name in ("reloading", "repainted"):
+                self._changed = True
+                self._next_allowed = 0.0
             elif name == "closing":
                 self._stopping = True
             self._wake.notify()
@@ -182,7 +206,7 @@ class WindowReporter:
             self._wake.notify()
 
     def control(self, request: WindowControl) -> None:
-        """A ``WindowControl`` meant for this window (from the feed's thread)."""
+        """A ``WindowControl`` meant for this window (from the host's ipc thread)."""
         with self._wake:
             self._controls.append(request)
             self._wake.notify()
@@ -191,15 +215,16 @@ class WindowReporter:
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
     def report_closed(self) -> None:
         """The last word: this window is gone. Best effort, bounded wait."""
         state = WindowState(
-            pid=self._pid,
+            host=self._host,
+            window=self._number,
             ready=False,
-            view=json.dumps(self._last_view),
+            view=self._last_view,
             title=self._title,
             closed=True,
         )
@@ -244,22 +269,23 @@ class WindowReporter:
         if window is None:
             return
         try:
-            summary = summarize(window.describe(timeout=REPORT_TIMEOUT_S))
+            view = summarize(window.describe(timeout=REPORT_TIMEOUT_S))
         except Exception as exc:
             log.info("reading the page back failed: %s", exc)
             return
-        summary["control"] = self._last_control
-        if not force and self._last_sent == (self._ready, _shown(summary)):
+        view = msgspec.structs.replace(view, control=self._last_control)
+        if not force and self._last_sent == (self._ready, _shown(view)):
             return
-        self._send(summary)
+        self._send(view)
 
-    def _send(self, summary: dict[str, Any]) -> None:
-        self._last_view = summary
-        self._last_sent = (self._ready, _shown(summary))
+    def _send(self, view: WindowView) -> None:
+        self._last_view = view
+        self._last_sent = (self._ready, _shown(view))
         state = WindowState(
-            pid=self._pid,
+            host=self._host,
+            window=self._number,
             ready=self._ready,
-            view=json.dumps(summary, separators=(",", ":")),
+            view=view,
             title=self._title,
         )
         try:
@@ -268,14 +294,19 @@ class WindowReporter:
             log.info("could not report the window's state: %s", exc)
 
     def _answer(self, control: WindowControl) -> None:
-        outcome: dict[str, Any] = {"id": control.request, "action": control.action}
         try:
-            outcome["result"] = _short(self._perform(control))
-            outcome["ok"] = True
+            result = _short(self._perform(control))
         except Exception as exc:
-            outcome["ok"] = False
-            outcome["error"] = f"{type(exc).__name__}: {exc}"
-        self._last_control = outcome
+            self._last_control = ControlOutcome(
+                id=control.request,
+                action=control.action,
+                ok=False,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        else:
+            self._last_control = ControlOutcome(
+                id=control.request, action=control.action, ok=True, result=result
+            )
         self._report(force=True)
 
     def _perform(self, control: WindowControl) -> object:
@@ -287,7 +318,7 @@ class WindowReporter:
         if control.action == "screenshot":
             if not control.directory:
                 raise ValueError("a screenshot needs a directory")
-            path = Path(control.directory) / f"window-{self._pid}.png"
+            path = Path(control.directory) / f"window-{self._host}-{self._number}.png"
             return window.take_screenshot(path, timeout=CONTROL_TIMEOUT_S)
         if control.action == "evaluate":
             if not self._hooks:

@@ -1,6 +1,6 @@
-"""Why a window process ended before it showed anything, in one sentence a person can act on.
+"""Why the renderer host ended before it showed a window, in one sentence a person can act on.
 
-Owns ``explain_start_failure``: the main process hands it what a window process wrote to
+Owns ``explain_start_failure``: the main process hands it what the renderer host wrote to
 stderr before it ended, its exit status and the environment it was started with, and
 gets one sentence back, naming what is missing and how to install it when that can be
 told. The usual cause is Qt's platform plugin: Qt prints a few ``qt.qpa`` lines, then
@@ -99,7 +99,7 @@ def explain_start_failure(
     words = _last_words(stderr)
     said = f"; its last words: {words}" if words else ""
     return (
-        f"{PREFIX}a window process ended before it showed anything "
+        f"{PREFIX}the renderer host ended before it showed a window "
         f"({_exit_status_text(exit_status)}{said})."
     )
 

@@ -1,28 +1,35 @@
-"""One renderer window: the pywebview window, its bridge, its js_api and its diagnostics.
+"""One window of the renderer host: its pywebview window, page, bridge, js_api, diagnostics.
 
-Owns the life of the single window this process shows:
+Owns the life of one window inside the host process (``renderer.host`` owns the GUI loop
+and the set of windows):
 
-* **start**: build the page (``renderer.page``), create the pywebview window with
-  ``PageApi`` as its ``js_api``, start pywebview's GUI loop on the main thread; once the
-  page and pywebview's own JS are loaded, start the ``Bridge`` that pushes updates in.
+* **open**: ``create()`` makes the pywebview window on the package's page
+  (``renderer.page``) with ``PageApi`` as its ``js_api``; called before the GUI loop runs
+  (the first windows) or from any thread once it runs. The moment the page has loaded
+  (Qt's ``loadFinished``, which pywebview passes on as ``events.before_load`` on the GUI
+  thread, before it injects its own JS), the window takes hold of its Qt page
+  (``renderer.qt_shell.QtPage``) and starts its ``Bridge``, which pushes this window's own
+  feed into the page: the page's ``window.lm`` is all a push needs, so the first status is
+  painted without waiting for pywebview's ``js_api`` (the buttons wait for that).
+* **a render process that dies**: the page is reloaded in place; meanwhile the bridge
+  holds its pushes, and once the new page has loaded it repaints it with everything the
+  old one had been given (``Bridge.resume(replay=True)``). Nothing else is touched: the
+  other windows have render processes of their own.
 * **diagnostics**, callable from any thread: ``describe()`` reads back what the page's
-  DOM shows (``window.lm.describe()``), ``take_screenshot(path)`` renders the window into a
-  PNG on the GUI thread. ``renderer.reporter`` triggers them from ipc (``WindowControl``),
-  ``renderer.demo`` from the demo feed.
-* **main process gone**: ``main_process_gone(reason)`` is the single hook every detector
-  calls (the feed raising ``MainProcessGone``, the command sender failing the same way,
-  ``ProcessWatch`` seeing the pid exit). It closes the window and, should the GUI not
-  manage to close within ``FORCED_EXIT_AFTER_S``, ends the process: a window never
-  outlives its main process by more than a few seconds.
-* **lifecycle events** (``loaded``, ``ready``, ``closing``) go to the ``on_event``
-  callback, which the demo mode prints and the ipc mode reports to the main process as
-  ``WindowState`` (``renderer.reporter``), as it does after each push (``on_pushed``).
+  DOM shows (``window.lm.describe()``) with what the host knows of the window (timings,
+  render process, reloads, geometry, profile); ``take_screenshot(path)`` renders the
+  window into a PNG on the GUI thread. ``renderer.reporter`` triggers them from ipc
+  (``WindowControl``), ``renderer.demo`` from the demo feed.
+* **lifecycle events** (``loaded``, ``ready``, ``reloading``, ``repainted``) go to the
+  ``on_event`` callback, which the demo mode prints and the ipc mode reports to the main
+  process as ``WindowState`` (``renderer.reporter``), as it does after each push
+  (``on_pushed``). Closing goes to ``on_closed``, once.
 
-Exit codes of ``run()``: ``EXIT_CLOSED`` (the user closed the window),
-``EXIT_MAIN_PROCESS_GONE``.
+Timings are milliseconds after the window was asked for (``asked_at``: the host's process
+start for the windows on its command line, the request's arrival for later ones).
 
 Must not: hold tokens or passwords, talk to sockets (the feed and the sender do), or run
-page scripts from the GUI thread (``run_js`` blocks until the GUI thread answers).
+page scripts from the GUI thread (they wait for the GUI thread).
 """
 
 from __future__ import annotations
@@ -33,23 +40,26 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import msgspec
 import webview
 
-from renderer.bridge import Bridge
+from ipc.messages import WindowGeometry
+from renderer.bridge import Bridge, PageUnavailable
 from renderer.commands import CommandSender, PageApi
 from renderer.environment import Gui
 from renderer.feed import UpdateFeed
-from renderer.page import build_page
+from renderer.page import page_url
 
 log = logging.getLogger(__name__)
 
-EXIT_CLOSED = 0
-EXIT_MAIN_PROCESS_GONE = 3
-FORCED_EXIT_AFTER_S = 3.0
 DEFAULT_TIMEOUT_S = 10.0
+# A push the page has not run within this is abandoned (the next one carries it anyway).
+PUSH_TIMEOUT_S = 5.0
+MIN_SIZE = (480, 360)
 
 T = TypeVar("T")
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -59,11 +69,11 @@ class WindowNotReady(RuntimeError):
     """The page is not loaded yet (or is already closed)."""
 
 
-def _call_with_timeout(fn: Callable[[], T], timeout: float, what: str) -> T:
+def call_with_timeout(fn: Callable[[], T], timeout: float, what: str) -> T:
     """``fn()`` on a daemon thread, waited for at most ``timeout`` seconds.
 
-    pywebview's ``run_js`` waits forever for the GUI thread; a hung page must not hang the
-    caller (a diagnostics request, a test) with it.
+    pywebview's ``run_js`` and ``evaluate_js`` wait for ever for the page; a hung page
+    must not hang the caller (a diagnostics request, a test) with it.
     """
     box: list[T] = []
     errors: list[BaseException] = []
@@ -85,119 +95,236 @@ def _call_with_timeout(fn: Callable[[], T], timeout: float, what: str) -> T:
     return box[0]
 
 
+class _Page(Protocol):
+    """What a window needs of its page: ``renderer.qt_shell.QtPage`` on Qt."""
+
+    @property
+    def profile_label(self) -> str | None: ...
+
+    def run_js(self, script: str, timeout: float) -> object: ...
+
+    def reload(self) -> None: ...
+
+    def render_process_pid(self, timeout: float) -> int | None: ...
+
+    def geometry(self, timeout: float) -> WindowGeometry | None: ...
+
+    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]: ...
+
+    def close(self) -> None: ...
+
+
+class _PywebviewPage:
+    """A page on pywebview's native backends (Windows, macOS): scripts through pywebview,
+    no render process of its own to watch, no screenshots."""
+
+    profile_label: str | None = None
+
+    def __init__(self, window: Any) -> None:
+        self._window = window
+
+    def run_js(self, script: str, timeout: float) -> object:
+        return call_with_timeout(lambda: self._window.run_js(script), timeout, "page script")
+
+    def reload(self) -> None:
+        pass
+
+    def render_process_pid(self, timeout: float) -> int | None:
+        return None
+
+    def geometry(self, timeout: float) -> WindowGeometry | None:
+        return None
+
+    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]:
+        raise NotImplementedError("screenshots need the Qt backend (Linux)")
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class WindowParts:
+    """What a window is made of besides Qt: its feed, its command sender, its listeners.
+
+    ``on_window`` is called with the window once it exists (before it opens);
+    ``on_closed`` once the window is gone, unless the main process is gone too.
+    """
+
+    feed: UpdateFeed
+    sender: CommandSender
+    on_event: EventSink = field(default=lambda name, fields: None)
+    on_pushed: Callable[[], None] = field(default=lambda: None)
+    on_window: Callable[[RendererWindow], None] = field(default=lambda window: None)
+    on_closed: Callable[[], None] = field(default=lambda: None)
+
+
 class RendererWindow:
-    """The one window of this process; see the module docstring."""
+    """One window of the host; see the module docstring."""
 
     def __init__(
         self,
-        feed: UpdateFeed,
-        sender: CommandSender,
+        number: int,
+        parts: WindowParts,
         *,
         gui: Gui | None,
+        on_main_process_gone: Callable[[str], None],
+        on_closed: Callable[[RendererWindow], None],
         title: str = "Log monitor",
         size: tuple[int, int] = (1100, 800),
-        started_at: float | None = None,
-        on_event: EventSink = lambda name, fields: None,
-        on_pushed: Callable[[], None] = lambda: None,
+        geometry: WindowGeometry | None = None,
+        asked_at: float | None = None,
     ) -> None:
-        self._feed = feed
+        self.number = number
+        self.parts = parts
+        self._feed = parts.feed
         self._gui = gui
         self._title = title
         self._size = size
-        self._started_at = time.monotonic() if started_at is None else started_at
-        self._on_event = on_event
-        self._api = PageApi(sender, self.main_process_gone)
+        self._geometry = geometry
+        self._asked_at = time.monotonic() if asked_at is None else asked_at
+        self._on_event = parts.on_event
+        self._on_closed_callback = on_closed
+        self._api = PageApi(parts.sender, on_main_process_gone)
         self._bridge = Bridge(
-            feed,
+            parts.feed,
             self,
-            self.main_process_gone,
-            on_first_status=self._first_status_shown,
-            on_pushed=on_pushed,
+            on_main_process_gone,
+            on_status_shown=self._status_shown,
+            on_pushed=parts.on_pushed,
         )
         self._window: Any = None
+        self._page: _Page | None = None
         self._ready = threading.Event()
+        self._page_loaded = threading.Event()  # cleared while a reload is under way
         self._closing = threading.Event()
-        self._exit_code = EXIT_CLOSED
-        self._gui_call: Any = None  # renderer.qt_capture.GuiThreadCall on the Qt backend
-        self._platform: str | None = None  # Qt's platform plugin, on the Qt backend
+        self._closed_once = threading.Lock()
+        self._closed = False
+        self._platform: str | None = None
         self._timings: dict[str, float] = {}
+        self._reloads = 0
+        self._reloading = False
+        self._gone_at: float | None = None
 
     # ---- life cycle -------------------------------------------------------------------
 
-    def run(self) -> int:
-        """Show the window and run the GUI loop on this (the main) thread until it closes."""
-        width, height = self._size
+    def create(self) -> None:
+        """Make the pywebview window (before the GUI loop runs, or from any thread after)."""
+        width, height = (
+            (self._geometry.width, self._geometry.height) if self._geometry else self._size
+        )
         self._window = webview.create_window(
             self._title,
-            html=build_page(),
+            url=page_url(),
             js_api=self._api,
             width=width,
             height=height,
-            min_size=(480, 360),
+            x=self._geometry.x if self._geometry else None,
+            y=self._geometry.y if self._geometry else None,
+            min_size=MIN_SIZE,
             text_select=True,
         )
+        if self._window is None:
+            raise RuntimeError("pywebview did not create the window")
+        self._window.events.before_load += self._on_page_loaded
         self._window.events.closed += self._on_closed
-        self._timings["createdMs"] = self._since_start_ms()
-        webview.start(self._after_gui_started, gui=self._gui, private_mode=True)
-        self._bridge.stop()
-        self._feed.close()
-        return self._exit_code
+        # A moved or resized window has a new geometry to report.
+        self._window.events.moved += self.parts.on_pushed
+        self._window.events.resized += self.parts.on_pushed
+        self._timings["createdMs"] = self._since_asked_ms()
 
-    def _after_gui_started(self) -> None:
-        # pywebview runs this on a worker thread once the GUI loop is up.
-        self._window.events.loaded.wait()
+    def _on_page_loaded(self) -> None:
+        # pywebview calls this each time the page has loaded (the first time, and after
+        # each reload), on the GUI thread on Qt: it must not wait for anything.
         if self._closing.is_set():
             return
-        self._timings["loadedMs"] = self._since_start_ms()
-        if self._gui == "qt":
-            from renderer.qt_capture import GuiThreadCall, platform_name
+        if self._page is None:
+            self._take_hold_of_the_page()
+            self._timings["loadedMs"] = self._since_asked_ms()
+            self._page_loaded.set()
+            self._ready.set()
+            self._on_event("loaded", {"window": self.number, **self._timings})
+            self._bridge.start()
+        elif self._reloading:
+            self._reloading = False
+            self._page_loaded.set()
+            log.info("window %d: the page is back; repainting it", self.number)
+            self._bridge.resume(replay=True)
 
-            self._gui_call = GuiThreadCall()
-            self._platform = platform_name()
-        self._ready.set()
-        self._on_event("loaded", {"pid": os.getpid(), **self._timings})
-        self._bridge.start()
+    def _take_hold_of_the_page(self) -> None:
+        if self._gui != "qt":
+            self._page = _PywebviewPage(self._window)
+            return
+        from renderer.qt_capture import GuiThreadCall, platform_name
+        from renderer.qt_shell import QtPage
 
-    def _first_status_shown(self) -> None:
-        self._timings["firstStatusMs"] = self._since_start_ms()
-        self._on_event("ready", {"pid": os.getpid(), **self._timings})
+        self._platform = platform_name()
+        gui_call = GuiThreadCall()
+        # On the GUI thread already (Qt's loadFinished): QtPage connects to the page here.
+        self._page = gui_call.call(
+            lambda: QtPage(self._window.native, gui_call, self._render_process_gone),
+            DEFAULT_TIMEOUT_S,
+        )
+
+    def _render_process_gone(self, reason: str) -> None:
+        # On the GUI thread (QtPage's renderProcessTerminated).
+        if self._closing.is_set() or self._page is None:
+            return
+        log.warning("window %d: %s; reloading the page", self.number, reason)
+        self._reloads += 1
+        self._gone_at = time.monotonic()
+        self._reloading = True
+        self._page_loaded.clear()
+        self._bridge.pause()
+        self._page.reload()
+        self._on_event("reloading", {"window": self.number, "reason": reason})
+
+    def _status_shown(self) -> None:
+        if "firstStatusMs" not in self._timings:
+            self._timings["firstStatusMs"] = self._since_asked_ms()
+            self._on_event("ready", {"window": self.number, **self._timings})
+        elif self._gone_at is not None:
+            self._timings["repaintedMs"] = round((time.monotonic() - self._gone_at) * 1000, 1)
+            self._on_event("repainted", {"window": self.number, **self._timings})
 
     def _on_closed(self) -> None:
+        with self._closed_once:
+            if self._closed:
+                return
+            self._closed = True
         self._closing.set()
         self._bridge.stop()
+        if self._page is not None:
+            self._page.close()
+        self._feed.close()
+        self._on_closed_callback(self)
 
-    def _since_start_ms(self) -> float:
-        return round((time.monotonic() - self._started_at) * 1000.0, 1)
-
-    # ---- the hook every "main process gone" detector calls ----------------------------
-
-    def main_process_gone(self, reason: str) -> None:
-        """Close this window because its main process is gone. Idempotent, any thread."""
-        if self._closing.is_set():
+    def close(self) -> None:
+        """Close this window (any thread); ``on_closed`` follows once it is gone."""
+        self._closing.set()
+        self._bridge.stop()
+        if self._window is None:
+            self._on_closed()
             return
-        self._closing.set()
-        self._exit_code = EXIT_MAIN_PROCESS_GONE
-        log.warning("the main process is gone (%s); closing the window", reason)
-        self._on_event("closing", {"reason": reason})
-        self._bridge.stop()
-        threading.Thread(target=self._force_exit_later, name="forced-exit", daemon=True).start()
-        if self._window is not None:
-            try:
-                self._window.destroy()
-            except Exception:
-                log.exception("closing the window failed")
+        try:
+            self._window.destroy()
+        except Exception:
+            log.exception("closing window %d failed", self.number)
+            self._on_closed()
 
-    def _force_exit_later(self) -> None:
-        time.sleep(FORCED_EXIT_AFTER_S)  # a grace period, not synchronisation
-        log.error("the window did not close within %g s; exiting", FORCED_EXIT_AFTER_S)
-        os._exit(EXIT_MAIN_PROCESS_GONE)
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _since_asked_ms(self) -> float:
+        return round((time.monotonic() - self._asked_at) * 1000.0, 1)
 
     # ---- page access (PageScripts for the bridge) -------------------------------------
 
     def run_js(self, script: str) -> object:
-        if self._closing.is_set():
-            return None
-        return self._window.run_js(script)
+        page = self._page
+        if page is None or self._closing.is_set():
+            raise PageUnavailable("the window is not open")
+        return page.run_js(script, PUSH_TIMEOUT_S)
 
     # ---- diagnostics ------------------------------------------------------------------
 
@@ -205,41 +332,55 @@ class RendererWindow:
         return self._ready.wait(timeout)
 
     def describe(self, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-        """What the page's DOM shows now, as ``window.lm.describe()`` reads it back."""
+        """What the page's DOM shows now (``window.lm.describe()``), and under ``"window"``
+        what the host knows of the window around it."""
         raw = self.evaluate("JSON.stringify(window.lm.describe())", timeout)
         if not isinstance(raw, str):
             raise RuntimeError(f"describe() returned {type(raw).__name__}, not JSON text")
         result = json.loads(raw)
         if not isinstance(result, dict):
             raise RuntimeError("describe() did not return an object")
+        result["window"] = self.window_facts(timeout)
+        return result
+
+    def window_facts(self, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        page = self._require_page(timeout)
         timings = self._bridge.timings
-        result["window"] = {
-            "pid": os.getpid(),
+        geometry = page.geometry(timeout)
+        return {
+            "host": os.getpid(),
+            "number": self.number,
             "platform": self._platform,
             **self._timings,
             "pushes": timings.count,
             "pushMaxMs": round(timings.max_ms, 1),
             "pushMeanMs": round(timings.total_ms / timings.count, 1) if timings.count else None,
             "linesDropped": self._bridge.coalescer.counters.lines_dropped,
+            "renderProcess": page.render_process_pid(timeout),
+            "reloads": self._reloads,
+            "geometry": None if geometry is None else msgspec.to_builtins(geometry),
+            "profile": page.profile_label,
         }
-        return result
 
     def evaluate(self, script: str, timeout: float = DEFAULT_TIMEOUT_S) -> object:
         """Run ``script`` in the page and return its (JSON-able) value. Diagnostics only."""
-        self._require_ready(timeout)
-        return _call_with_timeout(lambda: self._window.run_js(script), timeout, "page script")
+        page = self._require_page(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return page.run_js(script, max(0.1, deadline - time.monotonic()))
+            except PageUnavailable:
+                # Reloading after its render process died: wait for the new page.
+                if time.monotonic() >= deadline or self._closing.is_set():
+                    raise
+                self._page_loaded.wait(max(0.0, deadline - time.monotonic()))
 
     def take_screenshot(self, path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
         """Save a PNG of the window's content to ``path``; return its size."""
-        self._require_ready(timeout)
-        if self._gui_call is None:
-            raise NotImplementedError("screenshots need the Qt backend (Linux)")
-        from renderer.qt_capture import grab_png
-
+        page = self._require_page(timeout)
         path = Path(path)
         self._wait_for_frames(timeout)
-        widget = self._window.native
-        width, height = self._gui_call.call(lambda: grab_png(widget, path), timeout)
+        width, height = page.screenshot(path, timeout)
         return {"path": str(path), "width": width, "height": height}
 
     def _wait_for_frames(self, timeout: float) -> None:
@@ -250,16 +391,24 @@ class RendererWindow:
         the current DOM has been painted and handed to Qt.
         """
         painted = threading.Event()
-        self._window.evaluate_js(
-            "new Promise(function (done) { requestAnimationFrame(function () {"
-            " requestAnimationFrame(function () { done(true); }); }); })",
-            lambda _value: painted.set(),
+        started = time.monotonic()
+        # pywebview's evaluate_js resolves the promise; it may wait for ever on a page
+        # whose render process dies meanwhile, hence its own thread and deadline.
+        call_with_timeout(
+            lambda: self._window.evaluate_js(
+                "new Promise(function (done) { requestAnimationFrame(function () {"
+                " requestAnimationFrame(function () { done(true); }); }); })",
+                lambda _value: painted.set(),
+            ),
+            timeout,
+            "page paint",
         )
-        if not painted.wait(timeout):
+        if not painted.wait(max(0.0, timeout - (time.monotonic() - started))):
             raise TimeoutError("the page did not paint within the timeout")
 
-    def _require_ready(self, timeout: float) -> None:
+    def _require_page(self, timeout: float) -> _Page:
         if not self._ready.wait(timeout):
             raise WindowNotReady("the page did not finish loading in time")
-        if self._closing.is_set():
+        if self._closing.is_set() or self._page is None:
             raise WindowNotReady("the window is closing")
+        return self._page

@@ -38,9 +38,13 @@ Fault kinds (``KINDS``) and how each is injected and healed:
   last fallback or with ``--no-mount``, reported as such) while the proxy refuses every
   connection; the writer writes more than fits, the spool's disk fills, then the proxy
   passes again and the spool drains: nothing may be lost (the file is the buffer);
-- ``renderer-kill``: the main process runs with a real window (``QT_QPA_PLATFORM=
-  offscreen``); once it is ready and updating, the window process gets SIGKILL; the main
-  process must keep running, count the window gone, and keep shipping.
+- ``host-kill``: the main process runs with real windows (``QT_QPA_PLATFORM=offscreen``)
+  in one renderer host; once they are ready and updating, the host gets SIGKILL; the
+  main process must keep running and shipping, and start the host again with the same
+  number of windows, each showing the status; the dead host's render processes must go.
+- ``page-kill``: the same, but SIGKILL goes to one page's render process (a
+  QtWebEngineProcess child of the host): that page must be reloaded and show the status
+  again, in the same host, while the other window is not reloaded.
 
 Every wait has a deadline; sleeps are only the random delays before a fault. Every
 process, mount and thread the campaign starts is ended on the way out, failure or not.
@@ -74,9 +78,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ipc.host import connect_sync_client
-from ipc.messages import Ok, OpenWindow
-from renderer.inspection import InspectionError, ask_windows
+from renderer.inspection import InspectionError, WindowAnswer, ask_windows
 from tests.chaos_proxy import ChaosProxy
 from tests.main_process_runner import MainProcessRunner, log_monitor
 from tests.processes import alive, descendants
@@ -89,7 +91,8 @@ KINDS = (
     "blackhole",
     "auth",
     "disk-full",
-    "renderer-kill",
+    "host-kill",
+    "page-kill",
 )
 FULL_SECONDS = 600.0
 USER = "chaos"
@@ -276,7 +279,9 @@ def free_bytes(path: Path) -> int:
 
 
 class WindowedMainProcess(MainProcessRunner):
-    """``log-monitor run`` with one real window (offscreen Qt) instead of ``--headless``."""
+    """``log-monitor run`` with real windows (offscreen Qt) instead of ``--headless``."""
+
+    windows = 2
 
     def start(self, stdin: int | None = subprocess.DEVNULL, wait: bool = True) -> MainProcessRunner:
         env = dict(os.environ)
@@ -291,7 +296,7 @@ class WindowedMainProcess(MainProcessRunner):
                 "main_process",
                 "run",
                 "--windows",
-                "1",
+                str(self.windows),
                 "--data-dir",
                 str(self.data_dir),
                 *self.args,
@@ -753,7 +758,7 @@ def round_disk_full(r: Round) -> None:
     r.drain_and_compare()
 
 
-def round_renderer_kill(r: Round) -> None:
+def start_windowed_client(r: Round) -> WindowedMainProcess:
     server = r.start_server()
     r.add_writers(2)
     r.start_writers()
@@ -761,58 +766,114 @@ def round_renderer_kill(r: Round) -> None:
     r.client = client
     client.start()
     r.wait_connected(20, "first connection")
+    return client
+
+
+def round_host_kill(r: Round) -> None:
+    client = start_windowed_client(r)
     kills = r.rng.randint(2, 3) if r.full else 1
-    for number in range(kills):
-        if number:
-            with connect_sync_client(r.client_dir) as ipc:
-                reply = ipc.request(OpenWindow(), timeout=10)
-            if not isinstance(reply, Ok):
-                raise RoundProblem(f"OpenWindow refused: {reply}")
-        kill_window(r, wait_for_ready_window(r))
+    for _ in range(kills):
+        answers = wait_for_ready_windows(r, client.windows)
+        kill_host(r, answers[0].host, len(answers))
     r.pause(0.3, 1.0)
     r.drain_and_compare()
 
 
-def kill_window(r: Round, pid: int) -> None:
-    """SIGKILL one window while it updates; the main process must not notice otherwise."""
-    r.pause(0.2, 1.5)  # while it is updating: the writers keep the status moving
+def kill_host(r: Round, host: int, count: int) -> None:
+    """SIGKILL the renderer host while its windows update; they must come back."""
+    r.pause(0.2, 1.5)  # while they are updating: the writers keep the status moving
     before = r.status()["sentBytes"]
-    below = descendants(pid)
+    below = descendants(host)
     r.window_pids.update(below)
-    os.kill(pid, signal.SIGKILL)
-    r.result.faults["renderer SIGKILL"] += 1
-    r.wait_status(lambda s: s["windows"] == 0, 10, "the killed window counted gone")
+    os.kill(host, signal.SIGKILL)
+    r.result.faults["renderer host SIGKILL"] += 1
     r.wait_status(
         lambda s: s["sentBytes"] > before and s["state"] == "connected",
         10,
-        "shipping going on after the window died",
+        "shipping going on after the host died",
     )
-    # Chromium's helpers should follow their browser process; note any that do not.
+    took = wait_until(
+        lambda: sum(1 for a in ready_windows(r) if a.host != host) >= count,
+        WINDOW_START_TIMEOUT,
+        f"{count} windows back in a new host",
+    )
+    r.result.notes.append(f"host SIGKILL: {count} windows back in {took:.1f} s")
+    if r.status()["windows"] != count:
+        raise RoundProblem(f"the status counts {r.status()['windows']} windows, not {count}")
     with contextlib.suppress(RoundProblem):
-        wait_until(lambda: not any(alive(p) for p in below), 10, "window helpers gone")
+        wait_until(lambda: not any(alive(p) for p in below), 10, "the host's helpers gone")
     left = [p for p in below if alive(p)]
     if left:
-        r.result.notes.append(f"{len(left)} helper processes outlived the killed window")
+        r.result.notes.append(f"{len(left)} helper processes outlived the killed host")
 
 
-def wait_for_ready_window(r: Round) -> int:
-    """The pid of a window that is ready and shows the status; RoundProblem at the deadline."""
-    found: list[int] = []
+def round_page_kill(r: Round) -> None:
+    client = start_windowed_client(r)
+    kills = r.rng.randint(2, 3) if r.full else 1
+    for _ in range(kills):
+        kill_page(r, wait_for_ready_windows(r, client.windows))
+    r.pause(0.3, 1.0)
+    r.drain_and_compare()
+
+
+def kill_page(r: Round, answers: list[WindowAnswer]) -> None:
+    """SIGKILL one page's render process; only that page reloads, in the same host."""
+    r.pause(0.2, 1.5)
+    victim = r.rng.choice(answers)
+    reloads = {a.ref: int(a.fields.get("reloads") or 0) for a in answers}
+    process = victim.fields.get("renderProcess")
+    if not isinstance(process, int) or process not in descendants(victim.host):
+        raise RoundProblem(f"window {victim.window} names no render process of its host")
+    before = r.status()["sentBytes"]
+    os.kill(process, signal.SIGKILL)
+    r.result.faults["page render process SIGKILL"] += 1
+
+    def reloaded() -> bool:
+        now = {a.ref: a for a in ready_windows(r)}
+        page = now.get(victim.ref)
+        return (
+            page is not None
+            and int(page.fields.get("reloads") or 0) == reloads[victim.ref] + 1
+            and bool(page.fields.get("hasStatus"))
+            and page.fields.get("renderProcess") not in (None, process)
+        )
+
+    wait_until(reloaded, 15, "the killed page reloaded and showing the status")
+    others = {a.ref: a for a in ready_windows(r) if a.ref != victim.ref}
+    for ref, count in reloads.items():
+        if ref != victim.ref and (
+            ref not in others or int(others[ref].fields.get("reloads") or 0) != count
+        ):
+            raise RoundProblem(f"window {ref.window} was disturbed by another page's death")
+    r.wait_status(
+        lambda s: s["sentBytes"] > before and s["state"] == "connected",
+        10,
+        "shipping going on after the page died",
+    )
+
+
+def ready_windows(r: Round) -> list[WindowAnswer]:
+    """The windows that answer and show the status (none when the main process does not
+    answer)."""
+    try:
+        answers = ask_windows(r.client_dir, "report", timeout=3)
+    except (InspectionError, TimeoutError):
+        return []
+    ready = [a for a in answers if a.answered and a.ready and a.fields.get("hasStatus")]
+    r.window_pids.update(a.host for a in ready)
+    return ready
+
+
+def wait_for_ready_windows(r: Round, count: int) -> list[WindowAnswer]:
+    """``count`` ready windows showing the status; RoundProblem at the deadline."""
+    found: list[WindowAnswer] = []
 
     def ready() -> bool:
-        try:
-            answers = ask_windows(r.client_dir, "report", timeout=3)
-        except InspectionError:
-            return False
-        for answer in answers:
-            r.window_pids.add(answer.pid)
-            if answer.ready and answer.view.get("hasStatus"):
-                found.append(answer.pid)
-                return True
-        return False
+        found[:] = ready_windows(r)
+        return len(found) >= count
 
-    wait_until(ready, WINDOW_START_TIMEOUT, "a ready window")
-    return found[0]
+    wait_until(ready, WINDOW_START_TIMEOUT, f"{count} ready windows")
+    return found
 
 
 ROUNDS: dict[str, Callable[[Round], None]] = {
@@ -822,7 +883,8 @@ ROUNDS: dict[str, Callable[[Round], None]] = {
     "blackhole": round_blackhole,
     "auth": round_auth,
     "disk-full": round_disk_full,
-    "renderer-kill": round_renderer_kill,
+    "host-kill": round_host_kill,
+    "page-kill": round_page_kill,
 }
 
 

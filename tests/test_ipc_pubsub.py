@@ -78,24 +78,24 @@ async def test_cache_resend_for_a_newcomer_is_a_repeat_for_the_others() -> None:
 
 async def test_each_window_state_is_cached_until_the_window_closes() -> None:
     async with running_host() as host:
-        host.publisher.publish(WindowState(pid=101, ready=True, view="status"))
-        host.publisher.publish(WindowState(pid=102, ready=False))
-        host.publisher.publish(WindowState(pid=102, ready=True, view="logs"))
-        host.publisher.publish(WindowState(pid=103, ready=True))
-        host.publisher.publish(WindowState(pid=103, closed=True))
+        host.publisher.publish(WindowState(host=101, window=1, ready=True, title="status"))
+        host.publisher.publish(WindowState(host=101, window=2, ready=False))
+        host.publisher.publish(WindowState(host=101, window=2, ready=True, title="logs"))
+        host.publisher.publish(WindowState(host=101, window=3, ready=True))
+        host.publisher.publish(WindowState(host=101, window=3, closed=True))
         host.publisher.publish(Stats(files_done=1))
         subscriber = Subscriber(host.endpoints.publisher, topics=[b"window."])
         try:
             seen = {(await next_delivery(subscriber)).topic for _ in range(2)}
-            assert seen == {"window.101", "window.102"}
-            host.publisher.publish(WindowState(pid=101, view="login"))
+            assert seen == {"window.101.1", "window.101.2"}
+            host.publisher.publish(WindowState(host=101, window=1, title="login"))
             latest = await next_delivery(subscriber)
-            assert latest.message == WindowState(pid=101, view="login")
+            assert latest.message == WindowState(host=101, window=1, title="login")
         finally:
             await subscriber.close()
         assert {entry.topic for entry in host.publisher.snapshot().entries} == {
-            "window.101",
-            "window.102",
+            "window.101.1",
+            "window.101.2",
             "stats",
         }
 
@@ -286,7 +286,7 @@ async def test_a_crafted_login_is_never_echoed_to_any_subscriber() -> None:
         # The kind of code that leaks: it puts the command into status and into the
         # error of an exception. Login's repr hides the password, so neither can.
         host.publisher.publish(Status(state="error", last_error=f"handled {command!r}"))
-        host.publisher.publish(WindowState(pid=1, view=str(command)))
+        host.publisher.publish(WindowState(host=1, window=1, title=str(command)))
         if isinstance(command, Login):
             raise ValueError(f"login refused for {command}")
         return Ok()

@@ -4,11 +4,8 @@ the reporter (what a window tells the main process, and when)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
-import json
-import os
+import queue
 import re
 import subprocess
 import sys
@@ -20,6 +17,7 @@ from PySide6.QtCore import QObject, Signal
 
 from ipc.messages import (
     Command,
+    ControlOutcome,
     Failed,
     Login,
     LogLine,
@@ -32,13 +30,14 @@ from ipc.messages import (
     Status,
     WindowControl,
     WindowState,
+    WindowView,
 )
-from renderer.bridge import Bridge
+from renderer.bridge import Bridge, PageUnavailable
 from renderer.coalescer import UpdateCoalescer
 from renderer.commands import PageApi
 from renderer.environment import choose_gui
 from renderer.feed import MainProcessGone
-from renderer.page import build_page
+from renderer.page import CONTENT_SECURITY_POLICY, is_page_resource, page_url, read_static
 from renderer.process_watch import ProcessWatch
 from renderer.reporter import WindowReporter
 
@@ -100,6 +99,52 @@ def test_events_and_stats_are_pushed_with_the_status() -> None:
     assert c.counters.events_dropped == 1
 
 
+def test_a_state_the_page_already_shows_is_not_pushed_again() -> None:
+    c = UpdateCoalescer()
+    c.add(Status(state="connected", sent_chunks=1))
+    c.add(Stats(send_rate_bytes=0.0))
+    assert c.take() is not None
+    # The main process republishes unchanged stats every second: nothing to push.
+    c.add(Stats(send_rate_bytes=0.0))
+    c.add(Status(state="connected", sent_chunks=1))
+    assert not c.pending
+    assert c.take() is None
+    # A change is pushed, and so is a return to the shown value after a pending change.
+    c.add(Stats(send_rate_bytes=9.0))
+    c.add(Stats(send_rate_bytes=0.0))
+    script = c.take()
+    assert script is not None
+    assert '"sendRateBytes":0.0' in script
+
+
+def test_replay_gives_a_fresh_page_everything_the_old_one_was_given() -> None:
+    c = UpdateCoalescer(max_lines=5, max_events=2, wall_clock_ms=lambda: 7)
+    c.add(Status(state="connected", sent_chunks=1))
+    c.add(Stats(send_rate_bytes=5.0))
+    c.add(lines(0, 3))
+    c.add(ServerEvent(payload={"n": 1}))
+    assert c.take() is not None
+    c.add(Status(state="connected", sent_chunks=2))
+    c.add(lines(3, 4))
+    assert c.take() is not None
+    c.add(lines(7, 1))  # arrived after the page died, not yet taken
+    c.replay()
+    script = c.take()
+    assert script is not None
+    # The newest status (not the first), the stats, the last five lines in order, the
+    # event: the whole present, once.
+    assert '"sentChunks":2' in script
+    assert '"sentChunks":1' not in script
+    assert '"sendRateBytes":5.0' in script
+    shown = re.findall(r'"line (\d+)"', script)
+    assert shown == ["3", "4", "5", "6", "7"]
+    assert '"payload":{"n":1}' in script
+    c.replay()  # and again: replay after replay gives the same page
+    again = c.take()
+    assert again is not None
+    assert re.findall(r'"line (\d+)"', again) == ["3", "4", "5", "6", "7"]
+
+
 # ---- bridge --------------------------------------------------------------------------
 
 
@@ -143,7 +188,7 @@ def test_bridge_coalesces_a_flood_and_respects_the_rate() -> None:
     gone = threading.Event()
     first = threading.Event()
     bridge = Bridge(
-        feed, page, lambda reason: gone.set(), on_first_status=first.set, max_rate_hz=30
+        feed, page, lambda reason: gone.set(), on_status_shown=first.set, max_rate_hz=30
     )
     bridge.start()
     assert gone.wait(10.0)
@@ -160,36 +205,110 @@ def test_bridge_coalesces_a_flood_and_respects_the_rate() -> None:
     assert all(gap >= 1 / 30 - 0.005 for gap in gaps), gaps
 
 
+class DyingPage(RecordingPage):
+    """A page whose render process dies on the first push after ``die()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dead = False
+
+    def run_js(self, script: str) -> object:
+        if self.dead:
+            raise PageUnavailable("the page's render process has ended")
+        return super().run_js(script)
+
+
+class EndlessFeed:
+    """Delivers what is put into it; never says the main process is gone."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[Any] = queue.Queue()
+
+    def receive(self, timeout: float) -> Any:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_paused_bridge_repaints_a_reloaded_page_with_the_present() -> None:
+    feed = EndlessFeed()
+    page = DyingPage()
+    shown = threading.Semaphore(0)
+    bridge = Bridge(feed, page, lambda reason: None, on_status_shown=shown.release)
+    bridge.start()
+    try:
+        feed.messages.put(Status(state="connected", sent_chunks=1))
+        feed.messages.put(lines(0, 2))
+        assert shown.acquire(timeout=5)
+        assert page.wait_for_text('"line 1"', 5)
+        # The render process dies: pushes fail, the window pauses the bridge.
+        page.dead = True
+        feed.messages.put(Status(state="disconnected", attempt=3))
+        bridge.pause()
+        feed.messages.put(lines(2, 1))
+        page.dead = False
+        before = len(page.scripts)
+        bridge.resume(replay=True)
+        assert shown.acquire(timeout=5)  # the status is "shown" again, on the new page
+        assert page.wait_for_text('"line 2"', 5)
+        repaint = "".join(script for _, script in page.scripts[before:])
+        # The new page gets the present status and every line, the old ones first.
+        assert '"state":"disconnected"' in repaint
+        assert re.findall(r'"line (\d+)"', repaint) == ["0", "1", "2"]
+    finally:
+        bridge.stop()
+        bridge.join(2.0)
+
+
 # ---- page ------------------------------------------------------------------------------
 
 
-def test_page_policy_allows_only_its_own_inline_blocks() -> None:
-    html = build_page()
+def test_page_policy_is_self_only_with_no_inline_script_or_style() -> None:
+    html = read_static("index.html")
     policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html)
     assert policy is not None
-    script = re.search(r"<script>(.*?)</script>", html, re.S)
-    style = re.search(r"<style>(.*?)</style>", html, re.S)
-    assert script is not None
-    assert style is not None
-
-    def source(text: str) -> str:
-        digest = hashlib.sha256(text.encode()).digest()
-        return f"'sha256-{base64.b64encode(digest).decode()}'"
-
-    assert f"script-src {source(script.group(1))} 'unsafe-eval'" in policy.group(1)
-    assert f"style-src {source(style.group(1))}" in policy.group(1)
-    assert "default-src 'none'" in policy.group(1)
+    assert policy.group(1) == CONTENT_SECURITY_POLICY
+    directives = dict(d.strip().split(" ", 1) for d in policy.group(1).split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self' 'unsafe-eval'"  # pywebview's js_api needs eval
+    assert directives["style-src"] == "'self'"
+    assert directives["connect-src"] == "'none'"
     assert "unsafe-inline" not in policy.group(1)
-    assert html.count("<script") == 1
+    assert not re.search(r"https?:|//", policy.group(1))  # no remote origin at all
+    # No inline script, style or handler: everything comes from the package's files.
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="app.js" defer>']
+    assert "<style" not in html
+    assert not re.search(r"\son[a-z]+=", html)
+    assert not re.search(r"\sstyle=", html)
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
-    assert "<!--" not in html.replace("<!--CSP-->", "")  # every placeholder was filled
+
+
+def test_a_page_may_load_its_own_files_and_nothing_else() -> None:
+    assert page_url().startswith("file:///")
+    assert is_page_resource(page_url())
+    assert is_page_resource(page_url().replace("index.html", "app.js"))
+    assert is_page_resource("qrc:///qtwebchannel/qwebchannel.js")
+    outside = [
+        page_url().replace("index.html", "../page.py"),
+        page_url().replace("index.html", "missing.js"),
+        "file:///etc/passwd",
+        "file://otherhost" + page_url().removeprefix("file://"),
+        "https://cdn.example.com/app.js",
+        "http://127.0.0.1:9/x",
+        "data:text/javascript,alert(1)",
+        "ws://127.0.0.1:1/",
+    ]
+    assert [url for url in outside if is_page_resource(url)] == []
 
 
 def test_page_writes_log_text_as_text_only() -> None:
-    script = re.search(r"<script>(.*?)</script>", build_page(), re.S)
-    assert script is not None
+    script = read_static("app.js")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
-        assert sink not in script.group(1)
+        assert sink not in script
 
 
 # ---- environment ----------------------------------------------------------------------
@@ -379,7 +498,8 @@ class FakeInspectable:
 
     def describe(self, timeout: float = 10.0) -> dict[str, Any]:
         self.describes += 1
-        return {**self.page, "window": {"loadedMs": 400.0, "firstStatusMs": 420.0}}
+        window = {"loadedMs": 400.0, "firstStatusMs": 420.0, "renderProcess": 77, "reloads": 0}
+        return {**self.page, "countersText": {"sent": "1 chunk"}, "window": window}
 
     def evaluate(self, script: str, timeout: float = 10.0) -> object:
         return {"ran": script}
@@ -403,10 +523,12 @@ class ReportSink:
             self.changed.notify_all()
         return Ok()
 
-    def wait(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    def wait(self, count: int, timeout: float = 5.0) -> list[WindowView]:
         with self.changed:
             assert self.changed.wait_for(lambda: len(self.states) >= count, timeout), self.states
-            return [json.loads(s.view) for s in self.states]
+            views = [s.view for s in self.states]
+        assert all(view is not None for view in views)
+        return [view for view in views if view is not None]
 
 
 def start_reporter(
@@ -414,7 +536,9 @@ def start_reporter(
 ) -> tuple[WindowReporter, FakeInspectable, ReportSink]:
     sink = ReportSink()
     page = FakeInspectable()
-    reporter = WindowReporter(sink, title="t", max_rate_hz=rate, hooks_enabled=hooks)
+    reporter = WindowReporter(
+        sink, window=2, title="t", host=4321, max_rate_hz=rate, hooks_enabled=hooks
+    )
     reporter.attach(page)
     return reporter, page, sink
 
@@ -423,7 +547,11 @@ def test_reporter_reports_lifecycle_and_only_real_changes_at_a_bounded_rate() ->
     reporter, page, sink = start_reporter(rate=10.0)
     try:
         reporter.on_event("loaded", {})
-        assert sink.wait(1)[0]["state"] == "connected"
+        first = sink.wait(1)[0]
+        assert first.state == "connected"
+        assert first.timings.first_status_ms == 420.0
+        assert first.render_process == 77
+        assert (sink.states[0].host, sink.states[0].window) == (4321, 2)
         assert sink.states[0].ready is False
         reporter.on_event("ready", {})
         sink.wait(2)
@@ -445,7 +573,7 @@ def test_reporter_reports_lifecycle_and_only_real_changes_at_a_bounded_rate() ->
             time.sleep(0.01)  # pushes arriving over 0.4 s, as the bridge would make them
         views = sink.wait(3)
         elapsed = time.monotonic() - started
-        assert views[-1]["state"] in ("connecting", "disconnected")
+        assert views[-1].state in ("connecting", "disconnected")
         assert len(sink.states) - 2 <= elapsed * 10 + 2  # at most ~10/s
     finally:
         reporter.stop()
@@ -459,21 +587,26 @@ def test_reporter_answers_controls_and_keeps_the_evaluate_hook_closed_by_default
     reporter, page, sink = start_reporter(hooks=False)
     try:
         reporter.control(WindowControl(request="r1", action="screenshot", directory=str(tmp_path)))
-        shot = sink.wait(1)[-1]["control"]
-        assert shot["id"] == "r1"
-        assert shot["ok"] is True
-        assert page.shots == [str(tmp_path / f"window-{os.getpid()}.png")]
+        shot = sink.wait(1)[-1].control
+        assert shot is not None
+        assert shot.id == "r1"
+        assert shot.ok is True
+        assert page.shots == [str(tmp_path / "window-4321-2.png")]
         reporter.control(WindowControl(request="r2", action="evaluate", script="1 + 1"))
-        refused = sink.wait(2)[-1]["control"]
-        assert refused["id"] == "r2"
-        assert refused["ok"] is False
-        assert "PermissionError" in refused["error"]
+        refused = sink.wait(2)[-1].control
+        assert refused is not None
+        assert refused.id == "r2"
+        assert refused.ok is False
+        assert refused.error is not None
+        assert "PermissionError" in refused.error
     finally:
         reporter.stop()
     reporter, page, sink = start_reporter(hooks=True)
     try:
         reporter.control(WindowControl(request="r3", action="evaluate", script="1 + 1"))
-        ran = sink.wait(1)[-1]["control"]
-        assert ran == {"id": "r3", "action": "evaluate", "result": {"ran": "1 + 1"}, "ok": True}
+        ran = sink.wait(1)[-1].control
+        assert ran == ControlOutcome(
+            id="r3", action="evaluate", ok=True, result={"ran": "1 + 1"}, error=None
+        )
     finally:
         reporter.stop()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from renderer.demo_driver import DemoWindowProcess
-from renderer.window import EXIT_MAIN_PROCESS_GONE
+from renderer.host import EXIT_MAIN_PROCESS_GONE
 
 START_TIMEOUT_S = 60.0
 pytestmark = pytest.mark.timeout(180)

@@ -166,11 +166,11 @@ def test_wayland_without_a_runtime_dir() -> None:
 def test_any_other_early_end_quotes_the_last_line() -> None:
     stderr = "renderer: No log-monitor main process is running for data directory /d.\n\n"
     assert explain_start_failure(stderr, 1, {}) == (
-        "Windows cannot open: a window process ended before it showed anything (exit status 1; "
+        "Windows cannot open: the renderer host ended before it showed a window (exit status 1; "
         'its last words: "renderer: No log-monitor main process is running for data directory /d").'
     )
     assert explain_start_failure("", -9, {}) == (
-        "Windows cannot open: a window process ended before it showed anything (killed by SIGKILL)."
+        "Windows cannot open: the renderer host ended before it showed a window (killed by SIGKILL)."
     )
     # A long last line is cut to MAX_QUOTED_CHARS characters.
     assert explain_start_failure("x" * 500, 1, {}).endswith(f'"{"x" * 199}…").')

@@ -1,0 +1,266 @@
+"""The Qt side of the renderer host: one browser profile for every window, pages driven
+from any thread, and render processes that die.
+
+This is the one place that adapts pywebview's Qt backend (``webview/platforms/qt.py``),
+and it does so without forking it:
+
+* **One profile.** pywebview 6.2's ``BrowserView.__init__`` builds a ``QWebEngineProfile``
+  for every window (``QWebEngineProfile()`` in private mode, else one named "pywebview"
+  on one storage path: several such profiles on one path can corrupt it, QTBUG-66068,
+  pywebview issue 1457). ``share_one_profile()`` points the backend module's
+  ``QWebEngineProfile`` name at a function that returns a single off-the-record profile,
+  created on first use, so every window's page lives in it. That profile ignores the
+  ``setUrlRequestInterceptor`` call pywebview makes for each window (each would replace
+  the previous window's, and a closed window's interceptor would stay installed) and has
+  ours instead: a page may load the package's own files and nothing else
+  (``renderer.page.is_page_resource``). ``SharedProfile.label`` names it, and each window
+  reports the label of the profile its page really uses, so a pywebview release that
+  builds its profile differently shows at once (tests compare the labels). The versions
+  this was written against are pinned in ``pyproject.toml``; ``share_one_profile`` refuses
+  a backend module without the two names it relies on.
+* **Pages from any thread.** ``QtPage.run_js`` runs a script through Qt's
+  ``runJavaScript`` with a deadline, and fails at once, with ``PageUnavailable``, while the
+  page has no render process. pywebview's own ``run_js`` waits for ever when the render
+  process dies with a script in flight (measured with pywebview 6.2.1), which would stall
+  a bridge for good.
+* **Render processes that die.** ``QWebEnginePage.renderProcessTerminated`` (the render
+  process crashed, was killed, or ran out of memory) fails every script in flight and
+  calls ``on_render_process_gone``; the window then reloads the page in place
+  (``reload``), in the same profile, and the other windows, each with a render process of
+  its own, do not notice.
+
+Imported only on the Qt backend (Linux), after ``renderer.environment.prepare``.
+
+Must not: hold a secret, or call Qt from a thread other than the GUI thread except
+through ``GuiThreadCall``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication
+from PySide6.QtWebEngineCore import (
+    QWebEnginePage,
+    QWebEngineProfile,
+    QWebEngineUrlRequestInfo,
+    QWebEngineUrlRequestInterceptor,
+)
+
+from ipc.messages import WindowGeometry
+from renderer.bridge import PageUnavailable
+from renderer.page import is_page_resource
+from renderer.qt_capture import GuiThreadCall, grab_png
+
+log = logging.getLogger(__name__)
+
+_labels = itertools.count(1)
+
+
+class PageResourceFilter(QWebEngineUrlRequestInterceptor):
+    """Blocks every request that is not one of the page's own files."""
+
+    def __init__(self, parent: QWebEngineProfile) -> None:
+        super().__init__(parent)
+        self.blocked = 0
+
+    def interceptRequest(self, info: QWebEngineUrlRequestInfo) -> None:
+        url = info.requestUrl().toString()
+        if not is_page_resource(url):
+            self.blocked += 1
+            log.warning("a page asked for %s; refused", url[:200])
+            info.block(True)
+
+
+class SharedProfile(QWebEngineProfile):
+    """The one off-the-record profile of every window in this process."""
+
+    def __init__(self) -> None:
+        app = QCoreApplication.instance()
+        if app is None:
+            raise RuntimeError("the Qt application does not exist yet")
+        super().__init__(app)  # no storage name: off the record, nothing on disk
+        self.label = f"{'off-the-record' if self.isOffTheRecord() else 'on-disk'}:{next(_labels)}"
+        self.resource_filter = PageResourceFilter(self)
+        QWebEngineProfile.setUrlRequestInterceptor(self, self.resource_filter)
+
+    def setUrlRequestInterceptor(self, interceptor: QWebEngineUrlRequestInterceptor | None) -> None:
+        """pywebview's per-window call; the profile keeps its own filter (see the module)."""
+
+
+def profile_label(profile: QWebEngineProfile) -> str:
+    """The label a profile reports: a ``SharedProfile``'s, or one saying it is not shared."""
+    if isinstance(profile, SharedProfile):
+        return profile.label
+    kind = "off-the-record" if profile.isOffTheRecord() else "on-disk"
+    return f"{kind}:unshared-{id(profile):x}"
+
+
+class _ProfileFactory:
+    """Stands in for the ``QWebEngineProfile`` class inside pywebview's Qt backend."""
+
+    def __init__(self) -> None:
+        self._profile: SharedProfile | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, *_args: object) -> SharedProfile:
+        # pywebview calls QWebEngineProfile() (private mode) or QWebEngineProfile(name),
+        # always on the GUI thread; any arguments are ignored: there is one profile.
+        with self._lock:
+            if self._profile is None:
+                self._profile = SharedProfile()
+            return self._profile
+
+    @property
+    def profile(self) -> SharedProfile | None:
+        return self._profile
+
+
+_factory: _ProfileFactory | None = None
+
+
+def share_one_profile() -> None:
+    """Make every pywebview window of this process use one off-the-record profile."""
+    global _factory
+    from webview.platforms import qt as backend
+
+    for name in ("QWebEngineProfile", "BrowserView"):
+        if not hasattr(backend, name):
+            raise RuntimeError(
+                f"pywebview's Qt backend has no {name}: this pywebview release is not one "
+                "the renderer host was adapted to (see renderer/qt_shell.py)"
+            )
+    if _factory is None:
+        _factory = _ProfileFactory()
+        setattr(backend, "QWebEngineProfile", _factory)  # noqa: B010 (a module's global)
+
+
+class QtPage:
+    """One window's ``QWebEnginePage``, usable from any thread; see the module docstring.
+
+    Create it on the GUI thread, once pywebview has built the window (``native``).
+    """
+
+    def __init__(
+        self,
+        browser: Any,
+        gui: GuiThreadCall,
+        on_render_process_gone: Callable[[str], None],
+    ) -> None:
+        self._browser = browser  # pywebview's BrowserView, a QMainWindow
+        self._page: QWebEnginePage = browser.webview.page()
+        self._gui = gui
+        self._on_gone = on_render_process_gone
+        self._lock = threading.Lock()
+        self._pending: set[Future[object]] = set()
+        self._alive = True
+        self._closed = False
+        self.profile_label = profile_label(self._page.profile())
+        self._page.renderProcessTerminated.connect(self._terminated)
+
+    # ---- scripts ------------------------------------------------------------------------
+
+    def run_js(self, script: str, timeout: float) -> object:
+        """Run ``script`` in the page; its value, once it has run (see the module doc)."""
+        future: Future[object] = Future()
+        with self._lock:
+            if self._closed:
+                raise PageUnavailable("the window is closed")
+            if not self._alive:
+                raise PageUnavailable("the page's render process has ended")
+            self._pending.add(future)
+
+        def settle(result: object) -> None:
+            with self._lock:
+                if not future.done():
+                    future.set_result(result)
+
+        def start() -> None:
+            if future.done():
+                return
+            try:
+                self._page.runJavaScript(script, 0, settle)
+            except RuntimeError as exc:  # the page object is already deleted
+                with self._lock:
+                    if not future.done():
+                        future.set_exception(PageUnavailable(str(exc)))
+
+        try:
+            self._gui.post(start)
+            return future.result(timeout)
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for future in pending:
+            with self._lock:
+                if not future.done():
+                    future.set_exception(PageUnavailable(reason))
+
+    # ---- render processes -----------------------------------------------------------------
+
+    def _terminated(self, status: QWebEnginePage.RenderProcessTerminationStatus, code: int) -> None:
+        # On the GUI thread, as Qt emits it.
+        reason = f"the page's render process ended ({status.name}, exit code {code})"
+        if status == QWebEnginePage.RenderProcessTerminationStatus.NormalTerminationStatus:
+            # The page is being deleted (its window closed): nothing to bring back.
+            log.info("%s", reason)
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._alive = False
+        self._fail_pending(reason)
+        self._on_gone(reason)
+
+    def reload(self) -> None:
+        """Load the page again in place, with a new render process (from any thread)."""
+
+        def reload_now() -> None:
+            with self._lock:
+                if self._closed:
+                    return
+                self._alive = True
+            self._page.triggerAction(QWebEnginePage.WebAction.Reload)
+
+        self._gui.post(reload_now)
+
+    def render_process_pid(self, timeout: float) -> int | None:
+        with self._lock:
+            if self._closed or not self._alive:
+                return None
+        pid = self._gui.call(self._page.renderProcessPid, timeout)
+        return int(pid) if pid else None
+
+    # ---- the window around it -------------------------------------------------------------
+
+    def geometry(self, timeout: float) -> WindowGeometry:
+        def read() -> WindowGeometry:
+            # The position with the window manager's frame (what move() takes) and the
+            # size without it (what resize() takes), so a window reopened here lands
+            # where it was.
+            browser = self._browser
+            return WindowGeometry(
+                x=browser.x(), y=browser.y(), width=browser.width(), height=browser.height()
+            )
+
+        return self._gui.call(read, timeout)
+
+    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]:
+        browser = self._browser
+        return self._gui.call(lambda: grab_png(browser, path), timeout)
+
+    def close(self) -> None:
+        """The window is closing: fail what is in flight, refuse what comes."""
+        with self._lock:
+            self._closed = True
+        self._fail_pending("the window is closed")
