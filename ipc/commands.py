@@ -12,6 +12,9 @@ dropped. Bodies are msgpack ``Command``/``Reply`` messages (``ipc/messages.py``)
 
 What the server does with what a peer sends (nothing can raise out of its loop):
 
+* a frame over ``MAX_COMMAND_BYTES``: libzmq disconnects the peer before reading it (see
+  ``endpoints.limit_inbound``); at most ``COMMAND_RECEIVE_HWM`` requests are queued per
+  peer, so one that floods holds a bounded amount of memory;
 * fewer than two frames, or a request id that is empty or over 64 bytes: there is
   nothing to address a reply to, so it is dropped and counted (``dropped``);
 * more than two frames, or a body that is not a valid ``Command`` (bad msgpack, unknown
@@ -22,6 +25,11 @@ What the server does with what a peer sends (nothing can raise out of its loop):
 * anything else goes to the handler in its own task (a slow ``Login`` does not hold up
   other requests); a handler that raises gets ``Failed(code="internal")`` and the loop
   goes on; more than ``max_in_flight`` handler tasks at once gets ``Failed("busy")``.
+
+A reply over ``MAX_PUBLISHED_BYTES`` (the most a viewer's socket takes) is replaced by
+``Failed(code="too_large")``: sent as it is, it would get the viewer disconnected. A
+client does not send a request over ``MAX_COMMAND_BYTES`` (the server would disconnect
+it, and the request would only time out): it answers ``Failed(code="too_large")`` itself.
 
 Why a ROUTER answering from tasks is safe: every send happens on the loop's thread, and
 a ROUTER never blocks a send (a reply to a peer that has gone is silently dropped).
@@ -45,7 +53,13 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from ipc.endpoints import CurveKeys
+from ipc.endpoints import (
+    COMMAND_RECEIVE_HWM,
+    MAX_COMMAND_BYTES,
+    MAX_PUBLISHED_BYTES,
+    CurveKeys,
+    limit_inbound,
+)
 from ipc.messages import (
     COMMAND_DECODER,
     DECODE_ERRORS,
@@ -87,6 +101,7 @@ class CommandServerCounters:
     handler_errors: int = 0
     busy: int = 0
     send_failures: int = 0
+    too_large: int = 0
 
 
 class CommandServer:
@@ -117,6 +132,8 @@ class CommandServer:
     async def start(self) -> Self:
         socket = self._context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
+        limit_inbound(socket, MAX_COMMAND_BYTES)
+        socket.setsockopt(zmq.RCVHWM, COMMAND_RECEIVE_HWM)
         if self._curve is not None:
             self._curve.configure_server(socket)
         try:
@@ -238,9 +255,19 @@ class CommandServer:
     def _reply(self, identity: bytes, request_id: bytes, reply: Reply) -> None:
         if self._socket is None:
             return
+        body = encode(reply)
+        if len(body) > MAX_PUBLISHED_BYTES:
+            self.counters.too_large += 1
+            logger.warning(
+                "ipc command server: a %s reply of %d bytes is over the %d-byte limit",
+                type(reply).__name__,
+                len(body),
+                MAX_PUBLISHED_BYTES,
+            )
+            body = encode(too_large("reply", len(body), MAX_PUBLISHED_BYTES))
         sent = cast(
             "asyncio.Future[object]",
-            self._socket.send_multipart((identity, request_id, encode(reply)), flags=zmq.DONTWAIT),
+            self._socket.send_multipart((identity, request_id, body), flags=zmq.DONTWAIT),
         )
         if sent.done() and sent.exception() is not None:
             self.counters.send_failures += 1
@@ -253,6 +280,20 @@ class CommandServer:
 
 def _describe(command: Command) -> str:
     return type(command).__name__
+
+
+def too_large(what: str, size: int, limit: int) -> Failed:
+    """The reply for a request or reply too large for the ipc sockets."""
+    return Failed(
+        code="too_large",
+        message=f"The {what} of {size:,} bytes is over the ipc limit of {limit:,} bytes",
+    )
+
+
+def _oversize_request(command: Command, body: bytes) -> Failed | None:
+    if len(body) <= MAX_COMMAND_BYTES:
+        return None
+    return too_large(f"{_describe(command)} request", len(body), MAX_COMMAND_BYTES)
 
 
 class CommandClient:
@@ -272,6 +313,7 @@ class CommandClient:
         self._context = context or zmq.asyncio.Context.instance()
         self._socket: zmq.asyncio.Socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        limit_inbound(self._socket, MAX_PUBLISHED_BYTES)
         if curve is not None:
             curve.configure_client(self._socket)
         self._socket.connect(endpoint)
@@ -283,6 +325,10 @@ class CommandClient:
 
     async def request(self, command: Command, *, timeout: float = 5.0) -> Reply:
         """Send ``command``; return its reply or raise ``CommandTimeoutError``."""
+        body = encode(command)
+        refused = _oversize_request(command, body)
+        if refused is not None:
+            return refused
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_replies(), name="ipc-command-client")
         request_id = next(self._ids).to_bytes(8, "big")
@@ -290,7 +336,7 @@ class CommandClient:
         self._pending[request_id] = future
         try:
             async with asyncio.timeout(timeout):
-                await self._socket.send_multipart((request_id, encode(command)))
+                await self._socket.send_multipart((request_id, body))
                 return await future
         except TimeoutError:
             raise CommandTimeoutError(
@@ -356,6 +402,7 @@ class SyncCommandClient:
         self._context: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        limit_inbound(self._socket, MAX_PUBLISHED_BYTES)
         if curve is not None:
             curve.configure_client(self._socket)
         self._socket.connect(endpoint)
@@ -364,11 +411,15 @@ class SyncCommandClient:
 
     def request(self, command: Command, *, timeout: float = 5.0) -> Reply:
         """Send ``command``; return its reply or raise ``CommandTimeoutError``."""
+        body = encode(command)
+        refused = _oversize_request(command, body)
+        if refused is not None:
+            return refused
         request_id = next(self._ids).to_bytes(8, "big")
         deadline = time.monotonic() + timeout
         try:
             # DEALER queues while connecting; DONTWAIT only fails if that queue is full.
-            self._socket.send_multipart((request_id, encode(command)), flags=zmq.DONTWAIT)
+            self._socket.send_multipart((request_id, body), flags=zmq.DONTWAIT)
         except zmq.Again:
             raise CommandTimeoutError(
                 f"Cannot queue {_describe(command)} for {self.endpoint}"

@@ -1,14 +1,20 @@
-"""Where one running instance's IPC sockets live, and who may connect to them.
+"""Where one running instance's IPC sockets live, who may connect to them, and how much a
+peer may send.
 
 Owns: the private runtime directory of an instance (keyed by its data directory, so two
 data directories never share sockets and every process of one instance agrees), the
 endpoint addresses inside it, the ``endpoints.json`` file a bound main process leaves
-there for its viewers, and the CURVE keys used where ``ipc://`` does not exist.
+there for its viewers, the CURVE keys used where ``ipc://`` does not exist, and the size
+limits of every socket that receives from a peer (``limit_inbound``).
 
 * Linux/macOS: ``ipc://<runtime dir>/pub.sock`` and ``cmd.sock``. The directory is mode
-  0700 and owned by us (checked, not assumed: it may be under a shared temp directory),
-  and the socket files are made 0600 after bind, so other users can neither connect nor
-  even see the sockets.
+  0700 and owned by us, and so is the chain above it checked (``verify_private_chain``):
+  every directory up to ``/`` belongs to root or to us and no one else can write it
+  (unless it is sticky, like ``/tmp``, where others cannot rename what is ours). So no
+  other user can move the directory aside and put theirs in its place, not even under a
+  shared temp directory: a viewer would otherwise send a password to their socket. The
+  socket files are made 0600 after bind, so other users can neither connect nor even see
+  the sockets.
 * Windows (pyzmq's wheels have no ``ipc://``): loopback TCP on ports the OS picks, with
   CURVE encryption; the server key pair and the one client key pair allowed in (a ZAP
   allow-list, see ``ipc/host.py``) are files in the runtime directory, which lives under
@@ -16,9 +22,15 @@ there for its viewers, and the CURVE keys used where ``ipc://`` does not exist.
   which is how it is tested.
 
 Unix socket paths are limited (``sun_path``: 108 bytes on Linux, 104 on macOS). When the
-platform runtime directory would make the path too long, the instance uses a short
-private directory under the temp directory instead; if even that is too long the error
-says so in one sentence.
+platform runtime directory would make the path too long, or is not safe, the instance uses
+a short private directory under the temp directory instead; if that one is not usable
+either, the error says why in one sentence.
+
+Size limits (``ZMQ_MAXMSGSIZE``, per frame): libzmq reads a frame's length before its
+bytes and disconnects a peer whose frame is over the socket's limit, without allocating
+it. What the main process receives is small (commands, subscriptions); what viewers
+receive is larger (recent log lines, snapshots), and the main process never sends a frame
+over that limit (``publisher``, ``commands``).
 
 Must not: bind or connect sockets (the publisher/commands modules do), or hold the
 single-instance lock (``ipc/instance.py`` does).
@@ -51,6 +63,21 @@ CURVE_CLIENTS_DIR: Final = "clients"
 # macOS's sun_path is 104 bytes including the terminating NUL; Linux's is 108. Use the
 # smaller everywhere so a path that works on one works on the other.
 MAX_SOCKET_PATH: Final = 103
+
+MIB: Final = 1024 * 1024
+MAX_COMMAND_BYTES: Final = 1 * MIB
+"""The largest frame the command server takes from a viewer (a command: a few KiB at most,
+a window's report with its last line of 4,096 characters included)."""
+MAX_SUBSCRIPTION_BYTES: Final = 4096
+"""The largest frame the publisher takes from a subscriber: a subscription is one byte and
+a topic prefix such as ``window.``, but the limit also applies to the handshake's
+commands, and CURVE's (on TCP) are a few hundred bytes."""
+MAX_PUBLISHED_BYTES: Final = 32 * MIB
+"""The largest frame a viewer takes from the main process (a published message or a
+reply); the main process never sends a larger one."""
+COMMAND_RECEIVE_HWM: Final = 64
+"""Requests queued per viewer before libzmq stops reading from it: with
+``MAX_COMMAND_BYTES``, at most 64 MiB held for one viewer that floods."""
 
 Transport: TypeAlias = Literal["ipc", "tcp"]
 
@@ -104,6 +131,12 @@ def runtime_dir_candidates(
     return candidates
 
 
+def limit_inbound(socket: zmq.Socket[Any], max_bytes: int) -> None:
+    """Make ``socket`` disconnect a peer that sends a frame over ``max_bytes`` (set before
+    bind or connect: libzmq applies it to connections made afterwards)."""
+    socket.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+
+
 def _socket_paths_fit(directory: Path) -> bool:
     longest = max(
         len(os.fsencode(directory / name)) for name in (PUBLISHER_SOCKET, COMMANDS_SOCKET)
@@ -130,7 +163,48 @@ def make_private_dir(path: Path) -> Path:
         raise EndpointError(f"{path} belongs to another user; refusing to put sockets there.")
     if sys.platform != "win32" and stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)
+    verify_private_chain(path)
     return path
+
+
+def verify_private_chain(path: Path) -> None:
+    """Raise ``EndpointError`` (one sentence) unless no other user can replace ``path``:
+    it is ours, and every directory above it (symbolic links resolved) belongs to root or
+    to us and is writable by no one else, or is sticky (``/tmp``: others cannot rename or
+    remove what is not theirs). No check where there are no uids (Windows: the runtime
+    directory is in the user's own profile)."""
+    if not hasattr(os, "getuid"):
+        return
+    uid = os.getuid()
+    real = Path(os.path.realpath(path))
+    for directory in (real, *real.parents):
+        try:
+            info = os.lstat(directory)
+        except OSError as error:
+            raise EndpointError(
+                f"{directory} cannot be checked ({error.strerror or error}), so {path} "
+                "may not be private; refusing to use it for sockets."
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            # realpath resolved every link: one here was put in place since.
+            raise EndpointError(
+                f"{directory} changed while {path} was being checked; refusing to use it "
+                "for sockets."
+            )
+        owners = (uid,) if directory == real else (0, uid)
+        if info.st_uid not in owners:
+            raise EndpointError(
+                f"{directory} belongs to another user (uid {info.st_uid}), who could replace "
+                f"{path}; refusing to use it for sockets."
+            )
+        # Sticky excuses a parent (others cannot rename our entry in it), not the
+        # directory itself (they could add files to it).
+        sticky = directory != real and info.st_mode & stat.S_ISVTX
+        if info.st_mode & 0o022 and not sticky:
+            raise EndpointError(
+                f"{directory} can be written by other users and is not sticky, so they "
+                f"could replace {path}; refusing to use it for sockets."
+            )
 
 
 def prepare_runtime_dir(data_dir: str | os.PathLike[str], base: Path | None = None) -> Path:
@@ -143,7 +217,7 @@ def prepare_runtime_dir(data_dir: str | os.PathLike[str], base: Path | None = No
         try:
             return make_private_dir(candidate)
         except (OSError, EndpointError) as error:
-            problems.append(str(error))
+            problems.append(str(error).rstrip("."))
     raise EndpointError("No usable private runtime directory: " + "; ".join(problems) + ".")
 
 
@@ -284,7 +358,17 @@ class Endpoints:
     @classmethod
     def discover(cls, data_dir: str | os.PathLike[str], *, base: Path | None = None) -> Endpoints:
         """The endpoints a running main process saved for ``data_dir`` (viewer side)."""
+        unsafe: list[str] = []
         for runtime_dir in runtime_dir_candidates(data_dir, base):
+            if not (runtime_dir / ENDPOINTS_FILE).exists():
+                continue
+            # Someone who could replace the directory could point us at their sockets
+            # (and be sent a password): a main process would not have bound there either.
+            try:
+                verify_private_chain(runtime_dir)
+            except EndpointError as error:
+                unsafe.append(str(error))
+                continue
             try:
                 raw = (runtime_dir / ENDPOINTS_FILE).read_text(encoding="utf-8")
             except FileNotFoundError:
@@ -309,6 +393,8 @@ class Endpoints:
             raise EndpointError(
                 f"{runtime_dir / ENDPOINTS_FILE} names unknown transport {transport!r}."
             )
+        if unsafe:
+            raise EndpointError(unsafe[0])
         raise NotRunningError(
             f"No log-monitor main process is running for data directory {data_dir}."
         )

@@ -22,6 +22,14 @@ option change elsewhere could only ever make a send fail with EAGAIN, which is c
 never waited on. Dropped messages show up at the subscriber as a sequence gap, which it
 repairs with a snapshot.
 
+Why no message is over ``endpoints.MAX_PUBLISHED_BYTES``: that is the most a viewer's
+socket takes (its libzmq drops the connection of a publisher that sends a larger frame and
+does not reconnect after that protocol error, so every viewer would go deaf). A ``LogLines`` over it has its long lines cut
+to ``MAX_LOG_LINE_CHARS`` (windows show 4,096) and, if still too large, keeps its newest
+lines; any other message over it is not published (logged and counted: a server event
+of that size, say). Subscription messages from peers are at most
+``endpoints.MAX_SUBSCRIPTION_BYTES`` (a larger one disconnects the peer).
+
 Every ``heartbeat_interval`` a ``Heartbeat`` carries each topic's latest number, so a
 subscriber whose queue overflowed (losing the newest messages, with nothing after them
 to reveal a gap) finds out and resyncs; its silence also means the main process is gone.
@@ -42,16 +50,18 @@ import logging
 import secrets
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self, cast
+from typing import Final, Self, cast
 
 import zmq
 import zmq.asyncio
 
-from ipc.endpoints import CurveKeys
+from ipc.endpoints import MAX_PUBLISHED_BYTES, MAX_SUBSCRIPTION_BYTES, CurveKeys, limit_inbound
 from ipc.messages import (
     PUBLISHED_TYPES,
     TOPIC_HEARTBEAT,
     Heartbeat,
+    LogLine,
+    LogLines,
     Published,
     SnapshotEntry,
     SnapshotReply,
@@ -66,6 +76,11 @@ logger = logging.getLogger(__name__)
 _SUBSCRIBE = 1
 _UNSUBSCRIBE = 0
 
+MAX_LOG_LINE_CHARS: Final = 8192
+"""A recent line is cut to this many characters when its ``LogLines`` would be too large."""
+# What a LogLine costs in msgpack besides its two strings (map, keys, string headers).
+_LOG_LINE_OVERHEAD = 32
+
 
 @dataclass(slots=True)
 class PublisherCounters:
@@ -79,6 +94,8 @@ class PublisherCounters:
     unsubscriptions: int = 0
     cache_resends: int = 0
     malformed_control: int = 0
+    # Messages over the size limit that could not be made to fit, so were not published.
+    too_large: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +103,31 @@ class _Cached:
     seq: int
     message: Published
     frames: tuple[bytes, bytes, bytes]
+
+
+def fit_log_lines(message: Published, limit: int) -> tuple[LogLines, bytes] | None:
+    """``message`` made to encode in at most ``limit`` bytes, with its encoding, if it is
+    a ``LogLines``: long lines cut to ``MAX_LOG_LINE_CHARS`` (with "…"), then the newest
+    lines that fit. None for any other message."""
+    if not isinstance(message, LogLines):
+        return None
+    budget = limit - 1024
+    kept: list[LogLine] = []
+    for line in reversed(message.lines):
+        if len(line.text) > MAX_LOG_LINE_CHARS:
+            line = LogLine(path=line.path, text=line.text[:MAX_LOG_LINE_CHARS] + "…")
+        cost = (
+            len(line.text.encode("utf-8", "surrogatepass"))
+            + len(line.path.encode("utf-8", "surrogatepass"))
+            + _LOG_LINE_OVERHEAD
+        )
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append(line)
+    fitted = LogLines(lines=tuple(reversed(kept)))
+    body = encode(fitted)
+    return (fitted, body) if len(body) <= limit else None
 
 
 class StatusPublisher:
@@ -104,8 +146,10 @@ class StatusPublisher:
         curve: CurveKeys | None = None,
         send_hwm: int = 1000,
         heartbeat_interval: float | None = 1.0,
+        max_message_bytes: int = MAX_PUBLISHED_BYTES,
     ) -> None:
         self._bind_address = endpoint
+        self._max_message_bytes = max_message_bytes
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat: asyncio.Task[None] | None = None
         self._context = context or zmq.asyncio.Context.instance()
@@ -125,6 +169,7 @@ class StatusPublisher:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, self._send_hwm)
         socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        limit_inbound(socket, MAX_SUBSCRIPTION_BYTES)
         if self._curve is not None:
             self._curve.configure_server(socket)
         try:
@@ -166,7 +211,8 @@ class StatusPublisher:
     # ------------------------------------------------------------------- publishing
 
     def publish(self, message: Published) -> int:
-        """Send ``message`` to every subscriber of its topic; return its sequence number.
+        """Send ``message`` to every subscriber of its topic; return its sequence number
+        (0: it was too large to publish, see the module docstring).
 
         The message of a state topic becomes that topic's cached value first, so even a
         message nobody could receive right now reaches the next subscriber.
@@ -175,9 +221,23 @@ class StatusPublisher:
             # A command (a Login above all) must never be broadcast.
             raise TypeError(f"{type(message).__name__} is not a published message type")
         topic = topic_for(message)
+        body = encode(message)
+        if len(body) > self._max_message_bytes:
+            fitted = fit_log_lines(message, self._max_message_bytes)
+            if fitted is None:
+                self.counters.too_large += 1
+                logger.warning(
+                    "ipc publisher: a %s message of %d bytes is over the %d-byte limit; "
+                    "not published",
+                    type(message).__name__,
+                    len(body),
+                    self._max_message_bytes,
+                )
+                return 0
+            message, body = fitted
         seq = self._seq.get(topic, 0) + 1
         self._seq[topic] = seq
-        frames = (topic, pack_sequence(self.epoch, seq), encode(message))
+        frames = (topic, pack_sequence(self.epoch, seq), body)
         if is_state_topic(topic):
             if getattr(message, "closed", False):
                 # A closed window's last word is sent, not remembered.

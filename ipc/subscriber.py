@@ -16,6 +16,11 @@ Two drivers share that logic (``_SubscriberCore``):
   its own DEALER (the snapshot reply) and a wake-up socket pair (``stop()``) together,
   so stopping is immediate and needs no timeout polling.
 
+Every socket here takes frames of at most ``endpoints.MAX_PUBLISHED_BYTES``: libzmq drops
+the connection of a peer that sends a larger one, without reading it, and does not
+reconnect after that protocol error (the viewer then hears no heartbeat and treats the main
+process as gone). The main process never sends a larger one.
+
 Must not: decide what a viewer shows, or send any command but ``Snapshot``.
 """
 
@@ -37,7 +42,7 @@ import zmq
 import zmq.asyncio
 
 from ipc.commands import CommandClient
-from ipc.endpoints import CurveKeys
+from ipc.endpoints import MAX_PUBLISHED_BYTES, CurveKeys, limit_inbound
 from ipc.messages import (
     ALL_TOPICS,
     DECODE_ERRORS,
@@ -161,6 +166,7 @@ def _make_sub_socket(
 ) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.RCVHWM, receive_hwm)
+    limit_inbound(socket, MAX_PUBLISHED_BYTES)
     if curve is not None:
         curve.configure_client(socket)
     for topic in _socket_topics(topics):
@@ -378,6 +384,7 @@ class SubscriberThread:
                 dealer = context.socket(zmq.DEALER)
                 sockets.append(dealer)
                 dealer.setsockopt(zmq.LINGER, 0)
+                limit_inbound(dealer, MAX_PUBLISHED_BYTES)
                 if self._curve is not None:
                     self._curve.configure_client(dealer)
                 dealer.connect(self._commands_endpoint)
