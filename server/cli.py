@@ -5,6 +5,7 @@ Subcommands (``serve`` is the default when none is given):
 - ``serve``: run the server (loopback unless ``--host`` says otherwise);
 - ``add-user NAME``: create a user, password from a prompt or ``--password-stdin``;
 - ``revoke NAME``: revoke every session of a user (their refresh tokens stop working);
+- ``delete-user NAME``: delete a user and end their sessions; their tokens stop working;
 - ``dump``: print stored chunk text in ``seq`` order, byte for byte, or as JSON lines.
 
 Every failure a person can cause ends in one sentence on stderr and exit status 1 or 2;
@@ -32,7 +33,8 @@ from server.passwords import hash_password
 from server.storage import Database, StorageError
 
 PROG = "log-monitor-server"
-SUBCOMMANDS = ("serve", "add-user", "revoke", "dump")
+SUBCOMMANDS = ("serve", "add-user", "revoke", "delete-user", "dump")
+MAX_USER_NAME_CHARS = 64
 
 
 def default_data_dir() -> Path:
@@ -126,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_data_dir(revoke)
     revoke.add_argument("name")
 
+    delete_user = sub.add_parser(
+        "delete-user", help="delete a user; their sessions and tokens stop working at once"
+    )
+    with_data_dir(delete_user)
+    delete_user.add_argument("name")
+
     dump = sub.add_parser("dump", help="print stored chunks in seq order")
     with_data_dir(dump)
     dump.add_argument("--client-id", default=None, help="only this client (default: every client)")
@@ -154,8 +162,8 @@ def _read_password(from_stdin: bool) -> str:
 
 def _add_user(args: argparse.Namespace, data_dir: Path) -> int:
     name = args.name.strip()
-    if not name or len(name) > 200:
-        raise UsageError("a user name must be 1 to 200 characters.")
+    if not name or len(name) > MAX_USER_NAME_CHARS or not name.isprintable():
+        raise UsageError(f"a user name must be 1 to {MAX_USER_NAME_CHARS} printable characters.")
     password_hash = hash_password(_read_password(args.password_stdin))
     db = Database(data_dir)
     try:
@@ -181,6 +189,21 @@ def _revoke(args: argparse.Namespace, data_dir: Path) -> int:
     finally:
         db.close()
     print(f"revoked {count} session(s) of {user.username}")
+    return 0
+
+
+def _delete_user(args: argparse.Namespace, data_dir: Path) -> int:
+    # A running server reads the same database at every handshake, refresh and chunk of a
+    # user's connection, so this takes effect there at once, as ``revoke`` does.
+    db = Database(data_dir)
+    try:
+        deleted = db.delete_user(args.name)
+    finally:
+        db.close()
+    if deleted is None:
+        raise UsageError(f"no user named {args.name!r}.")
+    user, ended = deleted
+    print(f"deleted user {user.username}; ended {ended} session(s)")
     return 0
 
 
@@ -258,7 +281,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments.insert(0, "serve")
     args = build_parser().parse_args(arguments)
     data_dir: Path = args.data_dir or default_data_dir()
-    commands = {"serve": _serve, "add-user": _add_user, "revoke": _revoke, "dump": _dump}
+    commands = {
+        "serve": _serve,
+        "add-user": _add_user,
+        "revoke": _revoke,
+        "delete-user": _delete_user,
+        "dump": _dump,
+    }
     try:
         return commands[args.command](args, data_dir)
     except (UsageError, StorageError) as exc:

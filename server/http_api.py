@@ -7,10 +7,10 @@ before they are read whole. No token or password is ever logged.
 
 | request | answer |
 |---|---|
-| ``POST /api/auth/login`` | 200 tokens and user / 401 / 429 after repeated failures |
+| ``POST /api/auth/login`` | 200 tokens and user / 401 / 409 (a clientId not the user's) / 429 / 503 |
 | ``POST /api/auth/refresh`` | 200 the next pair (the presented token is spent) / 401 |
-| ``POST /api/auth/register-guest`` | 200 ``{"guestToken"}`` |
-| ``POST /api/auth/logout`` | 204 (the session is revoked) |
+| ``POST /api/auth/register-guest`` | 200 ``{"guestToken"}`` / 409 (the clientId is claimed) |
+| ``POST /api/auth/logout`` | 204 (the session is revoked) / 200 ``{"guestToken"}`` (see auth) |
 | ``GET /api/health`` | 200 ``{"ok": true}`` |
 | ``GET /api/stats`` | 200 counters of the socket front end |
 """
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from server.auth import AuthFailure, AuthService, TokenPair
+from server.auth import MAX_CLIENT_ID_CHARS, AuthFailure, AuthService, TokenPair
 
 log = logging.getLogger("log_monitor_server.http")
 
@@ -35,11 +35,22 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+# Bounds on what a request may carry: an e-mail address is at most 254 characters, and
+# nobody types a 1,024-character password; anything longer is not a login, it is load.
+Identifier = Annotated[str, msgspec.Meta(max_length=320)]
+Password = Annotated[str, msgspec.Meta(max_length=1024)]
+ClientId = Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_ID_CHARS)]
+Token = Annotated[str, msgspec.Meta(max_length=8192)]
+
+
 class LoginRequest(msgspec.Struct, frozen=True):
-    identifier: str
-    password: str
+    identifier: Identifier
+    password: Password
     hostname: str = ""
-    clientId: str = ""  # the wire's own spelling
+    clientId: ClientId = ""  # the wire's own spelling
+    # Extension: the installation's credentials, shown to take a clientId it owns.
+    guestToken: Token | None = None
+    refreshToken: Token | None = None
 
 
 class RefreshRequest(msgspec.Struct, frozen=True):
@@ -48,10 +59,11 @@ class RefreshRequest(msgspec.Struct, frozen=True):
 
 class LogoutRequest(msgspec.Struct, frozen=True):
     refreshToken: str
+    clientId: ClientId | None = None  # extension: hand this id back to a guest
 
 
 class RegisterGuestRequest(msgspec.Struct, frozen=True):
-    clientId: str
+    clientId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_ID_CHARS)]
     hostname: str = ""
 
 
@@ -120,7 +132,13 @@ class HttpApi:
         return result
 
     async def _login(self, request: LoginRequest) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        outcome = await self._auth.login(request.identifier, request.password)
+        outcome = await self._auth.login(
+            request.identifier,
+            request.password,
+            request.clientId,
+            guest_token=request.guestToken,
+            refresh_token=request.refreshToken,
+        )
         if isinstance(outcome, AuthFailure):
             log.info("login refused for a user (%s)", outcome.code)
             headers = []
@@ -141,11 +159,15 @@ class HttpApi:
         self, request: RegisterGuestRequest
     ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         token = await self._auth.register_guest(request.clientId, request.hostname)
+        if token is None:
+            return 409, {"error": "client_id_taken"}, []
         return 200, {"guestToken": token}, []
 
     async def _logout(self, request: LogoutRequest) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        await self._auth.logout(request.refreshToken)
-        return 204, None, []
+        guest_token = await self._auth.logout(request.refreshToken, request.clientId)
+        if guest_token is None:
+            return 204, None, []
+        return 200, {"guestToken": guest_token}, []
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope.get("headers", []):

@@ -4,12 +4,19 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
 
 1. The handshake is always accepted at the transport level (``always_connect``) and then
    judged by :meth:`AuthService.handshake`: the client is told ``authenticated``,
-   ``guestToken`` or ``retry_auth``. An unauthenticated connection may stay open (the
-   client closes it), but every chunk it submits is answered ``unauthenticated``.
+   ``guestToken`` or ``retry_auth`` (including the installation-binding reasons
+   ``client_mismatch`` and ``client_id_taken``). An unauthenticated connection may stay
+   open (the client closes it), but every chunk it submits is answered
+   ``unauthenticated``.
 2. ``submit_log_chunk`` is validated with msgspec, checked against the handshake's
-   ``clientId`` and the size limit, committed, and only then acknowledged.
+   ``clientId`` (its ``chunkId`` must start with ``"<clientId>:"``, so no connection can
+   name another installation's chunks) and the size limit, committed, and only then
+   acknowledged.
 3. When a user's access token expires while connected, the server says ``retry_auth``
-   at that instant and stops accepting chunks on the connection.
+   at that instant and stops accepting chunks on the connection; so it does at the first
+   chunk after the user's session was revoked or the user deleted.
+4. ``ping`` is validated with msgspec too: ``pong`` carries the ping's timestamp only when
+   it is a finite number in range (JSON has no NaN or Infinity), else the server's clock.
 
 Order: python-socketio would run each event handler as its own task, so two chunks of
 one connection could commit out of order. The server is built with
@@ -17,7 +24,9 @@ one connection could commit out of order. The server is built with
 that connection's reader, while other connections go on independently.
 
 Nothing a client sends can raise out of a handler: every handler catches, answers with an
-error ack where there is an ack to send, counts, and logs one line.
+error ack where there is an ack to send, counts, and logs one line. A packet python-socketio
+cannot even decode (a 301-digit number, 100,000 nested arrays, an unknown packet type) is
+dropped with one line and a count too, instead of a traceback from the library.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -32,8 +42,15 @@ from urllib.parse import parse_qs
 import msgspec
 import socketio
 
-from server.auth import AuthService, GuestIdentity, IssueGuestToken, RetryAuth, UserIdentity
-from server.storage import IncomingChunk, ServerStore
+from server.auth import (
+    AuthService,
+    GuestIdentity,
+    IssueGuestToken,
+    RetryAuth,
+    UserIdentity,
+    valid_client_id,
+)
+from server.storage import IncomingChunk, ServerStore, StoreOutcome
 
 log = logging.getLogger("log_monitor_server.socket")
 
@@ -57,6 +74,19 @@ class SubmitLogChunk(msgspec.Struct, frozen=True):
     sentAt: Int64 | None = None
 
 
+# Epoch milliseconds, with room either side; JSON numbers beyond 2**53 lose precision and
+# NaN or Infinity are not JSON at all, so a pong never echoes them.
+_TIMESTAMP_BOUND = 2**53
+Timestamp = (
+    Annotated[int, msgspec.Meta(ge=-_TIMESTAMP_BOUND, le=_TIMESTAMP_BOUND)]
+    | Annotated[float, msgspec.Meta(ge=-_TIMESTAMP_BOUND, le=_TIMESTAMP_BOUND)]
+)
+
+
+class Ping(msgspec.Struct, frozen=True):
+    timestamp: Timestamp | None = None
+
+
 @dataclass
 class ClientConnection:
     client_id: str | None
@@ -64,7 +94,15 @@ class ClientConnection:
     identity: str | None = None
     owner_id: str | None = None
     username: str | None = None
+    session_id: str | None = None
     expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def shown_id(self) -> str:
+        """The client id for a log line: as is when valid, else quoted and cut short."""
+        if self.client_id is not None and valid_client_id(self.client_id):
+            return self.client_id
+        return f"{self.client_id!r:.60}"
 
 
 @dataclass
@@ -79,7 +117,10 @@ class SocketCounters:
     unknown_events: int = 0
     internal_errors: int = 0
     retry_auth_sent: int = 0
+    binding_refusals: int = 0
     guest_tokens_issued: int = 0
+    invalid_pings: int = 0
+    undecodable_packets: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -88,7 +129,10 @@ class SocketCounters:
 
 
 class ClientNamespace:
-    """Registers the ``/client`` handlers on an ``AsyncServer`` and keeps per-sid state."""
+    """Registers the ``/client`` handlers on an ``AsyncServer`` and keeps per-sid state.
+
+    It also wraps the server's Engine.IO message handler (python-socketio's packet
+    decoder), so an undecodable packet costs a count and one log line."""
 
     def __init__(
         self,
@@ -110,6 +154,28 @@ class ClientNamespace:
         sio.on("submit_log_chunk", self._on_submit_log_chunk, namespace=NAMESPACE)
         sio.on("ping", self._on_ping, namespace=NAMESPACE)
         sio.on("*", self._on_unknown_event, namespace=NAMESPACE)
+        decode_and_dispatch = sio.eio.handlers["message"]
+        sio.eio.on("message", self._guard_packets(decode_and_dispatch))
+
+    def _guard_packets(
+        self, decode_and_dispatch: Callable[[str, Any], Awaitable[None]]
+    ) -> Callable[[str, Any], Awaitable[None]]:
+        async def guarded(eio_sid: str, data: Any) -> None:
+            try:
+                await decode_and_dispatch(eio_sid, data)
+            except (ValueError, RecursionError, TypeError) as exc:
+                # What python-socketio raises for a packet it cannot decode: bad JSON, a
+                # number over 100 digits, nesting past the recursion limit, an unknown
+                # packet type, binary where text belongs. The peer's doing, not a bug.
+                self.counters.undecodable_packets += 1
+                log.info(
+                    "undecodable packet from %s dropped (%s: %.120s)",
+                    eio_sid,
+                    type(exc).__name__,
+                    exc,
+                )
+
+        return guarded
 
     async def _on_connect(
         self, sid: str, environ: Any = None, auth: Any = None, *extra: Any
@@ -140,9 +206,10 @@ class ClientNamespace:
             connection.identity = "user"
             connection.owner_id = outcome.user_id
             connection.username = outcome.username
+            connection.session_id = outcome.session_id
             delay = max(0.0, outcome.expires_at - time.time())
             connection.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid)
-            log.info("client %s authenticated as user %s", client_id, outcome.username)
+            log.info("client %s authenticated as user %s", connection.shown_id, outcome.username)
             await self._sio.emit(
                 "authenticated",
                 {"identity": "user", "userId": outcome.user_id, "username": outcome.username},
@@ -152,7 +219,7 @@ class ClientNamespace:
         elif isinstance(outcome, GuestIdentity):
             connection.identity = "guest"
             connection.owner_id = outcome.guest_id
-            log.info("client %s authenticated as guest", client_id)
+            log.info("client %s authenticated as guest", connection.shown_id)
             await self._sio.emit(
                 "authenticated",
                 {"identity": "guest", "guestId": outcome.guest_id},
@@ -161,28 +228,36 @@ class ClientNamespace:
             )
         elif isinstance(outcome, IssueGuestToken):
             self.counters.guest_tokens_issued += 1
-            log.info("client %s given a guest token", client_id)
+            log.info("client %s given a guest token", connection.shown_id)
             await self._sio.emit(
                 "guestToken", {"token": outcome.token}, to=sid, namespace=NAMESPACE
             )
         elif isinstance(outcome, RetryAuth):
             self.counters.retry_auth_sent += 1
-            log.info("client %s told to retry auth (%s)", client_id, outcome.reason)
+            if outcome.reason in ("client_mismatch", "client_id_taken", "invalid_client_id"):
+                self.counters.binding_refusals += 1
+            log.info("client %s told to retry auth (%s)", connection.shown_id, outcome.reason)
             await self._sio.emit(
                 "retry_auth", {"reason": outcome.reason}, to=sid, namespace=NAMESPACE
             )
         return None
 
-    def _expire(self, sid: str) -> None:
+    def _expire(self, sid: str, reason: str = "token_expired") -> None:
+        """Stop taking chunks as the user on this connection and say ``retry_auth``."""
         connection = self._connections.get(sid)
         if connection is None or connection.identity != "user":
             return
         connection.identity = None
-        connection.expiry = None
+        if connection.expiry is not None:
+            connection.expiry.cancel()
+            connection.expiry = None
         self.counters.retry_auth_sent += 1
-        log.info("access token of client %s expired while connected", connection.client_id)
+        if reason == "token_expired":
+            log.info("access token of client %s expired while connected", connection.shown_id)
+        else:
+            log.info("session of client %s ended while connected (%s)", connection.shown_id, reason)
         task = asyncio.ensure_future(
-            self._sio.emit("retry_auth", {"reason": "token_expired"}, to=sid, namespace=NAMESPACE)
+            self._sio.emit("retry_auth", {"reason": reason}, to=sid, namespace=NAMESPACE)
         )
         task.add_done_callback(_log_task_failure)
 
@@ -219,6 +294,12 @@ class ClientNamespace:
             return self._invalid(str(exc))
         if connection.client_id is None or payload.clientId != connection.client_id:
             return self._invalid("clientId does not match the connection's clientId")
+        if payload.chunkId is not None and not payload.chunkId.startswith(
+            f"{connection.client_id}:"
+        ):
+            # Dedup is on chunkId: a foreign prefix could make another installation's
+            # chunk be answered ``duplicate`` and dropped from its spool.
+            return self._invalid('chunkId must start with "<clientId>:"')
         try:
             size = len(payload.chunk.encode("utf-8"))
             for text in (payload.chunkId, payload.source.path if payload.source else None):
@@ -232,7 +313,7 @@ class ClientNamespace:
                 "error": "too_large",
                 "message": f"chunk is {size} bytes; the limit is {self._max_chunk_bytes}",
             }
-        stored = await self._store.run(
+        outcome = await self._store.run(
             self._store.database.store_chunk,
             IncomingChunk(
                 client_id=payload.clientId,
@@ -245,11 +326,17 @@ class ClientNamespace:
                 identity=connection.identity,
                 owner_id=connection.owner_id,
             ),
+            connection.session_id if connection.identity == "user" else None,
         )
+        if outcome is StoreOutcome.SESSION_ENDED:
+            # Revoked (log-monitor-server revoke) or deleted since the handshake.
+            self._expire(sid, "token_revoked")
+            self.counters.rejected_unauthenticated += 1
+            return {"error": "unauthenticated"}
         ack: dict[str, Any] = {"ok": True}
         if payload.chunkId is not None:
             ack["chunkId"] = payload.chunkId
-        if not stored:
+        if outcome is StoreOutcome.DUPLICATE:
             self.counters.duplicates += 1
             ack["duplicate"] = True
             return ack
@@ -275,10 +362,14 @@ class ClientNamespace:
         return {"error": "invalid", "message": message}
 
     async def _on_ping(self, sid: str, *args: Any) -> None:
-        timestamp: Any = None
-        if args and isinstance(args[0], dict):
-            timestamp = args[0].get("timestamp")
-        if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
+        timestamp: int | float | None = None
+        if args:
+            try:
+                timestamp = msgspec.convert(args[0], type=Ping).timestamp
+            except msgspec.ValidationError as exc:
+                self.counters.invalid_pings += 1
+                log.info("invalid ping from %s answered with the server's clock: %.120s", sid, exc)
+        if timestamp is None:
             timestamp = int(time.time() * 1000)
         await self._sio.emit("pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE)
 

@@ -7,12 +7,19 @@ a time anyway, and a single FIFO thread means chunks are committed in the order 
 socket handlers submitted them. ``synchronous=FULL``: an acknowledgement promises the
 chunk is stored, so the commit must survive a power cut, not only a killed process.
 
+Installation binding (PROTOCOL.md, "Installation binding") is kept in ``client_owners``:
+the guests and users a ``clientId`` belongs to. Each question about it (may this guest
+use that id, may this user, may this login take it) is one method that reads and writes
+in one transaction, so two handshakes racing for the same id cannot both win. Rows from
+before the table existed have no owners: the first successful use binds them.
+
 This module decides nothing about the protocol; it stores and answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import secrets
 import sqlite3
@@ -68,7 +75,18 @@ CREATE TABLE IF NOT EXISTS guests (
     hostname TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS guests_by_client_id ON guests (client_id);
+CREATE TABLE IF NOT EXISTS client_owners (
+    client_id TEXT NOT NULL,
+    owner_kind TEXT NOT NULL CHECK (owner_kind IN ('guest', 'user')),
+    owner_id TEXT NOT NULL,
+    bound_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, owner_kind, owner_id)
+) WITHOUT ROWID;
 """
+
+GUEST = "guest"
+USER = "user"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -118,6 +136,32 @@ class RefreshOutcome:
     UNKNOWN = "unknown"
     REUSED = "reused"
     REVOKED = "revoked"
+
+
+class Admission(enum.Enum):
+    """Whether a handshake's credentials may use the ``clientId`` it names."""
+
+    OK = "ok"
+    MISMATCH = "mismatch"
+    """The id belongs to someone else, or the token to another id."""
+    UNKNOWN_GUEST = "unknown_guest"
+    SESSION_ENDED = "session_ended"
+    """The user's session is revoked, or the user was deleted."""
+
+
+class StoreOutcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    SESSION_ENDED = "session_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshProof:
+    """A refresh token shown at login as proof of a user who owns the ``clientId``."""
+
+    user_id: str
+    session_id: str
+    jti: str
 
 
 def now_ms() -> int:
@@ -173,8 +217,15 @@ class Database:
 
     # chunks
 
-    def store_chunk(self, chunk: IncomingChunk) -> bool:
-        """Commit one chunk; False when its ``chunk_id`` was stored before (a resend)."""
+    def store_chunk(self, chunk: IncomingChunk, session_id: str | None = None) -> StoreOutcome:
+        """Commit one chunk; ``DUPLICATE`` when its ``chunk_id`` was stored before.
+
+        With ``session_id`` (a user's connection) the chunk is stored only while that
+        session is live, so a ``revoke`` or ``delete-user`` stops an open connection at
+        its next chunk rather than when its access token expires.
+        """
+        if session_id is not None and not self.session_is_live(session_id):
+            return StoreOutcome.SESSION_ENDED
         cursor = self._db.execute(
             "INSERT INTO chunks (client_id, chunk_id, seq, text, source_path, source_offset,"
             " sent_at, received_at, identity, owner_id) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -192,7 +243,7 @@ class Database:
                 chunk.owner_id,
             ),
         )
-        return cursor.rowcount == 1
+        return StoreOutcome.STORED if cursor.rowcount == 1 else StoreOutcome.DUPLICATE
 
     def client_ids(self) -> list[str]:
         rows = self._db.execute("SELECT DISTINCT client_id FROM chunks ORDER BY client_id")
@@ -295,21 +346,32 @@ class Database:
         )
         return cursor.rowcount
 
+    def delete_user(self, username: str) -> tuple[User, int] | None:
+        """Delete a user and end every session of theirs; None when there is no such user.
+
+        Their chunks stay (they are data, not credentials), and so do the bindings of
+        their ``clientId``s: an installation bound only to a deleted user is bound to no
+        one who can prove it, so it takes a new id rather than its id going to the next
+        peer who asks.
+        """
+        with self._transaction():
+            user = self.find_user(username)
+            if user is None:
+                return None
+            ended = self.revoke_user_sessions(user.id)
+            self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
+        return user, ended
+
     def session_is_live(self, session_id: str) -> bool:
+        """The session exists, is not revoked, and its user still exists."""
         row = self._db.execute(
-            "SELECT revoked FROM sessions WHERE id = ?", (session_id,)
+            "SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = ? AND s.revoked = 0",
+            (session_id,),
         ).fetchone()
-        return row is not None and row[0] == 0
+        return row is not None
 
     # guests
-
-    def add_guest(self, client_id: str, hostname: str) -> str:
-        guest_id = str(uuid.uuid4())
-        self._db.execute(
-            "INSERT INTO guests (id, client_id, hostname, created_at) VALUES (?,?,?,?)",
-            (guest_id, client_id, hostname, now_ms()),
-        )
-        return guest_id
 
     def guest_exists(self, guest_id: str) -> bool:
         return (
@@ -317,15 +379,170 @@ class Database:
             is not None
         )
 
+    def _insert_guest(self, guest_id: str, client_id: str, hostname: str) -> None:
+        self._db.execute(
+            "INSERT INTO guests (id, client_id, hostname, created_at) VALUES (?,?,?,?)",
+            (guest_id, client_id, hostname, now_ms()),
+        )
+        self._bind(client_id, GUEST, guest_id)
+
+    # installation binding
+
+    def owners(self, client_id: str) -> set[tuple[str, str]]:
+        """``(kind, id)`` of every guest and user ``client_id`` belongs to."""
+        rows = self._db.execute(
+            "SELECT owner_kind, owner_id FROM client_owners WHERE client_id = ?", (client_id,)
+        )
+        return {(kind, owner) for kind, owner in rows}
+
+    def _bind(self, client_id: str, kind: str, owner_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO client_owners (client_id, owner_kind, owner_id, bound_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (client_id, kind, owner_id, now_ms()),
+        )
+
+    def _is_claimed(self, client_id: str) -> bool:
+        """Someone owns ``client_id``, or a guest was issued for it before binding existed."""
+        if self.owners(client_id):
+            return True
+        row = self._db.execute(
+            "SELECT 1 FROM guests WHERE client_id = ? LIMIT 1", (client_id,)
+        ).fetchone()
+        return row is not None
+
+    def _guest_may_use(self, guest_id: str, client_id: str, owners: set[tuple[str, str]]) -> bool:
+        """The guest was issued for ``client_id`` and owns it, or may take it as a guest
+        from before binding existed (no guest owns the id yet: first use binds)."""
+        row = self._db.execute("SELECT client_id FROM guests WHERE id = ?", (guest_id,)).fetchone()
+        if row is None or row[0] != client_id:
+            return False
+        if (GUEST, guest_id) in owners:
+            return True
+        return not any(kind == GUEST for kind, _ in owners)
+
+    def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
+        """A new guest owning ``client_id``, or None when the id is claimed already."""
+        guest_id = str(uuid.uuid4())
+        with self._transaction():
+            if self._is_claimed(client_id):
+                return None
+            self._insert_guest(guest_id, client_id, hostname)
+        return guest_id
+
+    def admit_guest(self, guest_id: str, client_id: str) -> Admission:
+        with self._transaction():
+            if not self.guest_exists(guest_id):
+                return Admission.UNKNOWN_GUEST
+            owners = self.owners(client_id)
+            if not self._guest_may_use(guest_id, client_id, owners):
+                return Admission.MISMATCH
+            self._bind(client_id, GUEST, guest_id)
+        return Admission.OK
+
+    def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
+        """A user's handshake: the session must be live and the id theirs, or free.
+
+        A free id (no owner) is bound to the user: an id first seen with a user token, or
+        one from before binding existed."""
+        with self._transaction():
+            if not self.session_is_live(session_id):
+                return Admission.SESSION_ENDED
+            owners = self.owners(client_id)
+            if (USER, user_id) in owners:
+                return Admission.OK
+            if owners:
+                return Admission.MISMATCH
+            self._bind(client_id, USER, user_id)
+        return Admission.OK
+
+    def bind_at_login(
+        self,
+        user_id: str,
+        client_id: str,
+        guest_proof: str | None,
+        refresh_proof: RefreshProof | None,
+    ) -> bool:
+        """Let the user signing in use ``client_id``; False when it is not theirs to take.
+
+        A claimed id is shared with the user only when the login shows the credentials of
+        one of its owners: the token of a guest that may use it, or a live, unspent
+        refresh token of a user who owns it. The owners keep it: the installation's own
+        guest token goes on working after the user signs out."""
+        with self._transaction():
+            owners = self.owners(client_id)
+            if (USER, user_id) in owners:
+                return True
+            if self._is_claimed(client_id):
+                proven = False
+                if guest_proof is not None and self._guest_may_use(guest_proof, client_id, owners):
+                    self._bind(client_id, GUEST, guest_proof)
+                    proven = True
+                elif (
+                    refresh_proof is not None
+                    and (USER, refresh_proof.user_id) in owners
+                    and self._refresh_is_current(refresh_proof)
+                ):
+                    proven = True
+                if not proven:
+                    return False
+            self._bind(client_id, USER, user_id)
+        return True
+
+    def end_session(
+        self, session_id: str, jti: str, user_id: str, client_id: str | None
+    ) -> str | None:
+        """Logout: revoke the session and take ``client_id`` from the user.
+
+        When the token was the session's current one, the user owned ``client_id`` and no
+        guest owns it (the user signed in before the installation ever connected), a new
+        guest is made its owner and returned, so the installation keeps its id; otherwise
+        None (an installation whose guest owns the id goes on with its own guest token).
+        """
+        with self._transaction():
+            current = self._refresh_is_current(RefreshProof(user_id, session_id, jti))
+            self.revoke_session(session_id)
+            if not current or not client_id:
+                return None
+            owners = self.owners(client_id)
+            if (USER, user_id) not in owners:
+                return None
+            self._db.execute(
+                "DELETE FROM client_owners WHERE client_id = ? AND owner_kind = ? AND owner_id = ?",
+                (client_id, USER, user_id),
+            )
+            if any(kind == GUEST for kind, _ in owners):
+                return None
+            guest_id = str(uuid.uuid4())
+            self._insert_guest(guest_id, client_id, "")
+        return guest_id
+
+    def _refresh_is_current(self, proof: RefreshProof) -> bool:
+        """The refresh token is unspent, in a live session of ``proof.user_id``."""
+        row = self._db.execute(
+            "SELECT 1 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+            " JOIN users u ON u.id = s.user_id"
+            " WHERE r.jti = ? AND r.session_id = ? AND r.used = 0 AND s.revoked = 0"
+            " AND s.user_id = ?",
+            (proof.jti, proof.session_id, proof.user_id),
+        ).fetchone()
+        return row is not None
+
     class _Transaction:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; nested uses join the outer transaction."""
+
         def __init__(self, db: sqlite3.Connection) -> None:
             self._db = db
+            self._outermost = False
 
         def __enter__(self) -> None:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._outermost = not self._db.in_transaction
+            if self._outermost:
+                self._db.execute("BEGIN IMMEDIATE")
 
         def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if self._outermost:
+                self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     def _transaction(self) -> Database._Transaction:
         return Database._Transaction(self._db)

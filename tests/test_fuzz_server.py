@@ -15,10 +15,15 @@ runs in well under a minute on two shared cores:
    budget; uvicorn's HTTP parser is not the target here.
 2. Socket events, sent by a real python-socketio client to a real server process
    (``ServerProcess``, one per module): ``submit_log_chunk`` with random payloads and
-   argument counts, ``ping`` with anything, unknown and reserved event names. Every
-   ``submit_log_chunk`` is answered (guarded by a timeout) with ``{"ok": true, ...}`` or
-   ``{"error": ...}``, never an internal error; the connection stays up; a valid chunk
-   still works afterwards; and ``server dump`` holds exactly the chunks acked ok.
+   argument counts (``chunkId``s of its own and of other installations), ``ping`` with
+   anything, unknown and reserved event names. Every ``submit_log_chunk`` is answered
+   (guarded by a timeout) with ``{"ok": true, ...}`` or ``{"error": ...}``, never an
+   internal error; the connection stays up; a valid chunk still works afterwards; and
+   ``server dump`` holds exactly the chunks acked ok.
+3. Handshakes of peers posing as installations they are not: any token (none, another
+   installation's, garbage, badly signed) with any ``clientId`` (owned by someone, or new),
+   then a chunk under either id. Exactly the owner's credentials get in, and no hostile
+   text reaches another installation's chunks.
 
 Nothing waits by sleeping: every wait is for an answer, with a deadline.
 """
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import jwt
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -81,10 +87,17 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 )
 
 ENDPOINT_FIELDS: dict[str, tuple[str, ...]] = {
-    "/api/auth/login": ("identifier", "password", "hostname", "clientId"),
+    "/api/auth/login": (
+        "identifier",
+        "password",
+        "hostname",
+        "clientId",
+        "guestToken",
+        "refreshToken",
+    ),
     "/api/auth/refresh": ("refreshToken",),
     "/api/auth/register-guest": ("clientId", "hostname"),
-    "/api/auth/logout": ("refreshToken",),
+    "/api/auth/logout": ("refreshToken", "clientId"),
 }
 ENDPOINTS = tuple(ENDPOINT_FIELDS)
 USER, PASSWORD = "alice", "correct horse battery staple"
@@ -194,7 +207,7 @@ def check_answer(method: str, path: str, answer: Answer) -> Any:
     elif method != "POST":
         allowed = {405}
     else:
-        allowed = {200, 204, 400, 401, 413, 429}
+        allowed = {200, 204, 400, 401, 409, 413, 429, 503}
     assert answer.status in allowed, (answer.status, answer.body[:300])
     assert answer.headers[b"content-type"] == b"application/json"
     assert answer.headers[b"content-length"] == str(len(answer.body)).encode()
@@ -311,7 +324,7 @@ def test_http_auth_bodies_never_fail_the_server(tmp_path: Path, server_errors: E
         loop.close()
     # The run reached the interesting answers (each comes dozens of times in a run), not
     # only the 400s, and refreshed with tokens the server had issued.
-    assert {200, 204, 400, 401, 413, 429}.issubset(statuses), statuses
+    assert {200, 204, 400, 401, 409, 413, 429}.issubset(statuses), statuses
     assert refresh_tokens
     assert not server_errors.records
 
@@ -404,8 +417,13 @@ def chunk_payloads(draw: st.DrawFn, client_id: str) -> Any:
         "clientId": st.sampled_from([client_id] * 9 + [str(uuid.uuid4())]),
         "chunk": any_text
         | st.builds(lambda n, c: c * n, st.integers(1300, 4200), st.sampled_from("yé€")),
-        # A small alphabet, so chunk ids repeat and duplicates are exercised.
-        "chunkId": st.text("ab", max_size=4) | any_text | st.none(),
+        # A small alphabet, so chunk ids repeat and duplicates are exercised; now and then
+        # another installation's prefix, or none, which must be refused.
+        "chunkId": st.text("ab", max_size=4).map(lambda t: f"{client_id}:{t}")
+        | st.text("ab", max_size=4).map(lambda t: f"{uuid.uuid4()}:{t}")
+        | st.sampled_from([client_id, f"{client_id}x:1", f":{client_id}:1"])
+        | any_text
+        | st.none(),
         "seq": wire_ints | st.none(),
         "source": st.fixed_dictionaries({"path": any_text, "offset": wire_ints}) | st.none(),
         "sentAt": wire_ints | st.none(),
@@ -440,9 +458,9 @@ def is_valid_chunk(payload: Any, client_id: str, limit: int) -> bool:
         return False
     if not text(payload.get("chunk")) or len(payload["chunk"].encode()) > limit:
         return False
-    for name in ("chunkId",):
-        if payload.get(name) is not None and not text(payload[name]):
-            return False
+    chunk_id = payload.get("chunkId")
+    if chunk_id is not None and not (text(chunk_id) and chunk_id.startswith(f"{client_id}:")):
+        return False
     for name in ("seq", "sentAt"):
         if payload.get(name) is not None and not int64(payload[name]):
             return False
@@ -585,6 +603,85 @@ def test_reserved_event_names_from_a_client_change_nothing(session: SocketSessio
     assert session.stats()["internal_errors"] == before["internal_errors"]
 
 
+# ----------------------------------------------------------------------------- spoofing
+
+
+@dataclass
+class Installation:
+    client_id: str
+    token: str
+
+
+HOSTILE_TEXT = "hostile\n"
+
+
+def test_peers_posing_as_other_installations_are_refused(socket_server: ServerProcess) -> None:
+    loop = Loop()
+
+    async def installation() -> Installation:
+        client = await authenticated_guest(socket_server.url)
+        assert client.token is not None
+        await client.close()
+        return Installation(client.client_id, client.token)
+
+    a, b = loop.run(installation()), loop.run(installation())
+    forged = jwt.encode({"typ": "guest", "sub": str(uuid.uuid4())}, b"x" * 64, algorithm="HS256")
+    tokens: dict[str, str | None] = {
+        "none": None,
+        "a": a.token,
+        "b": b.token,
+        "garbage": "not.a.token",
+        "forged": forged,
+    }
+    owners = {"a": a, "b": b}
+
+    @settings(max_examples=60, deadline=timedelta(seconds=10), database=None, phases=NO_SHRINK)
+    @given(
+        token_of=st.sampled_from(sorted(tokens)),
+        id_of=st.sampled_from(["a", "b", "new"]),
+        chunk_id_of=st.sampled_from(["a", "b", "own"]),
+    )
+    def fuzz(token_of: str, id_of: str, chunk_id_of: str) -> None:
+        client_id = owners[id_of].client_id if id_of in owners else str(uuid.uuid4())
+        if token_of in owners and token_of == id_of:
+            expected: tuple[str, Any] = ("authenticated", "guest")
+        elif token_of == "none":
+            expected = ("guestToken", None) if id_of == "new" else ("retry_auth", "client_id_taken")
+        elif token_of in owners:
+            expected = ("retry_auth", "client_mismatch")
+        else:
+            reason = "invalid_signature" if token_of == "forged" else "invalid_token"
+            expected = ("retry_auth", reason)
+        prefix = client_id if chunk_id_of == "own" else owners[chunk_id_of].client_id
+
+        async def attempt() -> tuple[tuple[str, Any], Any]:
+            client = await ProtocolClient(socket_server.url, client_id, tokens[token_of]).connect()
+            try:
+                event, data = await client.next_event()
+                said = data.get("identity" if event == "authenticated" else "reason")
+                text = HOSTILE_TEXT if expected[0] != "authenticated" else "owner\n"
+                payload = {"clientId": client_id, "chunk": text, "chunkId": f"{prefix}:9"}
+                return (event, said), await client.submit(payload)
+            finally:
+                await client.close()
+
+        said, ack = loop.run(attempt())
+        assert said == expected, (token_of, id_of, said)
+        if expected[0] != "authenticated":
+            assert ack == {"error": "unauthenticated"}, ack
+        elif prefix != client_id:
+            assert ack["error"] == "invalid", ack
+        else:
+            assert ack.get("ok") is True, ack
+
+    try:
+        fuzz()
+    finally:
+        loop.close()
+    for owner in owners.values():
+        assert HOSTILE_TEXT.encode() not in socket_server.dump(owner.client_id)
+
+
 # ----------------------------------------------------------------------------- regressions
 # Examples the fuzzers above found, kept as plain tests.
 
@@ -619,9 +716,9 @@ async def test_out_of_range_integers_and_lone_surrogates_are_invalid_chunks(
         ):
             ack = await client.submit({"clientId": client.client_id, "chunk": "x\n", **extra})
             assert ack["error"] == "invalid", (extra, ack)
-        edge = {"seq": 2**63 - 1, "sentAt": -(2**63), "chunkId": "edge"}
+        edge = {"seq": 2**63 - 1, "sentAt": -(2**63), "chunkId": f"{client.client_id}:edge"}
         ack = await client.submit({"clientId": client.client_id, "chunk": "edge\n", **edge})
-        assert ack == {"ok": True, "chunkId": "edge"}
+        assert ack == {"ok": True, "chunkId": f"{client.client_id}:edge"}
     finally:
         await client.close()
     log = socket_server.log_text()

@@ -140,15 +140,17 @@ async def test_failed_logins_are_slowed_down(
 def test_login_throttle_window_with_a_fake_clock() -> None:
     now = [1000.0]
     throttle = LoginThrottle(limit=2, window=60, clock=lambda: now[0])
-    throttle.record_failure("a")
+    assert throttle.admit("a") is None
     assert throttle.retry_after("a") is None
-    throttle.record_failure("A")
+    assert throttle.admit("A") is None
     assert throttle.retry_after("a") == 60
+    # A refused attempt is not counted: the wait does not grow by asking.
+    assert throttle.admit("a") == 60
     now[0] += 30
-    assert throttle.retry_after("a") == 30
+    assert throttle.admit("a") == 30
     now[0] += 30.5
     assert throttle.retry_after("a") is None
-    throttle.record_failure("a")
+    assert throttle.admit("a") is None
     throttle.record_success("a")
     assert throttle.retry_after("a") is None
 
