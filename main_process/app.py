@@ -13,7 +13,10 @@ It puts the parts together and runs them on one asyncio loop:
 - Commands from viewers and the CLI (``Connect``, ``Login``, ``OpenWindow``, ``Shutdown``…)
   arrive on the ROUTER and are answered here. A password arrives once, is sent to the
   server's login endpoint, and is dropped; tokens are written to the 0600 token file
-  before the connection is told to use them.
+  before the connection is told to use them. A login names the installation's current
+  client id (the connection's: the server may have made it take a new one) and shows its
+  credentials; a logout asks the server first, so the guest token it may hand back for
+  the same id is what the connection goes on with.
 - ``stop()`` (a ``Shutdown`` command, SIGTERM or SIGINT) closes the connection, the
   sources and the windows; the spool keeps whatever was not acknowledged for next time.
 - Windows live in one renderer host process (``windows.WindowHost``), started with the
@@ -67,7 +70,7 @@ from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
 from main_process.connection import ServerConnection
 from main_process.connection_state import ConnectionConfig, ConnectionStatus
 from main_process.embedded_server import EmbeddedServer
-from main_process.identity import TokenStore, load_or_create_client_id
+from main_process.identity import ClientIdFile, TokenStore
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
 from main_process.sources import SourceSet
@@ -96,7 +99,8 @@ class MainProcess:
         self.settings = settings
         self.options = options
         self.paths = DataPaths(ensure_private_dir(settings.data_dir))
-        self.client_id = load_or_create_client_id(self.paths.root)
+        self.client_ids = ClientIdFile(self.paths.root)
+        self.client_id = self.client_ids.load_or_create()
         self.token_store = TokenStore(self.paths.tokens)
         self.spool = Spool(self.paths.spool, self.client_id, max_bytes=settings.spool_max_bytes)
         self._stopping = asyncio.Event()
@@ -158,6 +162,7 @@ class MainProcess:
                 client_id=self.client_id,
                 chunk_store=self.spool,
                 token_store=self.token_store,
+                client_ids=self.client_ids,
                 on_status=self._on_connection_status,
                 on_server_event=self._on_server_event,
                 config=ConnectionConfig(
@@ -311,7 +316,7 @@ class MainProcess:
             attempt=connection.attempt if connection else 0,
             next_retry_ms=connection.next_retry_ms if connection else None,
             server=self.server_url,
-            client_id=self.client_id,
+            client_id=self.connection.client_id if self.connection else self.client_id,
             buffered_chunks=spool.buffered_chunks,
             buffered_bytes=spool.buffered_bytes,
             sent_chunks=spool.sent_chunks,
@@ -414,9 +419,11 @@ class MainProcess:
             return await self._login(connection, command)
         if isinstance(command, Logout):
             tokens = connection.tokens
-            self.token_store.save(signed_out(tokens))
-            await connection.set_tokens(signed_out(tokens))
-            await sign_out(connection.address.http_base, tokens.refresh_token)
+            handed_back = await sign_out(
+                connection.address.http_base, tokens.refresh_token, client_id=connection.client_id
+            )
+            self.token_store.save(signed_out(tokens, handed_back))
+            await connection.set_tokens(signed_out(tokens, handed_back))
             log.info("signed out; continuing as guest")
             return Ok()
         if isinstance(command, OpenWindow):
@@ -447,8 +454,9 @@ class MainProcess:
                 connection.address.http_base,
                 command.identifier,
                 command.password,
-                client_id=self.client_id,
+                client_id=connection.client_id,
                 keep_guest_token=connection.tokens.guest_token,
+                proof_refresh_token=connection.tokens.refresh_token,
             )
         except SignInFailed as failure:
             log.info("sign-in as %s refused: %s", command.identifier, failure.code)

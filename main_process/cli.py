@@ -677,6 +677,7 @@ def _sign_in_offline(
 ) -> str:
     from main_process.auth_client import SignInFailed, sign_in
 
+    held = store.load()
     try:
         signed = asyncio.run(
             sign_in(
@@ -684,7 +685,8 @@ def _sign_in_offline(
                 identifier,
                 password,
                 client_id=client_id,
-                keep_guest_token=store.load().guest_token,
+                keep_guest_token=held.guest_token,
+                proof_refresh_token=held.refresh_token,
             )
         )
     except SignInFailed as failure:
@@ -698,7 +700,10 @@ def _sign_out_offline(base: str, store: TokenStore, client_id: str) -> None:
 
     tokens = store.load()
     store.save(signed_out(tokens))
-    asyncio.run(sign_out(base, tokens.refresh_token))
+    # A server that binds client ids may hand back a guest token for this one.
+    handed_back = asyncio.run(sign_out(base, tokens.refresh_token, client_id=client_id))
+    if handed_back is not None:
+        store.save(signed_out(tokens, handed_back))
 
 
 def _ask_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> list[Any]:

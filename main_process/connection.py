@@ -31,6 +31,16 @@ calls the ``on_status`` callback and wakes ``wait_for_status``.
 Why one client per attempt: handlers close over the attempt's epoch, so an event or an
 ack from a socket we already gave up on cannot be mistaken for one from the live socket,
 and a half-open client can be abandoned without being reused.
+
+The client id. ``client_id`` is the installation's id, sent in every handshake, chunk and
+ping. When the machine says ``RenewClientId`` (the server holds the id for credentials this
+installation no longer has), the shell asks its ``ClientIdStore`` for a new one, which
+keeps the old one aside, and sends everything from then on under the new id: chunks still
+in the spool go out as ``<new id>:<seq>``.
+
+What a server sends is bounded before it goes anywhere (``connection_state.bounded_text``):
+names, reasons and messages are cut and stripped of control characters, and a token
+longer than ``MAX_TOKEN_CHARS`` is a malformed payload.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import random
 import socket
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +65,9 @@ import aiohttp
 import socketio
 
 from main_process.connection_state import (
+    MAX_MESSAGE_CHARS,
+    MAX_NAME_CHARS,
+    MAX_TOKEN_CHARS,
     AcknowledgeChunk,
     AckReceived,
     Action,
@@ -61,6 +75,7 @@ from main_process.connection_state import (
     ChunkOrigin,
     ChunksAppended,
     ChunksLoaded,
+    ClientIdRenewed,
     CloseSocket,
     ConnectFailed,
     ConnectionConfig,
@@ -84,6 +99,7 @@ from main_process.connection_state import (
     RefreshRefused,
     RefreshSucceeded,
     RefreshTokens,
+    RenewClientId,
     RetryAuthRequested,
     SendChunk,
     SendPing,
@@ -95,6 +111,7 @@ from main_process.connection_state import (
     TokensSaved,
     UnknownServerEvent,
     ack_error,
+    bounded_text,
 )
 from main_process.identity import IdentityError, Tokens
 from main_process.version import client_version
@@ -155,6 +172,23 @@ class TokenStore(Protocol):
         in words for the status line; the message of any exception must hold no token.
         """
         ...
+
+
+class ClientIdStore(Protocol):
+    """Where the installation's id lives (``main_process.identity.ClientIdFile`` fits)."""
+
+    def renew(self, taken: str) -> str:
+        """Keep ``taken`` aside, store a new id and return it; raise if it cannot be stored.
+
+        The message of an ``IdentityError`` says why, in words for the status line."""
+        ...
+
+
+class _ClientIdInMemory:
+    """The ``ClientIdStore`` of a connection given none: a new id lives as long as it."""
+
+    def renew(self, taken: str) -> str:
+        return str(uuid.uuid4())
 
 
 StatusCallback = Callable[[ConnectionStatus], Awaitable[None] | None]
@@ -221,10 +255,17 @@ def _error_message(data: Any) -> str:
     if isinstance(data, dict):
         message = data.get("message")
         if isinstance(message, str):
-            return message
+            return bounded_text(message, MAX_MESSAGE_CHARS)
     if isinstance(data, str):
-        return data
-    return repr(data)[:200]
+        return bounded_text(data, MAX_MESSAGE_CHARS)
+    return bounded_text(repr(data)[:200], MAX_MESSAGE_CHARS)
+
+
+def _token(value: Any) -> str | None:
+    """A token from a server: a non-empty string of bounded length, else None."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_TOKEN_CHARS:
+        return value
+    return None
 
 
 @dataclass(eq=False)
@@ -268,6 +309,7 @@ class ServerConnection:
         client_id: str,
         chunk_store: ChunkStore,
         token_store: TokenStore,
+        client_ids: ClientIdStore | None = None,
         on_status: StatusCallback | None = None,
         on_server_event: ServerEventCallback | None = None,
         config: ConnectionConfig | None = None,
@@ -283,6 +325,7 @@ class ServerConnection:
     ) -> None:
         self.address = ServerAddress.parse(server_url)
         self.client_id = client_id
+        self._client_ids: ClientIdStore = client_ids or _ClientIdInMemory()
         self._store = chunk_store
         self._token_store = token_store
         self._on_status = on_status
@@ -530,6 +573,8 @@ class ServerConnection:
                 self._feed(self._save_tokens(action.tokens))
             case RefreshTokens():
                 self._spawn(self._refresh(action), "token-refresh")
+            case RenewClientId():
+                self._feed(self._renew_client_id())
             case StatusChanged():
                 await self.send_connection_status(action.status)
         return []
@@ -545,6 +590,24 @@ class ServerConnection:
             return TokensNotSaved(reason)
         self._tokens_on_disk = tokens
         return TokensSaved(tokens)
+
+    def _renew_client_id(self) -> ClientIdRenewed:
+        taken = self.client_id
+        problem: str | None = None
+        try:
+            self.client_id = self._client_ids.renew(taken)
+        except Exception as exc:
+            # Go on under a new id anyway: chunks must flow. The next start reads the old
+            # id, is refused the same way, and takes another one.
+            problem = str(exc) if isinstance(exc, IdentityError) else _describe(exc)
+            self.client_id = str(uuid.uuid4())
+            logger.error("cannot store the new client id: %s", problem)
+        logger.warning(
+            "the server holds client id %s for other credentials; continuing as %s",
+            taken,
+            self.client_id,
+        )
+        return ClientIdRenewed(self.client_id, problem)
 
     def _last_save_before_closing(self) -> None:
         """One more try at saving tokens the machine could not save, before they are gone."""
@@ -640,21 +703,22 @@ class ServerConnection:
                 if found == "user" or found == "guest":
                     identity = found
                 name = data.get("username")
-                username = name if isinstance(name, str) else None
+                username = bounded_text(name, MAX_NAME_CHARS) if isinstance(name, str) else None
             elif data is not None:
                 self._feed(MalformedPayload(epoch, "authenticated"))
             self._feed(Authenticated(epoch, identity, username))
 
         def on_guest_token(data: Any = None, *_: Any) -> None:
-            token = data.get("token") if isinstance(data, dict) else None
-            if isinstance(token, str) and token:
+            token = _token(data.get("token")) if isinstance(data, dict) else None
+            if token is not None:
                 self._feed(GuestTokenReceived(epoch, token))
             else:
                 self._feed(MalformedPayload(epoch, "guestToken"))
 
         def on_retry_auth(data: Any = None, *_: Any) -> None:
             reason = data.get("reason") if isinstance(data, dict) else None
-            self._feed(RetryAuthRequested(epoch, reason if isinstance(reason, str) else None))
+            shown = bounded_text(reason, MAX_MESSAGE_CHARS) if isinstance(reason, str) else None
+            self._feed(RetryAuthRequested(epoch, shown))
 
         def on_pong(*_: Any) -> None:
             self._feed(ServerActivity(epoch))
@@ -751,10 +815,10 @@ class ServerConnection:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self._feed(RefreshFailed(request_id, _describe(exc)))
             return
-        access = body.get("access_token") if isinstance(body, dict) else None
-        refresh = body.get("refresh_token") if isinstance(body, dict) else None
-        if not isinstance(access, str) or not isinstance(refresh, str):
-            self._feed(RefreshFailed(request_id, "the refresh answer had no tokens"))
+        access = _token(body.get("access_token")) if isinstance(body, dict) else None
+        refresh = _token(body.get("refresh_token")) if isinstance(body, dict) else None
+        if access is None or refresh is None:
+            self._feed(RefreshFailed(request_id, "the refresh answer had no usable tokens"))
             return
         user = body.get("user")
         user_id = user.get("id") if isinstance(user, dict) else None
@@ -764,8 +828,10 @@ class ServerConnection:
                 request_id,
                 access,
                 refresh,
-                user_id=str(user_id) if user_id is not None else None,
-                username=username if isinstance(username, str) else None,
+                user_id=None if user_id is None else bounded_text(str(user_id), MAX_NAME_CHARS),
+                username=bounded_text(username, MAX_NAME_CHARS)
+                if isinstance(username, str)
+                else None,
             )
         )
 

@@ -27,6 +27,18 @@ Rules this module keeps
    server acknowledged a chunk did not fail.
 10. A successful refresh reconnects at once: an access token may live less than any
     delay would wait.
+11. Installation binding (PROTOCOL.md section 3). ``retry_auth`` ``client_id_taken`` to a
+    socket opened with no token means the server holds this installation's id for
+    credentials the client no longer has: the machine asks the shell for a new id
+    (``RenewClientId``; the shell keeps the old one aside) and reconnects with no token.
+    The spool is untouched: what it holds goes out under the new id. A fresh id refused
+    the same way before any ``authenticated`` is a plain failure (backoff), so a server
+    cannot make the client churn ids. ``client_mismatch`` to a user's token signs the
+    user out (refreshing cannot help: the id, not the token, is the problem), and to a
+    guest token forgets it, like any refused guest token.
+12. What the server says about us is believed only as far as the credentials presented
+    allow: ``authenticated`` with ``identity: "user"`` on a socket opened with a guest
+    token or none counts as guest, without a user name.
 
 How it works
 ============
@@ -81,7 +93,10 @@ Transitions, phase by event (anything not listed is ignored, stale epochs always
 ``SocketDisconnected`` CONNECTING/CONNECTED → WAITING (backoff)
 ``GuestTokenReceived`` persist it; unless signed in: close, WAITING ~100 ms
 ``RetryAuthRequested`` user token: close, REFRESHING (or sign out if no refresh
-                       token); guest token: forget it, WAITING; no token: backoff
+                       token, or ``client_mismatch``); guest token: forget it,
+                       WAITING; no token: backoff, or for ``client_id_taken``
+                       ``RenewClientId`` (rule 11)
+``ClientIdRenewed``    the shell has a new id: WAITING ~100 ms, then open
 ``AckReceived``        ok → AcknowledgeChunk; too_large/invalid → DeadLetterChunk;
                        unauthenticated → the retry_auth flow; other → resend later
 ``Refresh*``           see the diagram; results for a superseded request ignored;
@@ -152,8 +167,19 @@ Identity: TypeAlias = Literal["user", "guest"]
 Credential: TypeAlias = Literal["user", "guest", "none"]
 
 SIGNED_OUT_MESSAGE = "session expired; signed out, continuing as guest"
+CLIENT_MISMATCH_MESSAGE = (
+    "the server ties this installation's id to other credentials; signed out, continuing as guest"
+)
+CLIENT_ID_TAKEN = "client_id_taken"
+CLIENT_MISMATCH = "client_mismatch"
 PERMANENT_REJECTIONS = frozenset({"too_large", "invalid"})
 AUTH_ERROR_MARKERS = ("invalid signature", "auth", "jwt expired")
+
+# Bounds on what a server's words may cost: a name, a reason or message, a token. A user
+# name of 560 KB would otherwise be logged on every connect and published to every viewer.
+MAX_NAME_CHARS = 128
+MAX_MESSAGE_CHARS = 500
+MAX_TOKEN_CHARS = 8192
 
 
 # ----------------------------------------------------------------------------- data
@@ -399,6 +425,17 @@ class RefreshFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientIdRenewed:
+    """Answer to ``RenewClientId``: the shell now sends ``client_id``.
+
+    ``problem`` says why the new id could not be stored (it is used anyway; the next
+    start finds the old one, is refused the same way and takes another)."""
+
+    client_id: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TokensSaved:
     """Answer to ``PersistTokens``: the token file now holds ``tokens``."""
 
@@ -437,6 +474,7 @@ Event: TypeAlias = (
     | RefreshSucceeded
     | RefreshRefused
     | RefreshFailed
+    | ClientIdRenewed
     | TokensSaved
     | TokensNotSaved
 )
@@ -516,6 +554,12 @@ class RefreshTokens:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewClientId:
+    """Start a new installation identity: keep the current client id aside, make and use
+    a new one; answer ``ClientIdRenewed``. The spool and tokens stay as they are."""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusChanged:
     status: ConnectionStatus
 
@@ -530,6 +574,7 @@ Action: TypeAlias = (
     | DeadLetterChunk
     | PersistTokens
     | RefreshTokens
+    | RenewClientId
     | StatusChanged
 )
 
@@ -543,12 +588,19 @@ def is_auth_error(message: str) -> bool:
     return any(marker in lowered for marker in AUTH_ERROR_MARKERS)
 
 
+def bounded_text(value: str, limit: int) -> str:
+    """A server's string made fit to log and show: at most ``limit`` characters (an
+    ellipsis marks a cut), control characters (newlines too) replaced by U+FFFD."""
+    kept = "".join(c if c.isprintable() else "\ufffd" for c in value[:limit])
+    return kept + "…" if len(value) > limit else kept
+
+
 def ack_error(payload: object) -> tuple[str | None, str | None]:
     """``(error code, message)`` of an ack payload; code ``None`` means delivered.
 
     Any ack without an ``error`` field (``{"ok": true}``, ``{"message": ...}``, ``{}``,
     ``null``, a bare string) means delivered (PROTOCOL §4). A JSON ``null`` error counts
-    as absent.
+    as absent. Both strings are bounded (``bounded_text``).
     """
     if not isinstance(payload, dict):
         return None, None
@@ -556,7 +608,10 @@ def ack_error(payload: object) -> tuple[str | None, str | None]:
     if code is None:
         return None, None
     message = payload.get("message")
-    return str(code), message if isinstance(message, str) else None
+    return (
+        bounded_text(code if isinstance(code, str) else repr(code)[:MAX_MESSAGE_CHARS], 100),
+        bounded_text(message, MAX_MESSAGE_CHARS) if isinstance(message, str) else None,
+    )
 
 
 class Phase(enum.Enum):
@@ -656,6 +711,11 @@ class ConnectionState:
         # not on disk yet. Set in REFRESHING (the save is out) or WAITING (it failed).
         self._after_save: Literal["refresh", "reconnect", "open"] | None = None
 
+        # Rule 11: a new installation id is being made, and whether one was made since the
+        # last ``authenticated`` (a second ``client_id_taken`` then is a plain failure).
+        self._renewing = False
+        self._renewed_since_authenticated = False
+
         self._published_key: tuple[object, ...] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -748,6 +808,8 @@ class ConnectionState:
                 self._set_error(event.message)
             case RefreshSucceeded() | RefreshRefused() | RefreshFailed():
                 self._on_refresh_result(event, now, actions)
+            case ClientIdRenewed():
+                self._on_client_id_renewed(event, now)
             case TokensSaved():
                 self._on_tokens_saved(event.tokens, now, actions)
             case TokensNotSaved():
@@ -787,7 +849,7 @@ class ConnectionState:
             case GuestTokenReceived():
                 self._on_guest_token(event.token, now, actions)
             case RetryAuthRequested():
-                self._on_auth_refused(event.reason or "retry_auth", now, actions)
+                self._on_retry_auth(event.reason, now, actions)
             case ServerActivity():
                 pass
             case UnknownServerEvent():
@@ -858,11 +920,14 @@ class ConnectionState:
         if self.phase is not Phase.CONNECTING:
             return  # a repeated ``authenticated`` changes nothing
         self.phase = Phase.CONNECTED
+        self._renewed_since_authenticated = False
+        presented_user = self._credential == "user"
         if event.identity is not None:
-            self._identity = event.identity
+            # Rule 12: a server cannot make a guest connection look signed in.
+            self._identity = "user" if event.identity == "user" and presented_user else "guest"
         else:
-            self._identity = "user" if self._credential == "user" else "guest"
-        self._username = event.username
+            self._identity = "user" if presented_user else "guest"
+        self._username = event.username if self._identity == "user" else None
         if self._username is None and self._identity == "user":
             self._username = self.tokens.username
         if not self._notice_is_sticky:
@@ -883,6 +948,50 @@ class ConnectionState:
             return
         self._close_live(actions)
         self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
+
+    def _on_retry_auth(self, reason: str | None, now: float, actions: list[Action]) -> None:
+        if reason == CLIENT_ID_TAKEN and self._credential == "none":
+            self._renew_client_id(now, actions)
+        elif reason == CLIENT_MISMATCH and self._credential == "user":
+            # The id is bound to other credentials: a refreshed token would be refused
+            # the same way, so go on as the installation's guest (rule 11).
+            self._close_live(actions)
+            self._sign_out(actions)
+            self._last_error = CLIENT_MISMATCH_MESSAGE
+            self._wait_after_auth(self.config.retry_auth_reconnect_delay, now)
+        else:
+            self._on_auth_refused(reason or "retry_auth", now, actions)
+
+    def _renew_client_id(self, now: float, actions: list[Action]) -> None:
+        self._close_live(actions)
+        if self._renewed_since_authenticated or self._renewing:
+            self._fail(
+                "server refused the connection: client_id_taken, even for a new id",
+                now,
+                actions,
+            )
+            return
+        self._renewing = True
+        self._renewed_since_authenticated = True
+        self.phase = Phase.WAITING
+        self._retry_at = None
+        actions.append(RenewClientId())
+
+    def _on_client_id_renewed(self, event: ClientIdRenewed, now: float) -> None:
+        if not self._renewing:
+            self.counters.stale_events += 1
+            return
+        self._renewing = False
+        notice = (
+            "the server holds this installation's id for other credentials; "
+            f"continuing as a new installation ({event.client_id})"
+        )
+        if event.problem:
+            notice += f", which cannot be stored: {event.problem}"
+        self._last_error = notice
+        self._notice_is_sticky = True
+        if self.phase is Phase.WAITING and self._retry_at is None and self._after_save is None:
+            self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
 
     def _on_auth_refused(self, reason: str, now: float, actions: list[Action]) -> None:
         self._close_live(actions)

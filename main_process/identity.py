@@ -5,6 +5,10 @@ Owns: the client id file (a UUID v4 created once per data directory), the token 
 the same directory, created 0600, fsynced, renamed over the old one, directory fsynced),
 so a crash at any instant leaves either the old file or the new one, never half of one.
 
+A client id is replaced only when the server holds it for credentials this installation
+no longer has (``ClientIdFile.renew``, asked by the connection): the old file is kept as
+``client-id.taken-<time>``, never deleted, like a damaged one.
+
 Rules it keeps:
 
 - A token value never reaches a log line, an exception message or a ``repr``.
@@ -134,6 +138,38 @@ def load_or_create_client_id(data_dir: Path | str) -> str:
         ) from exc
     logger.warning("client id file %s was corrupt; kept it as %s and created a new id", path, kept)
     return _create_client_id(path)
+
+
+class ClientIdFile:
+    """The client id file of one data directory, as the connection's ``ClientIdStore``."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self._directory = Path(data_dir)
+
+    def load_or_create(self) -> str:
+        return load_or_create_client_id(self._directory)
+
+    def renew(self, taken: str) -> str:
+        """Keep the file holding ``taken`` aside (``client-id.taken-<time>``) and store a new
+        id; raises ``IdentityError`` when that cannot be done."""
+        path = self._directory / CLIENT_ID_FILENAME
+        try:
+            kept: Path | None = set_aside(path, reason="taken")
+        except FileNotFoundError:
+            kept = None
+        except OSError as exc:
+            raise IdentityError(
+                f"Cannot keep the client id file {path} aside: {exc.strerror or exc}."
+            ) from exc
+        client_id = _create_client_id(path)
+        logger.warning(
+            "client id %s is held by other credentials on the server; kept it as %s, "
+            "the new id is %s",
+            taken,
+            kept,
+            client_id,
+        )
+        return client_id
 
 
 def _parse_client_id(raw: bytes) -> str | None:

@@ -86,31 +86,49 @@ async def with_access_ttl(tmp_path: Path, seconds: float) -> ServerProcess:
     return server
 
 
-async def login(server: ServerProcess, name: str, client_id: str) -> Tokens:
+async def login(
+    server: ServerProcess, name: str, client_id: str, guest_token: str | None = None
+) -> Tokens:
+    """Add the user and sign in from ``client_id`` (showing its guest token, if any)."""
     result = await asyncio.to_thread(
         server.run_cli, "add-user", name, "--password-stdin", input_text="s3cret-pass\n"
     )
     assert result.returncode == 0, result.stderr
+    request = {
+        "identifier": name,
+        "password": "s3cret-pass",
+        "hostname": "test-host",
+        "clientId": client_id,
+    }
+    if guest_token is not None:
+        request["guestToken"] = guest_token
     async with (
         aiohttp.ClientSession() as http,
-        http.post(
-            server.url + "/api/auth/login",
-            json={
-                "identifier": name,
-                "password": "s3cret-pass",
-                "hostname": "test-host",
-                "clientId": client_id,
-            },
-        ) as response,
+        http.post(server.url + "/api/auth/login", json=request) as response,
     ):
         assert response.status == 200
         body = await response.json()
     return Tokens(
         access_token=body["access_token"],
         refresh_token=body["refresh_token"],
+        guest_token=guest_token,
         user_id=body["user"]["id"],
         username=body["user"]["username"],
     )
+
+
+async def register_guest(server: ServerProcess, client_id: str) -> str:
+    """The guest token an installation gets before it signs in (its own credentials)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + "/api/auth/register-guest",
+            json={"clientId": client_id, "hostname": "test-host"},
+        ) as response,
+    ):
+        assert response.status == 200
+        token: str = (await response.json())["guestToken"]
+        return token
 
 
 def numbered_lines(count: int, tag: str = "line") -> list[str]:
@@ -290,8 +308,11 @@ async def test_access_tokens_living_1_s_are_used_as_soon_as_refreshed_and_10000_
 async def test_refused_refresh_continues_as_guest_and_says_so(
     reference_server: ServerProcess,
 ) -> None:
+    # The installation was a guest before it signed in, as the client always is: its own
+    # guest token goes on owning its client id after the user's session is revoked.
     client_id = str(uuid.uuid4())
-    signed_in = await login(reference_server, "bob", client_id)
+    guest_token = await register_guest(reference_server, client_id)
+    signed_in = await login(reference_server, "bob", client_id, guest_token)
     revoked = await asyncio.to_thread(reference_server.run_cli, "revoke", "bob")
     assert revoked.returncode == 0, revoked.stderr
     spool, token_store = MemorySpool(), MemoryTokenStore(signed_in)
@@ -310,7 +331,8 @@ async def test_refused_refresh_continues_as_guest_and_says_so(
         await until(lambda: not spool.chunks, 20, "every chunk acknowledged")
         final = token_store.tokens
         assert (final.access_token, final.refresh_token, final.username) == (None, None, None)
-        assert final.guest_token is not None
+        assert final.guest_token == guest_token
+        assert connection.client_id == client_id
     assert reference_server.dump(client_id) == "".join(texts).encode()
 
 

@@ -3,8 +3,9 @@
 ``Driver`` plays the shell's part the way ``connection.py`` does: it executes actions in
 order, answers ``LoadChunks`` from an in-memory spool at once, deletes on
 ``AcknowledgeChunk``, writes ``PersistTokens`` to an imaginary token file (which a test
-can make refuse writes) and feeds the answer as the next event, and records everything
-else so tests can look at it. It also checks rule 8 on every action: a socket presents
+can make refuse writes) and feeds the answer as the next event, answers
+``RenewClientId`` with the next of a list of ids, and records everything else so tests
+can look at it. It also checks rule 8 on every action: a socket presents
 only a token the file holds, and a refresh only the refresh token the file holds. Sockets
 are imaginary: tests feed the events a server would cause.
 """
@@ -20,6 +21,8 @@ import pytest
 
 from main_process.backoff import BackoffPolicy
 from main_process.connection_state import (
+    CLIENT_MISMATCH_MESSAGE,
+    MAX_MESSAGE_CHARS,
     SIGNED_OUT_MESSAGE,
     AcknowledgeChunk,
     AckReceived,
@@ -29,6 +32,7 @@ from main_process.connection_state import (
     ChunkLocation,
     ChunksAppended,
     ChunksLoaded,
+    ClientIdRenewed,
     CloseSocket,
     ConnectFailed,
     ConnectionConfig,
@@ -49,6 +53,7 @@ from main_process.connection_state import (
     RefreshRefused,
     RefreshSucceeded,
     RefreshTokens,
+    RenewClientId,
     RetryAuthRequested,
     SendChunk,
     SendPing,
@@ -110,6 +115,8 @@ class Driver:
         """What the imaginary token file holds."""
         self.save_refused: str | None = None
         """While set, every save fails with this reason, and the file keeps its content."""
+        self.client_ids = ["installation-1"]
+        """The ids the shell has sent under, the current one last."""
         self._answers: deque[Event] = deque()
 
     # -- feeding
@@ -169,6 +176,9 @@ class Driver:
                     assert action.refresh_token == self.token_file.refresh_token, (
                         "a refresh presented a refresh token not on disk"
                     )
+                case RenewClientId():
+                    self.client_ids.append(f"installation-{len(self.client_ids) + 1}")
+                    self._answers.append(ClientIdRenewed(self.client_ids[-1]))
                 case _:
                     pass
         return done
@@ -1219,6 +1229,135 @@ def test_tokens_never_show_in_reprs() -> None:
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+# ----------------------------------------------------------------------------- installation binding
+
+
+def test_client_id_taken_without_a_token_takes_a_new_id_and_keeps_the_spool() -> None:
+    d = Driver(tokens=Tokens())
+    d.spool.append(3)
+    d.feed(ConnectRequested())
+    first = d.epoch
+    actions = d.feed(RetryAuthRequested(first, "client_id_taken"))
+    assert CloseSocket(first) in actions
+    assert of_type(actions, RenewClientId) == [RenewClientId()]
+    assert d.client_ids == ["installation-1", "installation-2"]
+    state, attempt, next_retry_ms, error = d.status()
+    assert (state, attempt, next_retry_ms) == ("disconnected", 0, 100)
+    assert error is not None
+    assert "new installation (installation-2)" in error
+    # About 100 ms later, a socket with no token (the server issues a guest token for the
+    # new id), and the spool's chunks go out as they are: the shell names them.
+    d.advance(0.1)
+    assert d.last_open() == OpenSocket(first + 1, None, "none")
+    d.feed(GuestTokenReceived(d.epoch, "guest-new"))
+    d.advance(0.1)
+    d.connect("guest")
+    assert d.sent_seqs() == [1, 2, 3]
+    assert d.spool.dead == {}
+    # The notice stays until something else happens: the user learns why the id changed.
+    assert "new installation" in (d.status()[3] or "")
+
+
+def test_a_new_id_refused_as_taken_again_is_a_plain_failure_not_another_new_id() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    d.feed(RetryAuthRequested(d.epoch, "client_id_taken"))
+    d.advance(0.1)
+    actions = d.feed(RetryAuthRequested(d.epoch, "client_id_taken"))
+    assert of_type(actions, RenewClientId) == []
+    assert d.client_ids == ["installation-1", "installation-2"]
+    state, attempt, next_retry_ms, error = d.status()
+    assert (state, attempt, next_retry_ms) == ("disconnected", 1, 500)
+    assert error == "server refused the connection: client_id_taken, even for a new id"
+    # Once a connection was authenticated, a later refusal may take a new id again.
+    d.advance(0.5)
+    d.feed(GuestTokenReceived(d.epoch, "guest-2"))
+    d.advance(0.1)
+    d.connect("guest")
+    d.feed(RetryAuthRequested(d.epoch, "invalid_token"))  # the guest token is forgotten
+    d.advance(0.1)
+    actions = d.feed(RetryAuthRequested(d.epoch, "client_id_taken"))
+    assert of_type(actions, RenewClientId) == [RenewClientId()]
+
+
+def test_client_id_taken_while_holding_a_token_forgets_it_first() -> None:
+    d = Driver(tokens=GUEST)
+    d.feed(ConnectRequested())
+    actions = d.feed(RetryAuthRequested(d.epoch, "client_mismatch"))
+    assert of_type(actions, RenewClientId) == []
+    assert d.machine.tokens == Tokens()
+    d.advance(0.1)
+    assert d.last_open().credential == "none"
+    actions = d.feed(RetryAuthRequested(d.epoch, "client_id_taken"))
+    assert of_type(actions, RenewClientId) == [RenewClientId()]
+
+
+def test_client_mismatch_for_a_user_signs_out_instead_of_refreshing_in_a_loop() -> None:
+    d = Driver(tokens=USER)
+    d.connect("user")
+    actions = d.feed(RetryAuthRequested(d.epoch, "client_mismatch"))
+    assert of_type(actions, RefreshTokens) == []
+    assert of_type(actions, RenewClientId) == []
+    assert PersistTokens(Tokens(guest_token="guest-1")) in actions
+    assert d.status()[3] == CLIENT_MISMATCH_MESSAGE
+    d.advance(2.0)
+    assert d.last_open() == OpenSocket(2, "guest-1", "guest")
+    d.connect("guest")
+    status = d.machine.status(d.now)
+    assert (status.state, status.identity, status.last_error) == (
+        "connected",
+        "guest",
+        CLIENT_MISMATCH_MESSAGE,
+    )
+
+
+def test_disconnect_while_a_new_id_is_made_stays_disconnected() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    epoch = d.epoch
+    # The shell answers ``RenewClientId`` only after the user's Disconnect is handled.
+    actions = d.machine.handle(RetryAuthRequested(epoch, "client_id_taken"), d.now)
+    assert of_type(actions, RenewClientId) == [RenewClientId()]
+    d.feed(DisconnectRequested())
+    d.feed(ClientIdRenewed("installation-2"))
+    d.advance(60)
+    assert d.last_open().epoch == epoch
+    assert d.status()[0] == "disconnected"
+    assert d.machine.next_deadline() is None
+
+
+def test_a_new_id_that_cannot_be_stored_is_used_and_said() -> None:
+    d = Driver(tokens=Tokens())
+    d.feed(ConnectRequested())
+    actions = d.machine.handle(RetryAuthRequested(d.epoch, "client_id_taken"), d.now)
+    assert of_type(actions, RenewClientId) == [RenewClientId()]
+    d.feed(ClientIdRenewed("installation-x", "Read-only file system (/data/client-id)"))
+    error = d.status()[3] or ""
+    assert "installation-x" in error
+    assert "Read-only file system (/data/client-id)" in error
+    d.advance(0.1)
+    assert d.last_open().credential == "none"
+
+
+@pytest.mark.parametrize("credential_tokens", [GUEST, Tokens()])
+def test_identity_user_counts_as_guest_without_a_user_token(credential_tokens: Tokens) -> None:
+    d = Driver(tokens=credential_tokens)
+    d.feed(ConnectRequested())
+    d.feed(SocketConnected(d.epoch))
+    d.feed(Authenticated(d.epoch, "user", "admin"))
+    status = d.machine.status(d.now)
+    assert (status.state, status.identity, status.username) == ("connected", "guest", None)
+
+
+def test_a_servers_error_code_and_message_are_bounded() -> None:
+    code, message = ack_error({"error": "e" * 10_000 + "\n", "message": "m\n" * 10_000})
+    assert code is not None
+    assert message is not None
+    assert len(code) <= 101
+    assert len(message) <= MAX_MESSAGE_CHARS + 1
+    assert "\n" not in code + message
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -13,7 +13,10 @@ refresh answer. The targets, each with a bounded budget:
    argument lists; every event they produce is fed to a ``ConnectionState`` on a fake
    clock, interleaved with time passing, new chunks and refresh answers. Nothing raises,
    the status is one of the four states, at most ``window`` chunks are in flight, and an
-   in-flight chunk is still in the spool.
+   in-flight chunk is still in the spool. A hostile server's words stay bounded: every
+   string an event carries is cut (a 560 KB user name included), ``identity: "user"`` is
+   believed only on a socket that presented a user token, and ``client_id_taken`` makes
+   a new installation id at most once per authenticated connection.
 3. ``_refresh`` with any HTTP status and any body: exactly one ``Refresh*`` event, with
    tokens only when the body had them as strings.
 4. End to end: a tiny python-socketio server emits random events and acks random shapes
@@ -40,12 +43,15 @@ from hypothesis import strategies as st
 from main_process.backoff import BackoffPolicy
 from main_process.connection import ServerConnection, _Attempt, _error_message
 from main_process.connection_state import (
+    MAX_MESSAGE_CHARS,
+    MAX_NAME_CHARS,
     AcknowledgeChunk,
     AckReceived,
     Action,
     Authenticated,
     ChunksAppended,
     ChunksLoaded,
+    ClientIdRenewed,
     ConnectFailed,
     ConnectionConfig,
     ConnectionState,
@@ -61,6 +67,7 @@ from main_process.connection_state import (
     RefreshRefused,
     RefreshSucceeded,
     RefreshTokens,
+    RenewClientId,
     RetryAuthRequested,
     SendChunk,
     ServerActivity,
@@ -99,7 +106,9 @@ shaped_payloads = st.fixed_dictionaries(
         "identity": st.sampled_from(["user", "guest", "admin"]) | json_values,
         "username": any_text | json_values,
         "token": st.sampled_from(["", "tok"]) | json_values,
-        "reason": any_text | json_values,
+        "reason": st.sampled_from(["client_id_taken", "client_mismatch", "token_expired"])
+        | any_text
+        | json_values,
         "timestamp": json_values,
         "error": st.sampled_from(ACK_CODES) | json_values,
         "message": any_text | json_values,
@@ -108,6 +117,22 @@ shaped_payloads = st.fixed_dictionaries(
 )
 payloads = shaped_payloads | json_values
 argument_lists = st.lists(payloads, max_size=3)
+# Strings a hostile server sends to hurt, long enough to flood a log line or a window
+# (handed to the handlers directly: over a socket, megabytes of them would only test the
+# transport's message limit).
+long_text = st.sampled_from([200, 5000, 560_000]).map(lambda n: "é\n" * (n // 2))
+hostile_payloads = st.fixed_dictionaries(
+    {},
+    optional={
+        "identity": st.sampled_from(["user", "guest"]),
+        "username": long_text,
+        "token": st.sampled_from(["t" * 8193, "t" * 100_000]),
+        "reason": long_text,
+        "error": long_text,
+        "message": long_text,
+    },
+)
+hostile_argument_lists = st.lists(payloads | hostile_payloads, max_size=3)
 SERVER_EVENTS = ["authenticated", "guestToken", "retry_auth", "pong", "processed_event"]
 RESERVED = ["connect", "connect_error", "disconnect", "__disconnect_final"]
 event_names = st.sampled_from(SERVER_EVENTS * 3 + RESERVED) | any_text
@@ -183,6 +208,12 @@ class RecordingSocket:
 # ----------------------------------------------------------------------------- 2. handlers + machine
 
 
+def bounded(text: str, limit: int) -> bool:
+    """A server's string as the client keeps it: cut to ``limit`` (plus an ellipsis), with
+    no control characters."""
+    return isinstance(text, str) and len(text) <= limit + 1 and text.isprintable()
+
+
 class Harness:
     """The shell's part, played by hand: real handlers, a machine on a fake clock."""
 
@@ -211,6 +242,9 @@ class Harness:
         self.attempts: dict[int, _Attempt] = {}
         self.refreshes: list[int] = []
         self.produced = 0
+        self.renewals = 0
+        self.authentications = 0
+        self.opened: list[OpenSocket] = []
 
     async def feed(self, event: Event) -> None:
         await self.execute(self.machine.handle(event, self.now))
@@ -224,6 +258,7 @@ class Harness:
             self.check()
             match action:
                 case OpenSocket():
+                    self.opened.append(action)
                     socket = RecordingSocket()
                     attempt = _Attempt(action.epoch, socket)
                     self.connection._register_handlers(attempt)
@@ -245,6 +280,14 @@ class Harness:
                 case PersistTokens():
                     # The token file takes the save; the machine goes on once told so.
                     await self.execute(self.machine.handle(TokensSaved(action.tokens), self.now))
+                case RenewClientId():
+                    # A hostile server must not make the client churn ids: at most one new
+                    # id before each authenticated connection.
+                    self.renewals += 1
+                    assert self.renewals <= self.authentications + 1
+                    renewed = self.connection._renew_client_id()
+                    assert isinstance(renewed, ClientIdRenewed)
+                    await self.execute(self.machine.handle(renewed, self.now))
                 case _:
                     pass
         self.check()
@@ -259,15 +302,17 @@ class Harness:
             match event:
                 case Authenticated():
                     assert event.identity in (None, "user", "guest")
-                    assert event.username is None or isinstance(event.username, str)
+                    assert event.username is None or bounded(event.username, MAX_NAME_CHARS)
+                    if event.epoch == self.machine.live_epoch:
+                        self.authentications += 1
                 case GuestTokenReceived():
                     assert isinstance(event.token, str)
-                    assert event.token
+                    assert 0 < len(event.token) <= 8192
                 case RetryAuthRequested():
-                    assert event.reason is None or isinstance(event.reason, str)
+                    assert event.reason is None or bounded(event.reason, MAX_MESSAGE_CHARS)
                 case AckReceived():
-                    assert event.error is None or isinstance(event.error, str)
-                    assert event.message is None or isinstance(event.message, str)
+                    assert event.error is None or bounded(event.error, MAX_MESSAGE_CHARS)
+                    assert event.message is None or bounded(event.message, MAX_MESSAGE_CHARS)
                 case _:
                     pass
             await self.feed(event)
@@ -275,6 +320,12 @@ class Harness:
     def check(self) -> None:
         status = self.machine.status(self.now)
         assert status.state in STATES
+        assert status.username is None or bounded(status.username, MAX_NAME_CHARS)
+        if status.identity == "user":
+            live = self.machine.live_epoch
+            opened = [a for a in self.opened if a.epoch == live]
+            assert opened, "connected as a user on a socket never opened"
+            assert opened[0].credential == "user", "a server made a guest socket a user"
         assert status.attempt >= 0
         assert status.next_retry_ms is None or status.next_retry_ms >= 0
         in_flight = self.machine.in_flight_seqs
@@ -332,12 +383,12 @@ def test_server_events_and_acks_through_the_handlers_into_the_machine(
             kind = data.draw(step_kinds)
             target = h.socket(data.draw(st.integers(0, 7)))
             if kind == "event" and target is not None:
-                name, args = data.draw(event_names), data.draw(argument_lists)
+                name, args = data.draw(event_names), data.draw(hostile_argument_lists)
                 target[1].deliver(name, args)
             elif kind == "ack" and target is not None and target[1].callbacks:
                 callbacks = target[1].callbacks
                 callback = callbacks.pop(data.draw(st.integers(0, len(callbacks) - 1)))
-                callback(*data.draw(argument_lists))
+                callback(*data.draw(hostile_argument_lists))
             elif kind == "tick":
                 await h.tick(data.draw(st.floats(0, 40)))
             elif kind == "append":

@@ -14,6 +14,7 @@ import pytest
 
 from main_process.identity import (
     TOKEN_RESERVE_BYTES,
+    ClientIdFile,
     IdentityError,
     Tokens,
     TokenStore,
@@ -104,6 +105,34 @@ def test_an_unreadable_client_id_is_a_clear_error(tmp_path: Path) -> None:
     assert message.startswith("Cannot read the client id file")
     assert message.endswith(".")
     assert "\n" not in message
+
+
+def test_a_client_id_held_by_others_on_the_server_is_kept_aside_for_a_new_one(
+    tmp_path: Path,
+) -> None:
+    ids = ClientIdFile(tmp_path)
+    taken = ids.load_or_create()
+    fresh = ids.renew(taken)
+    assert uuid.UUID(fresh).version == 4
+    assert fresh != taken
+    assert load_or_create_client_id(tmp_path) == fresh
+    [kept] = tmp_path.glob("client-id.taken-*")
+    assert kept.read_text().strip() == taken
+    # Each renewal keeps the one before; nothing is overwritten.
+    third = ids.renew(fresh)
+    assert sorted(p.read_text().strip() for p in tmp_path.glob("client-id.taken-*")) == sorted(
+        [taken, fresh]
+    )
+    assert load_or_create_client_id(tmp_path) == third
+
+
+def test_a_new_client_id_that_cannot_be_stored_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    with pytest.raises(IdentityError) as raised:
+        ClientIdFile(not_a_dir).renew("old")
+    assert str(raised.value).endswith(".")
+    assert "\n" not in str(raised.value)
 
 
 # ------------------------------------------------------------------------------ Tokens
