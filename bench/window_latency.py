@@ -669,9 +669,19 @@ def format_tables(
     return "\n".join(lines)
 
 
-async def run(changes: int, work: Path, idle: bool) -> tuple[list[LayoutResult], str]:
-    results = [await bench_host(changes, work, idle)]
-    results.append(await bench_process_per_window(changes, work))
+LAYOUTS = ("host", "process", "chromium")
+
+
+async def run(
+    changes: int, work: Path, idle: bool, layouts: tuple[str, ...] = LAYOUTS
+) -> tuple[list[LayoutResult], str]:
+    results = []
+    if "host" in layouts:
+        results.append(await bench_host(changes, work, idle))
+    if "process" in layouts:
+        results.append(await bench_process_per_window(changes, work))
+    if "chromium" not in layouts:
+        return results, ""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         return results, "not measured: no `chromium` binary (apt-get install -y chromium)"
@@ -682,11 +692,16 @@ async def run(changes: int, work: Path, idle: bool) -> tuple[list[LayoutResult],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="40 changes per count, not 120")
+    parser.add_argument(
+        "--layout", action="append", choices=LAYOUTS, help="only these layouts (repeatable)"
+    )
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle CPU runs")
     args = parser.parse_args()
     changes = 40 if args.quick else 120
+    layouts = tuple(args.layout) if args.layout else LAYOUTS
     with tempfile.TemporaryDirectory(prefix="window-latency-") as tmp:
         work = Path(tmp)
-        results, chromium_note = asyncio.run(run(changes, work, idle=True))
+        results, chromium_note = asyncio.run(run(changes, work, not args.no_idle, layouts))
         main_memory = main_process_memory(work)
     print(
         f"Status change → page DOM text changed, one change every {INTERVAL_S * 1000:.0f} ms, "

@@ -105,10 +105,6 @@ def parse_geometry(text: str) -> WindowGeometry | None:
     return WindowGeometry(x=x, y=y, width=width, height=height)
 
 
-def format_geometry(geometry: WindowGeometry) -> str:
-    return f"{geometry.width}x{geometry.height}{geometry.x:+d}{geometry.y:+d}"
-
-
 def _open(name: str, mode: str) -> IO[str]:
     if name == "-":
         return sys.stdin if "r" in mode else sys.stdout

@@ -28,6 +28,8 @@ and it does so without forking it:
   calls ``on_render_process_gone``; the window then reloads the page in place
   (``reload``), in the same profile, and the other windows, each with a render process of
   its own, do not notice.
+* **Closing from the page.** ``window.close()`` in a page closes its window as a person
+  would (Qt's ``windowCloseRequested``, which pywebview does not handle).
 
 Imported only on the Qt backend (Linux), after ``renderer.environment.prepare``.
 
@@ -163,6 +165,9 @@ class QtPage:
         self._closed = False
         self.profile_label = profile_label(self._page.profile())
         self._page.renderProcessTerminated.connect(self._terminated)
+        # A page that asks to close its window (window.close()) closes it as a person
+        # would, through the window's own close path; pywebview leaves the signal alone.
+        self._page.windowCloseRequested.connect(browser.close)
 
     # ---- scripts ------------------------------------------------------------------------
 

@@ -142,11 +142,16 @@ def test_a_window_opened_late_paints_the_present_in_the_running_host(main: LiveM
     command(main, Disconnect())
     watch.wait(lambda: watch.status().state == "disconnected", 10, "disconnected")
     try:
+        # The page's New window button, as a person would click it.
+        clicker = watch.ready_windows()[0]
         asked = time.time() * 1000
-        with connect_sync_client(main.data_dir) as client:
-            reply = client.request(OpenWindow(), timeout=10)
-        assert isinstance(reply, Ok), reply
-        assert reply.data == {"host": host}  # opened in the running host
+        [answer] = ask_windows(
+            main.data_dir,
+            "evaluate",
+            script="document.getElementById('open-window').click(), true",
+            windows=(clicker,),
+        )
+        assert answer.ok, answer.error
 
         def late() -> dict[str, Any] | None:
             for ref, seen in watch.windows.items():
@@ -161,7 +166,8 @@ def test_a_window_opened_late_paints_the_present_in_the_running_host(main: LiveM
         painted = first["stateChanges"][0][1]
         print(f"\nlate window: asked → first status painted {painted - asked:.0f} ms")
         assert painted - asked < 2000
-        assert renderer_hosts_of(main.process.pid) == [host]
+        assert renderer_hosts_of(main.process.pid) == [host]  # opened in the running host
+        assert {ref.host for ref in watch.windows} == {host}
     finally:
         command(main, Connect())
     watch.wait(lambda: watch.status().state == "connected", 30, "connected again")
@@ -184,7 +190,11 @@ def test_killing_one_pages_render_process_reloads_only_that_page(main: LiveMain)
 
     def repainted() -> bool:
         view = watch.windows[victim].view
-        return view.get("reloads") == 1 and bool(view.get("hasStatus"))
+        return (
+            view.get("reloads") == 1
+            and bool(view.get("hasStatus"))
+            and view["timings"]["repaintedMs"] is not None
+        )
 
     watch.wait(repainted, 15, "the page to be reloaded and repainted")
     view = watch.windows[victim].view
@@ -248,6 +258,35 @@ def test_kill_9_of_the_host_brings_the_same_windows_back(main: LiveMain) -> None
     watch.wait(lambda: sent_chunks(main) > shipped, 15, "shipping to go on")
     if took > RESTART_TARGET_S:
         print(f"slower than the {RESTART_TARGET_S:.0f} s target")
+
+
+def test_exit_with_windows_quits_with_the_last_window(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    live = LiveMain(tmp_path / "client", 1, server.url, extra=("--exit-with-windows",))
+    try:
+        [first] = live.wait_windows(1)
+        # The OpenWindow command opens the second window in the same host.
+        with connect_sync_client(live.data_dir) as client:
+            reply = client.request(OpenWindow(), timeout=10)
+        assert isinstance(reply, Ok), reply
+        assert reply.data == {"host": first.host}
+        refs = live.wait_windows(2)
+        assert {ref.host for ref in refs} == {first.host}
+        # A page's window.close() closes its window as a person would (the window is gone
+        # before it can report the script's outcome: the close itself is what is waited for).
+        close = "window.close(), true"
+        ask_windows(live.data_dir, "evaluate", script=close, windows=(refs[0],), timeout=3)
+        live.watch.wait(lambda: refs[0] in live.watch.closed, 15, "the first window closed")
+        live.watch.wait(lambda: live.watch.status().windows == 1, 10, "one window counted")
+        assert live.running
+        assert alive(first.host)
+        ask_windows(live.data_dir, "evaluate", script=close, windows=(refs[1],), timeout=3)
+        # The last window closed: the host ends, and so does the main process, cleanly.
+        assert live.process.wait(20) == 0
+        assert not alive(first.host)
+    finally:
+        live.close()
 
 
 # ---- no secret reaches the host -------------------------------------------------------

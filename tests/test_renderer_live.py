@@ -122,9 +122,11 @@ class LiveMain:
         windows: int,
         server_url: str | None,
         display: dict[str, str | None] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         """``display``: the environment variables that choose the display (None: unset);
-        by default Qt's offscreen platform, which also satisfies can_show_windows()."""
+        by default Qt's offscreen platform, which also satisfies can_show_windows().
+        ``extra``: more options for ``log-monitor run``."""
         self.data_dir = data_dir
         # stderr (the log lines and the sentences a person reads) and stdout apart.
         self.log_path = data_dir.parent / f"{data_dir.name}-main.log"
@@ -150,6 +152,7 @@ class LiveMain:
         ]
         if server_url:
             command += ["--server", server_url]
+        command += extra
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             command, cwd=REPOSITORY, env=self.env, stdout=self._stdout, stderr=self._log

@@ -29,10 +29,13 @@ from ipc.messages import (
     Stats,
     Status,
     WindowControl,
+    WindowGeometry,
     WindowState,
     WindowView,
 )
+from main_process.windows import format_geometry
 from renderer.bridge import Bridge, PageUnavailable
+from renderer.cli import parse_geometry
 from renderer.coalescer import UpdateCoalescer
 from renderer.commands import PageApi
 from renderer.environment import choose_gui
@@ -361,6 +364,17 @@ class ScriptedSender:
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
+
+
+def test_a_window_geometry_goes_to_a_restarted_host_and_back() -> None:
+    for geometry in (
+        WindowGeometry(x=40, y=30, width=1100, height=800),
+        WindowGeometry(x=-148, y=-14, width=480, height=360),
+    ):
+        assert parse_geometry(format_geometry(geometry)) == geometry
+    assert format_geometry(WindowGeometry(x=-5, y=7, width=10, height=20)) == "10x20-5+7"
+    for bad in ("1100x800", "1100x800+1", "x+1+1", "10x20+a+1", ""):
+        assert parse_geometry(bad) is None
 
 
 def test_page_api_is_narrow() -> None:
