@@ -280,6 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
     screenshot.add_argument(
         "--timeout", type=float, default=20.0, help="seconds to wait for the windows to answer"
     )
+
+    autostart = sub.add_parser(
+        "autostart",
+        help="start at login (and the launcher in the application menu): on, off or status",
+        description="on: start `log-monitor run --windows 0` at login (the sources from the "
+        "settings, no window, the tray where the desktop has one) and add a launcher to the "
+        "application menu; off: remove what `on` wrote and nothing else; status: say which.",
+    )
+    _add_data_dir(autostart)
+    autostart.add_argument("action", choices=("on", "off", "status"))
+    autostart.add_argument(
+        "--config", type=Path, default=None, help="settings file the entry should use"
+    )
     return parser
 
 
@@ -763,6 +776,29 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def cmd_autostart(args: argparse.Namespace) -> int:
+    from main_process.autostart import AutostartError, autostart_for, invocation
+
+    entry = autostart_for(invocation(_data_dir(args), args.config))
+    try:
+        if args.action == "on":
+            report = entry.enable()
+        elif args.action == "off":
+            report = entry.disable()
+        else:
+            report = entry.status()
+    except AutostartError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"{PROG}: autostart {'on' if report.enabled else 'off'}")
+    if report.launcher:
+        print(f"{PROG}: launcher in the application menu")
+    for written in report.written:
+        print(f"  {written}")
+    for note in report.notes:
+        print(f"{PROG}: {note}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "status": cmd_status,
@@ -771,6 +807,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "logout": cmd_logout,
     "windows": cmd_windows,
     "screenshot": cmd_screenshot,
+    "autostart": cmd_autostart,
 }
 
 

@@ -3,7 +3,8 @@
 # (pywebview's Qt backend on Linux) and a font; what Qt's xcb (X11) and wayland platform
 # plugins load, without which a window process aborts before it shows anything; and the
 # display servers and tools the tests run for real (Xvfb, weston's headless backend,
-# Debian's logrotate). Installs only what is missing; needs root (or sudo) for that.
+# Debian's logrotate, desktop-file-validate). Installs only what is missing; needs root
+# (or sudo) for that.
 set -euo pipefail
 
 packages=(
@@ -18,8 +19,9 @@ packages=(
   libxcb-render0 libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxcb-glx0 libxcb-util1
   # Qt's wayland platform plugin
   libwayland-client0 libwayland-cursor0 libwayland-egl1
-  # the tests: a real X server, a real Wayland compositor, logrotate's rotations
-  xvfb weston logrotate
+  # the tests: a real X server, a real Wayland compositor, logrotate's rotations, the
+  # validator of the .desktop files `log-monitor autostart on` writes
+  xvfb weston logrotate desktop-file-utils
 )
 
 if [ "$(uname -s)" != "Linux" ] || ! command -v dpkg-query >/dev/null 2>&1; then
