@@ -1,10 +1,17 @@
 """Assembles the reference server and runs it on uvicorn.
 
 :func:`build` wires storage, tokens, auth, the Socket.IO namespace and the HTTP API into
-one ASGI application. :func:`serve` binds the listening socket itself (so ``port=0``
-works and the real port is known before the first request), writes the optional ready
-file, and runs uvicorn until cancelled or signalled. The client's main process uses the
-same :func:`serve` for its embedded default server.
+one ASGI application, behind the handshake watch and the local-only paths. :class:`RunningServer`
+binds the listening socket itself (so ``port=0`` works and the real port is known before
+the first request), writes the optional ready file, and runs uvicorn until cancelled or
+signalled, with connections accepted by the connection gate (``server/connection_limits.py``)
+rather than by uvicorn, and the logs it makes limited (``server/log_limits.py``). The
+client's main process uses the same :class:`RunningServer` for its embedded default server.
+
+One size limit for a message, :func:`transport_message_limit`, is both Engine.IO's
+(``max_http_buffer_size``) and the WebSocket implementation's (``ws_max_size``): a frame
+over it is refused from its header (close code 1009), never read whole, so one connection
+holds at most one message of that size at a time.
 """
 
 from __future__ import annotations
@@ -24,7 +31,11 @@ import socketio
 import uvicorn
 
 from server.auth import AuthService, LoginThrottle
+from server.connection_limits import ConnectionGate, ConnectionLimits
+from server.handshake_watch import HandshakeWatch
 from server.http_api import HttpApi
+from server.log_limits import RepeatedMessageFilter, install, server_logger_names, uninstall
+from server.peers import LocalOnlyPaths
 from server.socket_api import ClientNamespace
 from server.storage import ServerStore, load_or_create_secret, open_data_dir
 from server.tokens import TokenAuthority
@@ -33,6 +44,20 @@ log = logging.getLogger("log_monitor_server")
 
 DEFAULT_PORT = 5324
 DEFAULT_MAX_CHUNK_BYTES = 1024 * 1024
+MIB = 1024 * 1024
+
+# A request head (line and headers) over this is answered 400 (h11's own default).
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+
+
+def transport_message_limit(max_chunk_bytes: int) -> int:
+    """The largest Engine.IO message (and WebSocket message) the server reads.
+
+    A JSON-escaped chunk can be several times its UTF-8 size (``\\uXXXX`` escapes), so the
+    limit sits well above the chunk limit: an oversized chunk still reaches the handler and
+    is answered ``too_large`` instead of the connection being cut.
+    """
+    return max(8 * MIB, 8 * max_chunk_bytes)
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,8 @@ class ServerConfig:
     processed_events: bool = False
     ready_file: Path | None = None
     login_attempts_per_minute: int = 5
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    public_stats: bool = False
 
 
 @dataclass
@@ -54,6 +81,8 @@ class ServerApp:
     store: ServerStore
     namespace: ClientNamespace
     sio: socketio.AsyncServer
+    gate: ConnectionGate
+    message_limit: int
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,26 +91,44 @@ def build(config: ServerConfig) -> ServerApp:
     store = ServerStore(data_dir)
     authority = TokenAuthority(load_or_create_secret(data_dir), config.access_ttl_seconds)
     auth = AuthService(store, authority, LoginThrottle(limit=config.login_attempts_per_minute))
-    # A JSON-escaped chunk can be several times its UTF-8 size (\uXXXX escapes); the
-    # transport limit sits well above the chunk limit so an oversized chunk reaches the
-    # handler and is answered `too_large` instead of the connection being cut.
-    transport_limit = max(8 * 1024 * 1024, 8 * config.max_chunk_bytes)
+    message_limit = transport_message_limit(config.max_chunk_bytes)
     sio = socketio.AsyncServer(
         async_mode="asgi",
         async_handlers=False,
         always_connect=True,
         cors_allowed_origins=[],
-        max_http_buffer_size=transport_limit,
+        max_http_buffer_size=message_limit,
         logger=False,
         engineio_logger=False,
     )
     namespace = ClientNamespace(
         sio, auth, store, config.max_chunk_bytes, processed_events=config.processed_events
     )
-    http = HttpApi(auth, namespace.counters.as_dict)
+    gate = ConnectionGate(config.connection_limits)
+    http = HttpApi(auth, lambda: namespace.counters.as_dict() | gate.stats())
     path = config.socketio_path.strip("/")
-    asgi = socketio.ASGIApp(sio, other_asgi_app=http, socketio_path=path)
-    return ServerApp(asgi=asgi, store=store, namespace=namespace, sio=sio)
+    socket_io = socketio.ASGIApp(sio, other_asgi_app=http, socketio_path=path)
+
+    def session_connected(engine_io_sid: str) -> bool:
+        return any(
+            sio.manager.sid_from_eio_sid(engine_io_sid, name) is not None
+            for name in list(sio.manager.get_namespaces())
+        )
+
+    asgi = HandshakeWatch(
+        LocalOnlyPaths(socket_io, ("/api/stats",), public=config.public_stats),
+        gate,
+        config.socketio_path,
+        session_connected,
+    )
+    return ServerApp(
+        asgi=asgi,
+        store=store,
+        namespace=namespace,
+        sio=sio,
+        gate=gate,
+        message_limit=message_limit,
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,16 +148,27 @@ def write_ready_file(path: Path, url: str) -> None:
 
 
 class _NotifyingServer(uvicorn.Server):
-    """uvicorn's server, plus an event set once it listens (uvicorn offers no hook).
+    """uvicorn's server, accepting through the connection gate, plus an event set once it
+    listens (uvicorn offers no hook).
 
-    Embedded in the client's main process it must leave SIGINT/SIGTERM to its host, so
-    capturing signals can be turned off.
+    uvicorn is started with no socket of its own: the gate accepts from ``listener`` and
+    makes each connection's protocol the way uvicorn would. Embedded in the client's main
+    process it must leave SIGINT/SIGTERM to its host, so capturing signals can be turned
+    off.
     """
 
-    def __init__(self, config: uvicorn.Config, capture_signals: bool = True) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        gate: ConnectionGate,
+        listener: socket.socket,
+        capture_signals: bool = True,
+    ) -> None:
         super().__init__(config)
         self.listening = asyncio.Event()
         self.owns_signals = capture_signals
+        self._gate = gate
+        self._listener = listener
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -121,8 +179,29 @@ class _NotifyingServer(uvicorn.Server):
             yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        await super().startup(sockets=[])
+        if self.should_exit:
+            return
+        loop = asyncio.get_running_loop()
+        config = self.config
+
+        def make_protocol() -> asyncio.Protocol:
+            # What uvicorn's own startup gives asyncio's create_server (uvicorn types the
+            # class as a bare asyncio.Protocol, and ignores the call's arguments too).
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=loop,
+            )
+            return protocol
+
+        self._gate.start(self._listener, make_protocol)
         self.listening.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._gate.stop()
+        await super().shutdown(sockets=sockets)
 
 
 class RunningServer:
@@ -135,6 +214,7 @@ class RunningServer:
         host, port = self._socket.getsockname()[:2]
         shown_host = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown_host}:{port}"
+        self.log_filter = RepeatedMessageFilter()
         self._uvicorn = _NotifyingServer(
             uvicorn.Config(
                 self.app.asgi,
@@ -142,14 +222,23 @@ class RunningServer:
                 access_log=False,
                 lifespan="off",
                 ws="websockets-sansio",
-                ws_max_size=max(16 * 1024 * 1024, 16 * config.max_chunk_bytes),
+                ws_max_size=self.app.message_limit,
+                h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+                # The gate keys connections by their real peer, and nothing here uses a
+                # forwarded address: X-Forwarded-For must not rewrite scope["client"].
+                proxy_headers=False,
                 timeout_graceful_shutdown=5,
-            )
+            ),
+            self.app.gate,
+            self._socket,
         )
 
     async def run(self, install_signal_handlers: bool = True) -> None:
         self._uvicorn.owns_signals = install_signal_handlers
-        started = asyncio.ensure_future(self._uvicorn.serve(sockets=[self._socket]))
+        logger_names = server_logger_names()
+        install(self.log_filter, logger_names)
+        reporter = asyncio.ensure_future(self._report_suppressed_lines())
+        started = asyncio.ensure_future(self._uvicorn.serve(sockets=[]))
         listening = asyncio.ensure_future(self._uvicorn.listening.wait())
         try:
             await asyncio.wait([started, listening], return_when=asyncio.FIRST_COMPLETED)
@@ -163,7 +252,16 @@ class RunningServer:
             if not started.done():
                 self._uvicorn.should_exit = True
                 await asyncio.wait([started], timeout=10)
+            reporter.cancel()
+            self.log_filter.report_suppressed(final=True)
+            uninstall(self.log_filter, logger_names)
+            self._socket.close()
             self.app.store.close()
+
+    async def _report_suppressed_lines(self) -> None:
+        while True:
+            await asyncio.sleep(self.log_filter.interval)
+            self.log_filter.report_suppressed()
 
     def stop(self) -> None:
         self._uvicorn.should_exit = True

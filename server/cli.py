@@ -20,15 +20,23 @@ import contextlib
 import getpass
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import platformdirs
 
 from main_process.version import client_version
 from server.app import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_PORT, RunningServer, ServerConfig
+from server.connection_limits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    ConnectionLimits,
+    raise_descriptor_limit,
+)
 from server.passwords import hash_password
 from server.storage import Database, StorageError
 
@@ -49,6 +57,23 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def _finite_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("must be a number of seconds greater than 0")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -111,6 +136,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help='write {"url", "pid"} as JSON to this file once listening',
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_count(1),
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections held at once (default {DEFAULT_MAX_CONNECTIONS}; "
+        "never more than half the process's descriptor limit)",
+    )
+    serve.add_argument(
+        "--max-connections-per-peer",
+        type=_count(0),
+        default=DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        metavar="N",
+        help=f"connections from one address (default {DEFAULT_MAX_CONNECTIONS_PER_PEER}; "
+        "0: no such limit, e.g. behind a reverse proxy on this machine)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_finite_seconds,
+        default=DEFAULT_HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help="time a connection has to send a whole request, or to connect to a Socket.IO "
+        f"namespace over a WebSocket (default {DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--public-stats",
+        action="store_true",
+        help="answer GET /api/stats to everyone (default: only to direct requests from "
+        "this machine)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log every connection")
 
@@ -252,6 +307,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         raise UsageError("--max-chunk-bytes must be greater than 0.")
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"{PROG}: listening on {args.host}, beyond this machine", file=sys.stderr)
+    raise_descriptor_limit(args.max_connections)
     config = ServerConfig(
         data_dir=data_dir,
         host=args.host,
@@ -261,6 +317,12 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         max_chunk_bytes=args.max_chunk_bytes,
         processed_events=args.processed_events,
         ready_file=args.ready_file,
+        connection_limits=ConnectionLimits(
+            max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
+            handshake_timeout=args.handshake_timeout,
+        ),
+        public_stats=args.public_stats,
     )
     try:
         server = RunningServer(config)

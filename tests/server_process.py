@@ -3,12 +3,15 @@
 :class:`ServerProcess` starts ``python -m server serve --port 0`` on loopback with a data
 dir of the caller's, waits (with a deadline) for the ready file the server writes once it
 listens, and stops it by its PID: politely with SIGTERM, or with SIGKILL to test crashes.
+``descriptor_limit`` starts it with that RLIMIT_NOFILE (soft and hard), so a test reaches
+the descriptor limit with a few hundred connections instead of tens of thousands.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -30,10 +33,17 @@ def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.0
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, *extra_args: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra_args: str,
+        port: int = 0,
+        descriptor_limit: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
         self.port = port
+        self.descriptor_limit = descriptor_limit
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -63,6 +73,7 @@ class ServerProcess:
             cwd=REPOSITORY,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if self.descriptor_limit is None else self._limit_descriptors,
         )
         process = self.process
 
@@ -76,6 +87,12 @@ class ServerProcess:
         # Restart on the same port, so clients that remember the URL find it again.
         self.port = int(self.url.rsplit(":", 1)[1])
         return self
+
+    def _limit_descriptors(self) -> None:
+        # Runs in the child between fork and exec.
+        assert self.descriptor_limit is not None
+        limit = self.descriptor_limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
