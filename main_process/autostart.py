@@ -27,7 +27,6 @@ the data dir). Must not: start or stop anything.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import os
 import plistlib
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from main_process.paths import default_data_dir
+from main_process.paths import default_data_dir, instance_suffix
 
 APP_ID = "log-monitor"
 LAUNCH_AGENT_LABEL = "org.log-monitor.client"
@@ -83,9 +82,7 @@ class Invocation:
     @property
     def suffix(self) -> str:
         """``""`` for the default data dir, else ``-<8 hex digits>`` of the data dir."""
-        if self.data_dir == default_data_dir():
-            return ""
-        return "-" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:8]
+        return instance_suffix(self.data_dir)
 
 
 def invocation(data_dir: Path, config: Path | None) -> Invocation:

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import getpass
 import json
-import logging
 import os
 import sys
 import time
@@ -52,6 +51,7 @@ from ipc.messages import (
     WindowAction,
 )
 from main_process.identity import IdentityError, TokenStore, load_or_create_client_id
+from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
 from main_process.settings import (
     SYMLINK_POLICIES,
@@ -281,6 +281,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=20.0, help="seconds to wait for the windows to answer"
     )
 
+    logs = sub.add_parser(
+        "logs",
+        help="print the log file's last lines (or its path, or follow it)",
+        description="The log of the main process (or of the windows, --windows), kept in the "
+        "platform's user log dir, 1 MiB then rotated: the file to attach to a bug report.",
+    )
+    _add_data_dir(logs)
+    logs.add_argument("--path", action="store_true", help="print the file's path only")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="print new lines as they come, until Ctrl-C"
+    )
+    logs.add_argument(
+        "-n", "--lines", type=int, default=50, metavar="N", help="how many last lines (default 50)"
+    )
+    logs.add_argument(
+        "--windows", action="store_true", help="the renderer host's log instead of the main's"
+    )
+
     autostart = sub.add_parser(
         "autostart",
         help="start at login (and the launcher in the application menu): on, off or status",
@@ -432,27 +450,17 @@ def _absolute(pattern: str) -> str:
     return os.path.abspath(os.path.expanduser(pattern))
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The libraries' own loggers narrate every packet; ours say what matters.
-    for noisy in ("socketio", "engineio", "aiohttp", "uvicorn", "websockets", "watchfiles"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from main_process.app import MainProcess, RunOptions
 
     settings = _settings_for_run(args)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     data_dir = ensure_private_dir(settings.data_dir)
     lock = InstanceLock(data_dir)
     handed_over = _become_primary_or_hand_over(data_dir, lock)
     if handed_over is not None:
         return handed_over
+    add_log_file(data_dir, "main")
     try:
         main = MainProcess(settings, RunOptions(read_stdin="-" in args.sources, demo=args.demo))
         return asyncio.run(main.run())
@@ -776,6 +784,63 @@ def cmd_screenshot(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    path = log_path(_data_dir(args), "windows" if args.windows else "main")
+    if args.path:
+        print(path)
+        return 0
+    if args.lines < 0:
+        raise CommandError("--lines must not be negative.", EXIT_USAGE)
+    if not path.exists() and not args.follow:
+        raise CommandError(f"there is no log yet at {path}.")
+    lines, position = last_lines(path, args.lines)
+    for line in lines:
+        print(line, flush=True)
+    if args.follow:
+        with contextlib.suppress(KeyboardInterrupt):
+            _follow_log(path, position)
+    return 0
+
+
+def _follow_log(path: Path, position: int) -> None:
+    """Print what is appended to ``path`` after byte ``position``, across its rotations,
+    as it comes: the directory's change events wake this, and a look every second
+    catches what was written before the watch began."""
+    import watchfiles
+
+    identity = _file_identity(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for _ in watchfiles.watch(
+        path.parent,
+        debounce=50,
+        step=20,
+        recursive=False,
+        rust_timeout=1000,
+        yield_on_timeout=True,
+    ):
+        current = _file_identity(path)
+        if current != identity:  # rotated: the new file starts at its beginning
+            identity, position = current, 0
+        try:
+            with path.open("rb") as file:
+                file.seek(position)
+                data = file.read()
+        except FileNotFoundError:
+            continue
+        if data:
+            position += len(data)
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            sys.stdout.flush()
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def cmd_autostart(args: argparse.Namespace) -> int:
     from main_process.autostart import AutostartError, autostart_for, invocation
 
@@ -808,6 +873,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "windows": cmd_windows,
     "screenshot": cmd_screenshot,
     "autostart": cmd_autostart,
+    "logs": cmd_logs,
 }
 
 

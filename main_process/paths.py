@@ -11,6 +11,7 @@ change the permissions of a directory the user already had.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,15 @@ def resolve_data_dir(
     else:
         chosen = default_data_dir()
     return chosen.expanduser().absolute()
+
+
+def instance_suffix(data_dir: Path) -> str:
+    """``""`` for the default data dir, else ``-`` and 8 hex digits of the data dir: what
+    per-user names outside the data dir (log files, autostart entries) end with, so two
+    instances on two data dirs do not share them."""
+    if data_dir.absolute() == default_data_dir():
+        return ""
+    return "-" + hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:8]
 
 
 def ensure_private_dir(path: Path) -> Path:

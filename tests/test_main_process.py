@@ -20,6 +20,7 @@ from ipc.endpoints import Endpoints
 from ipc.host import connect_subscriber
 from ipc.messages import TOPIC_STATUS, Status
 from main_process.identity import load_or_create_client_id
+from main_process.log_file import log_path
 from main_process.settings import SettingsLayer, merge, read_environment_layer, read_file_layer
 from main_process.spool import Spool
 from tests.main_process_runner import MainProcessRunner, log_monitor
@@ -214,9 +215,12 @@ def test_login_and_logout_through_ipc_keep_secrets_off_every_frame(
     assert b"alice" in captured  # the frames were really recorded...
     secrets = [PASSWORD, "not-it", *(v for k, v in tokens.items() if k.endswith("token") and v)]
     assert len(secrets) >= 4
+    log_file = log_path(data).read_text()
+    assert "signed in" in log_file or "alice" in log_file  # the log file saw the sign-in...
     for secret in secrets:
         assert secret.encode() not in captured  # ...and no secret is in any of them
         assert secret not in main.log_text()
+        assert secret not in log_file
     after = json.loads((data / "tokens.json").read_text())
     assert after.get("access_token") is None
     assert after.get("refresh_token") is None
