@@ -12,7 +12,7 @@ before they are read whole. No token or password is ever logged.
 | ``POST /api/auth/register-guest`` | 200 ``{"guestToken"}`` / 409 (the clientId is claimed) |
 | ``POST /api/auth/logout`` | 204 (the session is revoked) / 200 ``{"guestToken"}`` (see auth) |
 | ``GET /api/health`` | 200 ``{"ok": true}`` |
-| ``GET /api/stats`` | 200 counters of the socket front end |
+| ``GET /api/stats`` | 200 counters (socket front end, connections) to direct local requests; 404 to others unless ``--public-stats`` |
 """
 
 from __future__ import annotations
