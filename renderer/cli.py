@@ -20,8 +20,10 @@ import argparse
 import logging
 import re
 import sys
+import threading
 import time
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 from ipc.messages import WindowGeometry
 
@@ -155,19 +157,44 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         return EXIT_USAGE
     sender = DemoCommandSender(report)
     diagnostics = Diagnostics(report, sender)
-    feed = DemoFeed(feed_stream, report, diagnostics.submit)
+
+    def make_parts(number: int) -> WindowParts:
+        feed = DemoFeed(feed_stream, report, diagnostics.submit, host.main_process_gone)
+        return WindowParts(feed, sender, on_event=report, on_window=diagnostics.attach)
+
     host = RendererHost(
-        lambda number: WindowParts(feed, sender, on_event=report, on_window=diagnostics.attach),
-        gui=choice.gui,
-        title=args.title,
-        size=size,
-        started_at=started_at,
+        make_parts, gui=choice.gui, title=args.title, size=size, started_at=started_at
     )
     host.open()
     report("started", {"gui": choice.gui, "environment": choice.changed})
     if args.main_pid is not None:
         ProcessWatch(args.main_pid, host.main_process_gone).start()
     return host.run()
+
+
+class _CallsForTheHost:
+    """Calls meant for the host that arrive before it exists (its subscription starts
+    first: the cached ``HostControl`` can come at once), made once it does."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._host: Any = None
+        self._waiting: list[Callable[[Any], None]] = []
+
+    def call(self, fn: Callable[[Any], None]) -> None:
+        with self._lock:
+            host = self._host
+            if host is None:
+                self._waiting.append(fn)
+                return
+        fn(host)
+
+    def bind(self, host: Any) -> None:
+        with self._lock:
+            self._host = host
+            waiting, self._waiting = self._waiting, []
+        for fn in waiting:
+            fn(host)
 
 
 def _run_host(
@@ -178,14 +205,12 @@ def _run_host(
 ) -> int:
     """The production mode: the renderer host of the main process of ``args.data_dir``."""
     import os
-    import threading
     from pathlib import Path
 
     from ipc.endpoints import EndpointError
     from ipc.instance import InstanceLock
     from ipc.messages import WindowControl, WindowRef
-    from renderer.feed import MainProcessGone
-    from renderer.ipc_link import HostLink, IpcCommandSender, IpcFeed
+    from renderer.ipc_link import HostSubscription, IpcCommandSender
     from renderer.process_watch import ProcessWatch
     from renderer.reporter import WindowReporter
 
@@ -193,17 +218,7 @@ def _run_host(
     main_pid = args.main_pid if args.main_pid is not None else InstanceLock(data_dir).holder_pid()
     pid = os.getpid()
     reporters: dict[int, WindowReporter] = {}
-    # HostControl counts that arrived before the host existed (the cached one does).
-    early_requests: list[int] = []
-    host_box: list[RendererHost] = []
-    host_made = threading.Lock()
-
-    def open_requests(total: int) -> None:
-        with host_made:
-            if not host_box:
-                early_requests.append(total)
-                return
-        host_box[0].open_requests(total)
+    for_host = _CallsForTheHost()
 
     def control(request: WindowControl) -> None:
         for number, reporter in list(reporters.items()):
@@ -213,8 +228,14 @@ def _run_host(
     try:
         page_sender = IpcCommandSender(data_dir)
         report_sender = IpcCommandSender(data_dir)
-        link = HostLink(data_dir, open_requests, control, pid=pid)
-        link.start()
+        subscription = HostSubscription(
+            data_dir,
+            on_open_requests=lambda total: for_host.call(lambda h: h.open_requests(total)),
+            on_control=control,
+            on_gone=lambda reason: for_host.call(lambda h: h.main_process_gone(reason)),
+            pid=pid,
+        )
+        subscription.start()
     except EndpointError as exc:
         print(f"renderer: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -228,10 +249,6 @@ def _run_host(
     from renderer.window import WindowParts
 
     def make_parts(number: int) -> WindowParts:
-        try:
-            feed = IpcFeed(data_dir)
-        except EndpointError as exc:
-            raise MainProcessGone(str(exc)) from exc
         reporter = WindowReporter(report_sender, window=number, title=args.title, host=pid)
         reporters[number] = reporter
 
@@ -241,7 +258,7 @@ def _run_host(
             reporter.report_closed()
 
         return WindowParts(
-            feed,
+            subscription.window_source(),
             page_sender,
             on_event=reporter.on_event,
             on_pushed=reporter.page_changed,
@@ -254,16 +271,13 @@ def _run_host(
     )
     for number in range(args.windows):
         host.open(geometry=geometries[number] if number < len(geometries) else None)
-    with host_made:
-        host_box.append(host)
-    for total in early_requests:
-        host.open_requests(total)
+    for_host.bind(host)
     if main_pid is not None:
         ProcessWatch(main_pid, host.main_process_gone).start()
     code = host.run()
     for reporter in list(reporters.values()):
         reporter.stop()
-    link.close()
+    subscription.close()
     if code != EXIT_MAIN_PROCESS_GONE:
         for reporter in list(reporters.values()):
             reporter.report_closed()

@@ -5,7 +5,8 @@
 * an ``ipc.messages`` published message, exactly as ``ipc.messages.to_json`` writes it
   (``{"type": "status", "state": "connected", ...}``, ``{"type": "log_lines", "lines":
   [{"path": ..., "text": ...}]}``, ``{"type": "server_event", "payload": {...}}``, ...),
-  which goes through the same bridge as in production;
+  which goes through the same bridge as in production (a ``window_state`` is accepted and
+  ignored: a page shows no other window's state);
 * a request, answered on the report stream with ``{"event": "reply", "id": ...,
   "result": ...}`` or ``{"event": "reply", "id": ..., "error": "..."}``:
   ``{"type": "describe", "id": ...}``, ``{"type": "screenshot", "id": ..., "path": ...}``,
@@ -38,18 +39,15 @@ from ipc.messages import (
     Login,
     LogLines,
     Ok,
-    Published,
     Reply,
     ServerEvent,
     Stats,
     Status,
     WindowState,
 )
-from renderer.feed import MainProcessGone
+from renderer.feed import UpdateSink
 
 log = logging.getLogger(__name__)
-
-FEED_QUEUE_SIZE = 1024  # decoded messages waiting for the bridge; the reader blocks beyond
 
 
 class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
@@ -109,32 +107,33 @@ class ReportWriter:
                 pass  # the reader went away; the window carries on regardless
 
 
-class _EndOfFeed:
-    pass
-
-
-_END = _EndOfFeed()
-
-
 class DemoFeed:
-    """``UpdateFeed`` over a stream of JSON lines; requests go to ``on_request``."""
+    """``UpdateSource`` over a stream of JSON lines; requests go to ``on_request``, the end
+    of the stream to ``on_end`` (to the window, the main process is gone)."""
 
     def __init__(
         self,
         stream: IO[str],
         report: ReportWriter,
         on_request: Callable[[DemoRequest], None],
+        on_end: Callable[[str], None],
     ) -> None:
         self._stream = stream
         self._report = report
         self._on_request = on_request
-        self._queue: queue.Queue[Published | _EndOfFeed] = queue.Queue(FEED_QUEUE_SIZE)
-        self._ended = False
+        self._on_end = on_end
+        self._sink: UpdateSink | None = None
+        self._closed = threading.Event()
+
+    def attach(self, sink: UpdateSink) -> None:
+        self._sink = sink
         threading.Thread(target=self._read, name="demo-feed-reader", daemon=True).start()
 
     def _read(self) -> None:
         try:
             for raw in self._stream:
+                if self._closed.is_set():
+                    return
                 if not raw.strip():
                     continue
                 try:
@@ -146,27 +145,15 @@ class DemoFeed:
                     item, DescribeRequest | ScreenshotRequest | EvaluateRequest | FailNextCommand
                 ):
                     self._on_request(item)
-                else:
-                    self._queue.put(item)  # blocks when full: backpressure onto the pipe
+                elif self._sink is not None and not isinstance(item, WindowState):
+                    self._sink(item)
         except (OSError, ValueError) as exc:
             log.warning("reading the demo feed failed: %s", exc)
-        finally:
-            self._queue.put(_END)
-
-    def receive(self, timeout: float) -> Published | None:
-        if self._ended:
-            raise MainProcessGone("the demo feed has ended")
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, _EndOfFeed):
-            self._ended = True
-            raise MainProcessGone("the demo feed has ended")
-        return item
+        if not self._closed.is_set():
+            self._on_end("the demo feed has ended")
 
     def close(self) -> None:
-        self._ended = True
+        self._closed.set()
 
 
 class DemoCommandSender:

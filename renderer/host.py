@@ -11,6 +11,8 @@ Owns the Qt application (through pywebview) and the set of ``RendererWindow``s i
 * **one browser**: on Qt every window's page lives in one off-the-record profile
   (``renderer.qt_shell.share_one_profile``), and each page has its own render process, so
   a page that dies takes no other window with it.
+* **one push scheduler** (``renderer.bridge.PushScheduler``) starts the windows' updates
+  in their pages, all windows' together, in one job for the GUI thread.
 * **closing**: a window the user closes is gone alone; when the last one closes,
   pywebview ends the GUI loop and ``run()`` returns ``EXIT_CLOSED``.
   ``main_process_gone(reason)`` is the hook every detector calls (a window's feed going
@@ -39,6 +41,7 @@ from collections.abc import Callable
 import webview
 
 from ipc.messages import WindowGeometry
+from renderer.bridge import Poster, PushScheduler
 from renderer.environment import Gui
 from renderer.feed import MainProcessGone
 from renderer.window import RendererWindow, WindowParts
@@ -79,6 +82,7 @@ class RendererHost:
         self._handled_requests = 0
         self._main_gone = threading.Event()
         self._exit_code = EXIT_CLOSED
+        self._scheduler = PushScheduler(_gui_thread_poster if gui == "qt" else None)
 
     # ---- opening ------------------------------------------------------------------------
 
@@ -98,6 +102,7 @@ class RendererHost:
             number,
             parts,
             gui=self._gui,
+            scheduler=self._scheduler,
             on_main_process_gone=self.main_process_gone,
             on_closed=self._window_closed,
             title=self._title,
@@ -146,6 +151,7 @@ class RendererHost:
             left = [w for w in self._windows.values() if not w.closed]
         for window in left:
             window.close()
+        self._scheduler.stop()
         return self._exit_code
 
     def _gui_started(self) -> None:
@@ -200,3 +206,11 @@ class RendererHost:
     def window(self, number: int) -> RendererWindow | None:
         with self._lock:
             return self._windows.get(number)
+
+
+def _gui_thread_poster() -> Poster:
+    """Runs a batch of page jobs on the Qt GUI thread (made at the first push: it needs
+    the application)."""
+    from renderer.qt_capture import GuiThreadCall
+
+    return GuiThreadCall().post

@@ -1,33 +1,38 @@
-"""The renderer host's connection to its main process: feeds, command senders, host link.
+"""The renderer host's connection to its main process: one subscription, command senders.
 
 Owns the adapters ``python -m renderer --data-dir D`` builds instead of the demo ones:
 
-* ``IpcFeed``, one per window: ``ipc``'s ``SubscriberThread`` on the status, stats, logs
-  and event topics, its own subscription, so each window is an independent viewer and a
-  window opened late gets the Last Value Cache's present status as it subscribes.
-  Published messages go to the window's bridge through a bounded queue. ``receive``
-  raises ``MainProcessGone`` once nothing, not even a heartbeat (~1/s), has been heard for
-  ``silence_s`` seconds.
+* ``HostSubscription``, one per host: ``ipc``'s ``SubscriberThread`` on the status,
+  stats, logs and event topics (what the windows show), ``host`` (``HostControl``: how
+  many windows the main process has asked this host for; a state topic, so a request
+  made while the host was starting reaches it as it subscribes) and ``control``
+  (``WindowControl`` diagnostics, handed to the windows they name). Each window gets an
+  ``UpdateSource`` of its own from it (``window_source()``): attaching one hands it the
+  present (the last ``Status`` and ``Stats``, which the subscription got from the main
+  process's Last Value Cache and keeps), then every update, each folded straight into the
+  window's coalescer on the subscriber's thread. When nothing, not even a heartbeat
+  (~1/s), has been heard for ``silence_s`` seconds, ``on_gone`` is called once.
 * ``IpcCommandSender`` sends commands on a ``SyncCommandClient``, which is one-thread-only,
   so every call holds a lock (pywebview calls ``js_api`` methods from a thread per call).
   The host shares one among its windows' pages, and another among their reporters.
-* ``HostLink``, one per host: its own subscription to ``host`` (``HostControl``: how many
-  windows the main process has asked this host for) and ``control`` (``WindowControl``
-  diagnostics, handed to the windows they name). ``HostControl`` is a state topic, so a
-  request made while the host was still starting reaches it as it subscribes.
 
-A window's subscription starts when the window is asked for, before its page loads, so
-the cached status is already waiting when the page has loaded: the first status the page
-paints is the present one.
+Why one subscription for the host rather than one per window: measured with eight
+windows (``bench/window_latency.py``, two runs each, nothing else changed), a
+subscription per window meant eight subscriber threads waking for every update and
+contending for one interpreter: publish → page DOM p50 6.4-6.8 ms, p99 21-23 ms, against
+3.8-4.0 ms and 15-17 ms with one. What a window's own subscription gave, the present at
+its first paint and its own coalescing, each window keeps: the present comes from the
+host's copy of the cache, and each window has its own coalescer.
 
-Must not: know about pywebview, or decide what the page shows.
+Must not: know about pywebview, decide what the page shows, or call a sink outside its
+lock (a window attaching while an update arrives must get the present, then the update,
+in that order).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -44,80 +49,125 @@ from ipc.messages import (
     TOPIC_WINDOW_CONTROL,
     Command,
     HostControl,
-    LogLines,
-    Published,
     Reply,
-    ServerEvent,
+    Stats,
+    Status,
     WindowControl,
 )
 from ipc.subscriber import Delivery, SubscriberThread
-from renderer.feed import MainProcessGone
+from renderer.feed import UpdateSink
 
 log = logging.getLogger(__name__)
 
-WINDOW_TOPICS = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT)
-HOST_TOPICS = (TOPIC_HOST, TOPIC_WINDOW_CONTROL)
+# Control topics first: once the status's cached value has arrived, the publisher has
+# taken every subscription before it (they travel in order on one connection).
+HOST_TOPICS = (TOPIC_HOST, TOPIC_WINDOW_CONTROL, TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT)
 # The publisher's heartbeat comes every second; several missed in a row means the main
-# process is gone (or hung so badly that this window can show nothing true).
+# process is gone (or hung so badly that the windows can show nothing true).
 DEFAULT_SILENCE_S = 5.0
-QUEUE_SIZE = 2048
-# How long a state message may wait for room in a full queue before it is dropped (the
-# bridge drains the queue continuously, so this only happens if the window is stuck).
-STATE_PUT_TIMEOUT_S = 1.0
 
 
-class IpcFeed:
-    """``UpdateFeed`` over ``ipc``'s subscriber thread; see the module docstring."""
+class HostSubscription:
+    """The host's one subscription, fanned out to its windows; see the module docstring."""
 
-    def __init__(self, data_dir: Path, silence_s: float = DEFAULT_SILENCE_S) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        on_open_requests: Callable[[int], None],
+        on_control: Callable[[WindowControl], None],
+        on_gone: Callable[[str], None],
+        silence_s: float = DEFAULT_SILENCE_S,
+        pid: int | None = None,
+    ) -> None:
+        self._on_open_requests = on_open_requests
+        self._on_control = on_control
+        self._on_gone = on_gone
         self._silence_s = silence_s
-        self._queue: queue.Queue[Published] = queue.Queue(QUEUE_SIZE)
-        self._closed = threading.Event()
+        self._pid = os.getpid() if pid is None else pid
+        self._lock = threading.Lock()
+        self._sinks: dict[int, UpdateSink] = {}
+        self._status: Status | None = None
+        self._stats: Stats | None = None
         self._started_at = time.monotonic()
-        self.dropped = 0
+        self._stopping = threading.Event()
         self._subscriber: SubscriberThread = connect_subscriber_thread(
-            data_dir, self._deliver, WINDOW_TOPICS
+            data_dir, self._deliver, HOST_TOPICS
         )
+        self._watch = threading.Thread(target=self._watch_silence, name="silence", daemon=True)
+
+    def start(self) -> None:
         self._subscriber.start()
+        self._watch.start()
+
+    def window_source(self) -> WindowSource:
+        """An ``UpdateSource`` for one more window."""
+        return WindowSource(self)
+
+    # ---- the subscriber's thread ---------------------------------------------------------
 
     def _deliver(self, delivery: Delivery) -> None:
         message = delivery.message
-        try:
-            self._queue.put_nowait(message)
+        if isinstance(message, HostControl):
+            if message.host == self._pid:
+                self._on_open_requests(message.open_requests)
             return
-        except queue.Full:
-            pass
-        if isinstance(message, LogLines | ServerEvent):
-            # Streams: the page could only show the newest anyway; count and move on.
-            self.dropped += 1
+        if isinstance(message, WindowControl):
+            self._on_control(message)
             return
-        try:
-            self._queue.put(message, timeout=STATE_PUT_TIMEOUT_S)
-        except queue.Full:
-            self.dropped += 1
-            log.warning("the window is not taking updates; dropped a %s", type(message).__name__)
+        with self._lock:
+            if isinstance(message, Status):
+                self._status = message
+            elif isinstance(message, Stats):
+                self._stats = message
+            for sink in self._sinks.values():
+                sink(message)
+
+    # ---- windows -------------------------------------------------------------------------
+
+    def _attach(self, key: int, sink: UpdateSink) -> None:
+        with self._lock:
+            for present in (self._status, self._stats):
+                if present is not None:
+                    sink(present)
+            self._sinks[key] = sink
+
+    def _detach(self, key: int) -> None:
+        with self._lock:
+            self._sinks.pop(key, None)
+
+    # ---- the main process's silence --------------------------------------------------------
 
     def silent_for(self) -> float:
-        """Seconds since the main process was last heard (or since the feed started)."""
+        """Seconds since the main process was last heard (or since the subscription began)."""
         heard = self._subscriber.last_heard
         return time.monotonic() - (self._started_at if heard is None else heard)
 
-    def receive(self, timeout: float) -> Published | None:
-        if self._closed.is_set():
-            raise MainProcessGone("the feed is closed")
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            pass
-        silent = self.silent_for()
-        if silent > self._silence_s:
-            raise MainProcessGone(f"nothing heard from the main process for {silent:.1f} s")
-        return None
+    def _watch_silence(self) -> None:
+        # Wakes once a second: an idle host should wake rarely, and the silence bound is
+        # several seconds anyway.
+        while not self._stopping.wait(1.0):
+            silent = self.silent_for()
+            if silent > self._silence_s:
+                self._on_gone(f"nothing heard from the main process for {silent:.1f} s")
+                return
 
     def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._subscriber.stop(timeout=2.0)
+        self._stopping.set()
+        self._subscriber.stop(timeout=2.0)
+
+
+class WindowSource:
+    """One window's ``UpdateSource`` on the host's subscription."""
+
+    def __init__(self, subscription: HostSubscription) -> None:
+        self._subscription = subscription
+
+    def attach(self, sink: UpdateSink) -> None:
+        self._subscription._attach(id(self), sink)
+
+    def close(self) -> None:
+        self._subscription._detach(id(self))
 
 
 class IpcCommandSender:
@@ -135,35 +185,3 @@ class IpcCommandSender:
     def close(self) -> None:
         with self._lock:
             self._client.close()
-
-
-class HostLink:
-    """The host's own subscription: ``HostControl`` and ``WindowControl``; see the module."""
-
-    def __init__(
-        self,
-        data_dir: Path,
-        on_open_requests: Callable[[int], None],
-        on_control: Callable[[WindowControl], None],
-        pid: int | None = None,
-    ) -> None:
-        self._on_open_requests = on_open_requests
-        self._on_control = on_control
-        self._pid = os.getpid() if pid is None else pid
-        self._subscriber: SubscriberThread = connect_subscriber_thread(
-            data_dir, self._deliver, HOST_TOPICS
-        )
-
-    def start(self) -> None:
-        self._subscriber.start()
-
-    def _deliver(self, delivery: Delivery) -> None:
-        message = delivery.message
-        if isinstance(message, HostControl):
-            if message.host == self._pid:
-                self._on_open_requests(message.open_requests)
-        elif isinstance(message, WindowControl):
-            self._on_control(message)
-
-    def close(self) -> None:
-        self._subscriber.stop(timeout=2.0)

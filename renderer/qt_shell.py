@@ -18,11 +18,13 @@ and it does so without forking it:
   builds its profile differently shows at once (tests compare the labels). The versions
   this was written against are pinned in ``pyproject.toml``; ``share_one_profile`` refuses
   a backend module without the two names it relies on.
-* **Pages from any thread.** ``QtPage.run_js`` runs a script through Qt's
-  ``runJavaScript`` with a deadline, and fails at once, with ``PageUnavailable``, while the
-  page has no render process. pywebview's own ``run_js`` waits for ever when the render
+* **Pages from any thread.** ``QtPage.prepare_js`` gives the push scheduler a job that
+  starts a script through Qt's ``runJavaScript`` on the GUI thread and says when it has
+  run; ``run_js`` (diagnostics) does the same and waits, with a deadline. Both fail at
+  once, with ``PageUnavailable``, while the page has no render process, and a script in
+  flight when it dies fails too. pywebview's own ``run_js`` waits for ever when the render
   process dies with a script in flight (measured with pywebview 6.2.1), which would stall
-  a bridge for good.
+  a window for good.
 * **Render processes that die.** ``QWebEnginePage.renderProcessTerminated`` (the render
   process crashed, was killed, or ran out of memory) fails every script in flight and
   calls ``on_render_process_gone``; the window then reloads the page in place
@@ -56,7 +58,7 @@ from PySide6.QtWebEngineCore import (
 )
 
 from ipc.messages import WindowGeometry
-from renderer.bridge import PageUnavailable
+from renderer.bridge import PageUnavailable, PushDone
 from renderer.page import is_page_resource
 from renderer.qt_capture import GuiThreadCall, grab_png
 
@@ -160,10 +162,14 @@ class QtPage:
         self._gui = gui
         self._on_gone = on_render_process_gone
         self._lock = threading.Lock()
-        self._pending: set[Future[object]] = set()
+        # Scripts started and not yet run, with what to call when they have (or cannot).
+        self._pending: dict[object, Callable[[object, BaseException | None], None]] = {}
         self._alive = True
         self._closed = False
         self.profile_label = profile_label(self._page.profile())
+        # Kept as Qt tells it, so reading it costs the GUI thread nothing.
+        self._render_pid = int(self._page.renderProcessPid()) or None
+        self._page.renderProcessPidChanged.connect(self._render_pid_changed)
         self._page.renderProcessTerminated.connect(self._terminated)
         # A page that asks to close its window (window.close()) closes it as a person
         # would, through the window's own close path; pywebview leaves the signal alone.
@@ -171,45 +177,57 @@ class QtPage:
 
     # ---- scripts ------------------------------------------------------------------------
 
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
+        """A job for the GUI thread that starts ``script``; ``done(None)`` once it has run,
+        ``done(PageUnavailable)`` if the render process ends first (see the module)."""
+        return self._prepare(script, lambda _value, error: done(error))
+
     def run_js(self, script: str, timeout: float) -> object:
-        """Run ``script`` in the page; its value, once it has run (see the module doc)."""
+        """Run ``script`` in the page (from any thread); its value, once it has run."""
         future: Future[object] = Future()
+
+        def settle(value: object, error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+        self._gui.post(self._prepare(script, settle))
+        return future.result(timeout)
+
+    def _prepare(
+        self, script: str, done: Callable[[object, BaseException | None], None]
+    ) -> Callable[[], None]:
+        token = object()
         with self._lock:
             if self._closed:
                 raise PageUnavailable("the window is closed")
             if not self._alive:
                 raise PageUnavailable("the page's render process has ended")
-            self._pending.add(future)
+            self._pending[token] = done
 
-        def settle(result: object) -> None:
+        def settle(value: object) -> None:
             with self._lock:
-                if not future.done():
-                    future.set_result(result)
+                waiting = self._pending.pop(token, None)
+            if waiting is not None:
+                waiting(value, None)
 
         def start() -> None:
-            if future.done():
-                return
             try:
                 self._page.runJavaScript(script, 0, settle)
             except RuntimeError as exc:  # the page object is already deleted
                 with self._lock:
-                    if not future.done():
-                        future.set_exception(PageUnavailable(str(exc)))
+                    waiting = self._pending.pop(token, None)
+                if waiting is not None:
+                    waiting(None, PageUnavailable(str(exc)))
 
-        try:
-            self._gui.post(start)
-            return future.result(timeout)
-        finally:
-            with self._lock:
-                self._pending.discard(future)
+        return start
 
     def _fail_pending(self, reason: str) -> None:
         with self._lock:
-            pending, self._pending = self._pending, set()
-        for future in pending:
-            with self._lock:
-                if not future.done():
-                    future.set_exception(PageUnavailable(reason))
+            pending, self._pending = self._pending, {}
+        for done in pending.values():
+            done(None, PageUnavailable(reason))
 
     # ---- render processes -----------------------------------------------------------------
 
@@ -224,6 +242,7 @@ class QtPage:
             if self._closed:
                 return
             self._alive = False
+            self._render_pid = None
         self._fail_pending(reason)
         self._on_gone(reason)
 
@@ -239,12 +258,17 @@ class QtPage:
 
         self._gui.post(reload_now)
 
-    def render_process_pid(self, timeout: float) -> int | None:
+    def _render_pid_changed(self, pid: int) -> None:
         with self._lock:
-            if self._closed or not self._alive:
-                return None
-        pid = self._gui.call(self._page.renderProcessPid, timeout)
-        return int(pid) if pid else None
+            self._render_pid = int(pid) or None
+
+    def loaded(self) -> None:
+        """The page has loaded (again): take note of its render process (GUI thread)."""
+        self._render_pid_changed(self._page.renderProcessPid())
+
+    def render_process_pid(self) -> int | None:
+        with self._lock:
+            return None if self._closed or not self._alive else self._render_pid
 
     # ---- the window around it -------------------------------------------------------------
 

@@ -9,9 +9,12 @@ late ``log-monitor windows`` sees every window at once). It reports:
   status is painted), ``reloading`` and ``repainted`` (its render process died and the
   page was reloaded), and ``closed=True`` once the window is gone;
 * whenever what the page shows has changed: after a bridge push it reads the page back
-  (``describe()``) at most ``max_rate_hz`` times a second, and sends only if the summary
-  differs from the last one sent (the retry countdown, which ticks every 100 ms, is
-  carried but does not count as a change);
+  (``describe()``) at most ``max_rate_hz`` times a second, once pushes have paused for
+  ``QUIET_S`` (or ``MAX_DELAY_S`` after the first unreported one, under a steady flow):
+  a readback is work for the GUI thread and the page, and a status change reaching
+  every window at once should not wait behind it. It sends only if the summary differs
+  from the last one sent (the retry countdown, which ticks every 100 ms, is carried but
+  does not count as a change);
 * in answer to a ``WindowControl`` request: ``report`` (a fresh readback), ``screenshot``
   (a PNG named ``window-<pid>.png`` in the requested directory) or ``evaluate`` (a test
   hook: runs a script in the page, only when ``LOG_MONITOR_WINDOW_TEST_HOOKS=1`` was in
@@ -56,6 +59,8 @@ log = logging.getLogger(__name__)
 
 TEST_HOOKS_ENV = "LOG_MONITOR_WINDOW_TEST_HOOKS"
 MAX_REPORTS_PER_SECOND = 2.0
+QUIET_S = 0.04
+MAX_DELAY_S = 1.0
 REPORT_TIMEOUT_S = 2.0
 CLOSING_REPORT_TIMEOUT_S = 1.0
 CONTROL_TIMEOUT_S = 10.0
@@ -166,6 +171,8 @@ class WindowReporter:
         self._wake = threading.Condition()
         self._controls: deque[WindowControl] = deque(maxlen=32)
         self._changed = False
+        self._changed_first = 0.0  # clock() of the first change not yet read back
+        self._changed_last = 0.0  # and of the latest
         self._ready = False
         self._loaded = False
         self._stopping = False
@@ -202,6 +209,10 @@ class WindowReporter:
     def page_changed(self) -> None:
         """Something was pushed into the page (the bridge's ``on_pushed``)."""
         with self._wake:
+            now = self._clock()
+            if not self._changed:
+                self._changed_first = now
+            self._changed_last = now
             self._changed = True
             self._wake.notify()
 
@@ -257,11 +268,15 @@ class WindowReporter:
     def _due(self) -> bool:
         if self._controls:
             return True
-        return self._loaded and self._changed and self._clock() >= self._next_allowed
+        return self._loaded and self._changed and self._clock() >= self._due_at()
+
+    def _due_at(self) -> float:
+        settled = min(self._changed_last + QUIET_S, self._changed_first + MAX_DELAY_S)
+        return max(self._next_allowed, settled)
 
     def _wait_time(self) -> float | None:
         if self._changed and self._loaded:
-            return max(0.0, self._next_allowed - self._clock())
+            return max(0.0, self._due_at() - self._clock())
         return None
 
     def _report(self, *, force: bool) -> None:

@@ -8,9 +8,10 @@ and the set of windows):
   (the first windows) or from any thread once it runs. The moment the page has loaded
   (Qt's ``loadFinished``, which pywebview passes on as ``events.before_load`` on the GUI
   thread, before it injects its own JS), the window takes hold of its Qt page
-  (``renderer.qt_shell.QtPage``) and starts its ``Bridge``, which pushes this window's own
-  feed into the page: the page's ``window.lm`` is all a push needs, so the first status is
-  painted without waiting for pywebview's ``js_api`` (the buttons wait for that).
+  (``renderer.qt_shell.QtPage``) and starts its ``Bridge``, which pushes what this window's
+  ``UpdateSource`` delivered (from the moment the window was asked for: the present state
+  first) into the page: the page's ``window.lm`` is all a push needs, so the first status
+  is painted without waiting for pywebview's ``js_api`` (the buttons wait for that).
 * **a render process that dies**: the page is reloaded in place; meanwhile the bridge
   holds its pushes, and once the new page has loaded it repaints it with everything the
   old one had been given (``Bridge.resume(replay=True)``). Nothing else is touched: the
@@ -28,7 +29,7 @@ and the set of windows):
 Timings are milliseconds after the window was asked for (``asked_at``: the host's process
 start for the windows on its command line, the request's arrival for later ones).
 
-Must not: hold tokens or passwords, talk to sockets (the feed and the sender do), or run
+Must not: hold tokens or passwords, talk to sockets (the source and the sender do), or run
 page scripts from the GUI thread (they wait for the GUI thread).
 """
 
@@ -48,17 +49,15 @@ import msgspec
 import webview
 
 from ipc.messages import WindowGeometry
-from renderer.bridge import Bridge, PageUnavailable
+from renderer.bridge import Bridge, PageUnavailable, PushDone, PushScheduler
 from renderer.commands import CommandSender, PageApi
 from renderer.environment import Gui
-from renderer.feed import UpdateFeed
+from renderer.feed import UpdateSource
 from renderer.page import page_url
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
-# A push the page has not run within this is abandoned (the next one carries it anyway).
-PUSH_TIMEOUT_S = 5.0
 MIN_SIZE = (480, 360)
 
 T = TypeVar("T")
@@ -101,11 +100,15 @@ class _Page(Protocol):
     @property
     def profile_label(self) -> str | None: ...
 
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]: ...
+
     def run_js(self, script: str, timeout: float) -> object: ...
 
     def reload(self) -> None: ...
 
-    def render_process_pid(self, timeout: float) -> int | None: ...
+    def loaded(self) -> None: ...
+
+    def render_process_pid(self) -> int | None: ...
 
     def geometry(self, timeout: float) -> WindowGeometry | None: ...
 
@@ -123,13 +126,27 @@ class _PywebviewPage:
     def __init__(self, window: Any) -> None:
         self._window = window
 
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                self._window.run_js(script)
+            except Exception as exc:
+                done(exc)
+            else:
+                done(None)
+
+        return lambda: threading.Thread(target=run, name="page-script", daemon=True).start()
+
     def run_js(self, script: str, timeout: float) -> object:
         return call_with_timeout(lambda: self._window.run_js(script), timeout, "page script")
 
     def reload(self) -> None:
         pass
 
-    def render_process_pid(self, timeout: float) -> int | None:
+    def loaded(self) -> None:
+        pass
+
+    def render_process_pid(self) -> int | None:
         return None
 
     def geometry(self, timeout: float) -> WindowGeometry | None:
@@ -144,13 +161,13 @@ class _PywebviewPage:
 
 @dataclass(slots=True)
 class WindowParts:
-    """What a window is made of besides Qt: its feed, its command sender, its listeners.
+    """What a window is made of besides Qt: its updates, its command sender, its listeners.
 
     ``on_window`` is called with the window once it exists (before it opens);
     ``on_closed`` once the window is gone, unless the main process is gone too.
     """
 
-    feed: UpdateFeed
+    source: UpdateSource
     sender: CommandSender
     on_event: EventSink = field(default=lambda name, fields: None)
     on_pushed: Callable[[], None] = field(default=lambda: None)
@@ -167,6 +184,7 @@ class RendererWindow:
         parts: WindowParts,
         *,
         gui: Gui | None,
+        scheduler: PushScheduler,
         on_main_process_gone: Callable[[str], None],
         on_closed: Callable[[RendererWindow], None],
         title: str = "Log monitor",
@@ -176,7 +194,6 @@ class RendererWindow:
     ) -> None:
         self.number = number
         self.parts = parts
-        self._feed = parts.feed
         self._gui = gui
         self._title = title
         self._size = size
@@ -186,11 +203,7 @@ class RendererWindow:
         self._on_closed_callback = on_closed
         self._api = PageApi(parts.sender, on_main_process_gone)
         self._bridge = Bridge(
-            parts.feed,
-            self,
-            on_main_process_gone,
-            on_status_shown=self._status_shown,
-            on_pushed=parts.on_pushed,
+            self, scheduler, on_status_shown=self._status_shown, on_pushed=parts.on_pushed
         )
         self._window: Any = None
         self._page: _Page | None = None
@@ -204,6 +217,10 @@ class RendererWindow:
         self._reloads = 0
         self._reloading = False
         self._gone_at: float | None = None
+        # Read from the GUI thread only after a move or resize (None: to be read again).
+        self._geometry_known: WindowGeometry | None = None
+        # Updates start folding in now: the present is waiting when the page has loaded.
+        parts.source.attach(self._bridge.offer)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -228,8 +245,8 @@ class RendererWindow:
         self._window.events.before_load += self._on_page_loaded
         self._window.events.closed += self._on_closed
         # A moved or resized window has a new geometry to report.
-        self._window.events.moved += self.parts.on_pushed
-        self._window.events.resized += self.parts.on_pushed
+        self._window.events.moved += self._geometry_changed
+        self._window.events.resized += self._geometry_changed
         self._timings["createdMs"] = self._since_asked_ms()
 
     def _on_page_loaded(self) -> None:
@@ -246,6 +263,7 @@ class RendererWindow:
             self._bridge.start()
         elif self._reloading:
             self._reloading = False
+            self._page.loaded()
             self._page_loaded.set()
             log.info("window %d: the page is back; repainting it", self.number)
             self._bridge.resume(replay=True)
@@ -264,6 +282,10 @@ class RendererWindow:
             lambda: QtPage(self._window.native, gui_call, self._render_process_gone),
             DEFAULT_TIMEOUT_S,
         )
+
+    def _geometry_changed(self) -> None:
+        self._geometry_known = None
+        self.parts.on_pushed()
 
     def _render_process_gone(self, reason: str) -> None:
         # On the GUI thread (QtPage's renderProcessTerminated).
@@ -295,7 +317,7 @@ class RendererWindow:
         self._bridge.stop()
         if self._page is not None:
             self._page.close()
-        self._feed.close()
+        self.parts.source.close()
         self._on_closed_callback(self)
 
     def close(self) -> None:
@@ -320,11 +342,11 @@ class RendererWindow:
 
     # ---- page access (PageScripts for the bridge) -------------------------------------
 
-    def run_js(self, script: str) -> object:
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
         page = self._page
         if page is None or self._closing.is_set():
             raise PageUnavailable("the window is not open")
-        return page.run_js(script, PUSH_TIMEOUT_S)
+        return page.prepare_js(script, done)
 
     # ---- diagnostics ------------------------------------------------------------------
 
@@ -346,7 +368,9 @@ class RendererWindow:
     def window_facts(self, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
         page = self._require_page(timeout)
         timings = self._bridge.timings
-        geometry = page.geometry(timeout)
+        geometry = self._geometry_known
+        if geometry is None:
+            geometry = self._geometry_known = page.geometry(timeout)
         return {
             "host": os.getpid(),
             "number": self.number,
@@ -356,7 +380,7 @@ class RendererWindow:
             "pushMaxMs": round(timings.max_ms, 1),
             "pushMeanMs": round(timings.total_ms / timings.count, 1) if timings.count else None,
             "linesDropped": self._bridge.coalescer.counters.lines_dropped,
-            "renderProcess": page.render_process_pid(timeout),
+            "renderProcess": page.render_process_pid(),
             "reloads": self._reloads,
             "geometry": None if geometry is None else msgspec.to_builtins(geometry),
             "profile": page.profile_label,

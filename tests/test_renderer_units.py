@@ -5,12 +5,12 @@ the reporter (what a window tells the main process, and when)."""
 from __future__ import annotations
 
 import itertools
-import queue
 import re
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -34,7 +34,7 @@ from ipc.messages import (
     WindowView,
 )
 from main_process.windows import format_geometry
-from renderer.bridge import Bridge, PageUnavailable
+from renderer.bridge import Bridge, PageUnavailable, PushDone, PushScheduler
 from renderer.cli import parse_geometry
 from renderer.coalescer import UpdateCoalescer
 from renderer.commands import PageApi
@@ -151,32 +151,21 @@ def test_replay_gives_a_fresh_page_everything_the_old_one_was_given() -> None:
 # ---- bridge --------------------------------------------------------------------------
 
 
-class ListFeed:
-    """Delivers the given messages as fast as asked, then reports the main process gone."""
-
-    def __init__(self, messages: list[Any]) -> None:
-        self._messages = list(messages)
-        self.closed = False
-
-    def receive(self, timeout: float) -> Any:
-        if self._messages:
-            return self._messages.pop(0)
-        raise MainProcessGone("no more messages")
-
-    def close(self) -> None:
-        self.closed = True
-
-
 class RecordingPage:
+    """A page that runs each pushed script at once (on the scheduler's thread)."""
+
     def __init__(self) -> None:
         self.scripts: list[tuple[float, str]] = []
         self._changed = threading.Condition()
 
-    def run_js(self, script: str) -> object:
-        with self._changed:
-            self.scripts.append((time.monotonic(), script))
-            self._changed.notify_all()
-        return 0
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
+        def run() -> None:
+            with self._changed:
+                self.scripts.append((time.monotonic(), script))
+                self._changed.notify_all()
+            done(None)
+
+        return run
 
     def wait_for_text(self, text: str, timeout: float) -> bool:
         with self._changed:
@@ -186,26 +175,67 @@ class RecordingPage:
 def test_bridge_coalesces_a_flood_and_respects_the_rate() -> None:
     messages: list[Any] = [Status(state="connected", sent_chunks=i) for i in range(2000)]
     messages += [lines(i * 100, 100) for i in range(200)]
-    feed = ListFeed(messages)
     page = RecordingPage()
-    gone = threading.Event()
     first = threading.Event()
-    bridge = Bridge(
-        feed, page, lambda reason: gone.set(), on_status_shown=first.set, max_rate_hz=30
-    )
+    scheduler = PushScheduler()
+    bridge = Bridge(page, scheduler, on_status_shown=first.set, max_rate_hz=30)
     bridge.start()
-    assert gone.wait(10.0)
+    offered = time.monotonic()
+    for message in messages:  # as fast as a source delivers; offer never waits for the page
+        bridge.offer(message)
+    assert time.monotonic() - offered < 2.0
     assert first.wait(10.0)
     # The newest status and the newest line are never lost to coalescing.
     assert page.wait_for_text('"line 19999"', 5.0)
     assert page.wait_for_text('"sentChunks":1999', 5.0)
     bridge.stop()
-    bridge.join(2.0)
+    scheduler.stop()
     times = [t for t, _ in page.scripts]
     # 2,200 messages became a handful of pushes, each at least ~1/30 s after the previous.
     assert len(page.scripts) < 20
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 1 / 30 - 0.005 for gap in gaps), gaps
+
+
+class StuckPage(RecordingPage):
+    """A page that takes scripts and never says it ran them (a hung render process)."""
+
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
+        return super().prepare_js(script, lambda error: None)
+
+
+def test_one_scheduler_pushes_every_window_together_and_a_stuck_page_holds_only_itself() -> None:
+    posts: list[float] = []
+
+    def poster(job: Callable[[], None]) -> None:
+        posts.append(time.monotonic())
+        job()
+
+    scheduler = PushScheduler(lambda: poster)
+    pages = [RecordingPage(), RecordingPage(), StuckPage()]
+    bridges = [Bridge(page, scheduler, max_rate_hz=100) for page in pages]
+    try:
+        for bridge in bridges:
+            bridge.start()
+        with scheduler.lock:  # offered together, as a subscription delivers to every window
+            for bridge in bridges:
+                bridge.offer(Status(state="connected", attempt=1))
+        for page in pages:
+            assert page.wait_for_text('"attempt":1', 5)
+        assert len(posts) == 1  # three windows' updates, one job for the GUI thread
+        # The stuck page has one update in flight; the others go on taking theirs.
+        for attempt in range(2, 6):
+            with scheduler.lock:
+                for bridge in bridges:
+                    bridge.offer(Status(state="connected", attempt=attempt))
+            assert pages[0].wait_for_text(f'"attempt":{attempt}', 5)
+            assert pages[1].wait_for_text(f'"attempt":{attempt}', 5)
+        assert len(pages[2].scripts) == 1
+        assert len(posts) == 5
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+        scheduler.stop()
 
 
 class DyingPage(RecordingPage):
@@ -215,44 +245,28 @@ class DyingPage(RecordingPage):
         super().__init__()
         self.dead = False
 
-    def run_js(self, script: str) -> object:
+    def prepare_js(self, script: str, done: PushDone) -> Callable[[], None]:
         if self.dead:
             raise PageUnavailable("the page's render process has ended")
-        return super().run_js(script)
-
-
-class EndlessFeed:
-    """Delivers what is put into it; never says the main process is gone."""
-
-    def __init__(self) -> None:
-        self.messages: queue.Queue[Any] = queue.Queue()
-
-    def receive(self, timeout: float) -> Any:
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        pass
+        return super().prepare_js(script, done)
 
 
 def test_a_paused_bridge_repaints_a_reloaded_page_with_the_present() -> None:
-    feed = EndlessFeed()
     page = DyingPage()
     shown = threading.Semaphore(0)
-    bridge = Bridge(feed, page, lambda reason: None, on_status_shown=shown.release)
+    scheduler = PushScheduler()
+    bridge = Bridge(page, scheduler, on_status_shown=shown.release)
     bridge.start()
     try:
-        feed.messages.put(Status(state="connected", sent_chunks=1))
-        feed.messages.put(lines(0, 2))
+        bridge.offer(Status(state="connected", sent_chunks=1))
+        bridge.offer(lines(0, 2))
         assert shown.acquire(timeout=5)
         assert page.wait_for_text('"line 1"', 5)
         # The render process dies: pushes fail, the window pauses the bridge.
         page.dead = True
-        feed.messages.put(Status(state="disconnected", attempt=3))
+        bridge.offer(Status(state="disconnected", attempt=3))
         bridge.pause()
-        feed.messages.put(lines(2, 1))
+        bridge.offer(lines(2, 1))
         page.dead = False
         before = len(page.scripts)
         bridge.resume(replay=True)
@@ -264,7 +278,7 @@ def test_a_paused_bridge_repaints_a_reloaded_page_with_the_present() -> None:
         assert re.findall(r'"line (\d+)"', repaint) == ["0", "1", "2"]
     finally:
         bridge.stop()
-        bridge.join(2.0)
+        scheduler.stop()
 
 
 # ---- page ------------------------------------------------------------------------------
@@ -324,6 +338,7 @@ def test_root_without_a_display_gets_offscreen_and_no_sandbox() -> None:
     assert env == {
         "QT_API": "pyside6",
         "QT_QPA_PLATFORM": "offscreen",
+        "QT_QUICK_BACKEND": "software",
         "QTWEBENGINE_CHROMIUM_FLAGS": "--no-sandbox",
     }
     assert choice.changed == env
@@ -346,6 +361,10 @@ def test_forced_offscreen_and_other_platforms() -> None:
     env = {"DISPLAY": ":0", "QT_QPA_PLATFORM": "xcb"}
     choose_gui(env, platform="linux", euid=1000, force_offscreen=True)
     assert env["QT_QPA_PLATFORM"] == "offscreen"
+    assert env["QT_QUICK_BACKEND"] == "software"
+    env = {"QT_QPA_PLATFORM": "offscreen", "QT_QUICK_BACKEND": "rhi"}
+    choose_gui(env, platform="linux", euid=1000)
+    assert env["QT_QUICK_BACKEND"] == "rhi"  # the user's choice stays
     env = {}
     assert choose_gui(env, platform="win32", euid=0).gui is None
     assert env == {}

@@ -460,7 +460,11 @@ def test_no_display_and_root_environment_is_prepared_for_qt() -> None:
         started = window.wait_event("started", START_TIMEOUT_S)
         window.wait_event("ready", START_TIMEOUT_S)
         assert started["gui"] == "qt"
-        expected = {"QT_API": "pyside6", "QT_QPA_PLATFORM": "offscreen"}
+        expected = {
+            "QT_API": "pyside6",
+            "QT_QPA_PLATFORM": "offscreen",
+            "QT_QUICK_BACKEND": "software",
+        }
         if os.geteuid() == 0:
             expected["QTWEBENGINE_CHROMIUM_FLAGS"] = "--no-sandbox"
         assert started["environment"] == expected
