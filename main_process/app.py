@@ -71,6 +71,7 @@ from main_process.connection import ServerConnection
 from main_process.connection_state import ConnectionConfig, ConnectionStatus
 from main_process.embedded_server import EmbeddedServer
 from main_process.identity import ClientIdFile, TokenStore
+from main_process.keychain import AnyTokenStore, KeychainUnavailable, open_token_store
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
 from main_process.sources import SourceSet
@@ -83,6 +84,7 @@ log = logging.getLogger("log_monitor.main")
 STATUS_INTERVAL = 0.1
 STATS_INTERVAL = 1.0
 RECENT_LINES_PER_PUBLISH = 500
+KEYCHAIN_RETRY_SECONDS = 5.0
 EXIT_WINDOWS_FAILED = 1
 
 
@@ -101,7 +103,10 @@ class MainProcess:
         self.paths = DataPaths(ensure_private_dir(settings.data_dir))
         self.client_ids = ClientIdFile(self.paths.root)
         self.client_id = self.client_ids.load_or_create()
-        self.token_store = TokenStore(self.paths.tokens)
+        # Opened in ``run`` (it may have to wait for the keychain): ``_open_token_store``.
+        self.token_store: AnyTokenStore = TokenStore(self.paths.tokens)
+        self.token_store_name = ""
+        self._token_store_error: str | None = None
         self.spool = Spool(self.paths.spool, self.client_id, max_bytes=settings.spool_max_bytes)
         self._stopping = asyncio.Event()
         self._room_freed = asyncio.Event()
@@ -157,6 +162,8 @@ class MainProcess:
         sources_task: asyncio.Task[None] | None = None
         try:
             self.host = await IpcHost(self.paths.root, self._handle_command).start()
+            if not await self._open_token_store():
+                return self._exit_status
             self.connection = ServerConnection(
                 self.server_url,
                 client_id=self.client_id,
@@ -294,6 +301,33 @@ class MainProcess:
         self._status_changed = True
         self._publish_status(status)
 
+    async def _open_token_store(self) -> bool:
+        """Choose where the tokens live and move them there (``keychain``); while the
+        keychain that holds them cannot be reached, say so and try again every few
+        seconds (nothing is presented in their place). False: stopped meanwhile."""
+        while True:
+            try:
+                opened = open_token_store(
+                    self.paths.tokens, self.paths.root, self.settings.token_store
+                )
+            except KeychainUnavailable as exc:
+                if self._token_store_error != str(exc):
+                    log.warning("%s Waiting for it.", exc)
+                self._token_store_error = f"{exc} Waiting for it."
+                self._publish_status()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), KEYCHAIN_RETRY_SECONDS)
+                if self._stopping.is_set():
+                    return False
+                continue
+            self.token_store = opened.store
+            self.token_store_name = opened.description
+            if self._token_store_error is not None:
+                log.info("the tokens are reachable again (%s)", opened.description)
+            self._token_store_error = None
+            log.info("tokens kept in %s", opened.description)
+            return True
+
     def _on_server_event(self, payload: dict[str, Any]) -> None:
         if self.host is not None:
             self.host.publisher.publish(ServerEvent(payload=payload))
@@ -322,10 +356,14 @@ class MainProcess:
             sent_chunks=spool.sent_chunks,
             sent_bytes=spool.sent_bytes,
             dead_lettered=spool.dead_lettered,
-            last_error=last_error or self._window_error or self._source_warning,
+            last_error=self._token_store_error
+            or last_error
+            or self._window_error
+            or self._source_warning,
             windows=self.windows.count,
             spool_full=spool.full,
             paused=paused,
+            token_store=self.token_store_name,
         )
 
     def _publish_status(self, connection: ConnectionStatus | None = None) -> None:

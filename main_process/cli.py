@@ -50,11 +50,13 @@ from ipc.messages import (
     Status,
     WindowAction,
 )
-from main_process.identity import IdentityError, TokenStore, load_or_create_client_id
+from main_process.identity import IdentityError, load_or_create_client_id
+from main_process.keychain import AnyTokenStore
 from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
 from main_process.settings import (
     SYMLINK_POLICIES,
+    TOKEN_STORES,
     Settings,
     SettingsError,
     SettingsLayer,
@@ -111,6 +113,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="settings file (TOML; default: $LOG_MONITOR_CONFIG or config.toml in the "
         "platform's user config dir)",
+    )
+
+
+def _add_token_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-store",
+        choices=TOKEN_STORES,
+        default=None,
+        help="where the tokens live: auto (the OS keychain when one is usable, else the "
+        "0600 file; the default), keychain, file",
     )
 
 
@@ -199,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--from-end", action="store_true", default=None, help="start new files at their end"
     )
+    _add_token_store(run)
     run.add_argument(
         "--follow-symlinks",
         choices=SYMLINK_POLICIES,
@@ -256,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     login.add_argument("--server", default=None, help=_OFFLINE_SERVER_HELP)
+    _add_token_store(login)
 
     logout = sub.add_parser(
         "logout",
@@ -266,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(logout)
     _add_config(logout)
     logout.add_argument("--server", default=None, help=_OFFLINE_SERVER_HELP)
+    _add_token_store(logout)
 
     windows = sub.add_parser("windows", help="list the open windows and what each one's page shows")
     _add_data_dir(windows)
@@ -382,6 +397,7 @@ def format_status(status: Status, stats: Stats | None = None) -> str:
         ("buffered", f"{status.buffered_chunks:,} chunks, {_human_bytes(status.buffered_bytes)}"),
         ("sent", f"{status.sent_chunks:,} chunks, {_human_bytes(status.sent_bytes)}"),
         ("dead-lettered", f"{status.dead_lettered:,}"),
+        ("tokens in", status.token_store or "-"),
         ("windows", str(status.windows)),
     ]
     if status.paused:
@@ -436,6 +452,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         from_end=args.from_end,
         log_level="debug" if args.verbose else None,
         follow_symlinks=args.follow_symlinks,
+        token_store=args.token_store,
     )
     settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.
@@ -633,7 +650,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     else:
         username = _offline(
             data_dir,
-            _offline_server(args),
+            _offline_settings(args),
             lambda base, store, client_id: _sign_in_offline(
                 base, store, client_id, identifier, password
             ),
@@ -649,28 +666,32 @@ def cmd_logout(args: argparse.Namespace) -> int:
         if isinstance(reply, Failed):
             raise CommandError(f"sign-out failed: {reply.message}")
     else:
-        _offline(data_dir, _offline_server(args), _sign_out_offline)
+        _offline(data_dir, _offline_settings(args), _sign_out_offline)
     print(f"{PROG}: signed out; continuing as guest")
     return 0
 
 
-def _offline_server(args: argparse.Namespace) -> str | None:
-    """The server ``run`` would use for these arguments (None: the embedded one)."""
-    return _settings(args, SettingsLayer(server=args.server)).server
+def _offline_settings(args: argparse.Namespace) -> Settings:
+    """The settings ``run`` would use for these arguments: its server (None: the embedded
+    one) and its token store."""
+    return _settings(args, SettingsLayer(server=args.server, token_store=args.token_store))
 
 
 def _offline(
-    data_dir: Path, server: str | None, action: Callable[[str, TokenStore, str], Any]
+    data_dir: Path, settings: Settings, action: Callable[[str, AnyTokenStore, str], Any]
 ) -> Any:
     """Run ``action(http_base, token_store, client_id)`` with no main process running.
 
     Holding the instance lock meanwhile keeps a main process from starting halfway and
-    reading a token file that is about to change. With no server configured (``server``
-    None) the embedded server is started just for this, on the same data as ``run`` would
-    use.
+    reading a token file that is about to change. With no server configured the embedded
+    server is started just for this, on the same data as ``run`` would use. The tokens
+    are where ``run`` would keep them (``keychain.open_token_store``).
     """
     from main_process.connection import ServerAddress
     from main_process.embedded_server import EmbeddedServer
+    from main_process.keychain import open_token_store
+
+    server = settings.server
 
     paths = DataPaths(ensure_private_dir(data_dir))
     lock = InstanceLock(data_dir)
@@ -686,7 +707,8 @@ def _offline(
             base = ServerAddress.parse(server).http_base
         except ValueError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
-        return action(base, TokenStore(paths.tokens), client_id)
+        opened = open_token_store(paths.tokens, paths.root, settings.token_store)
+        return action(base, opened.store, client_id)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -694,7 +716,7 @@ def _offline(
 
 
 def _sign_in_offline(
-    base: str, store: TokenStore, client_id: str, identifier: str, password: str
+    base: str, store: AnyTokenStore, client_id: str, identifier: str, password: str
 ) -> str:
     from main_process.auth_client import SignInFailed, sign_in
 
@@ -716,7 +738,7 @@ def _sign_in_offline(
     return signed.tokens.username or identifier
 
 
-def _sign_out_offline(base: str, store: TokenStore, client_id: str) -> None:
+def _sign_out_offline(base: str, store: AnyTokenStore, client_id: str) -> None:
     from main_process.auth_client import sign_out, signed_out
 
     tokens = store.load()

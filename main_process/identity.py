@@ -281,7 +281,7 @@ class TokenStore:
         finally:
             os.close(fd)
 
-        tokens = _parse_tokens(raw)
+        tokens = parse_tokens(raw)
         if tokens is not None:
             return tokens
         try:
@@ -295,10 +295,7 @@ class TokenStore:
         return Tokens()
 
     def save(self, tokens: Tokens) -> None:
-        document: dict[str, Any] = {"version": _TOKEN_FILE_VERSION}
-        for name in _TOKEN_FIELDS:
-            document[name] = getattr(tokens, name)
-        data = json.dumps(document, indent=2).encode("utf-8") + b"\n"
+        data = json.dumps(token_document(tokens), indent=2).encode("utf-8") + b"\n"
         try:
             ensure_private_dir(self._path.parent)
             try:
@@ -369,7 +366,16 @@ class TokenStore:
         )
 
 
-def _parse_tokens(raw: bytes) -> Tokens | None:
+def token_document(tokens: Tokens) -> dict[str, Any]:
+    """The JSON document of a token file (and of a keychain item)."""
+    document: dict[str, Any] = {"version": _TOKEN_FILE_VERSION}
+    for name in _TOKEN_FIELDS:
+        document[name] = getattr(tokens, name)
+    return document
+
+
+def parse_tokens(raw: bytes) -> Tokens | None:
+    """The tokens of a token document, or None when it is not one."""
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):

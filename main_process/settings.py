@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Final, get_args
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import msgspec
 import platformdirs
@@ -80,6 +80,10 @@ NUMERIC_RANGES: Final[dict[str, NumberRange]] = {
 """Every numeric setting's accepted values (README's settings table lists them)."""
 
 SYMLINK_POLICIES: Final[tuple[str, ...]] = get_args(SymlinkPolicy)
+TokenStorePreference: TypeAlias = Literal["auto", "keychain", "file"]
+"""Where the tokens live (``keychain.open_token_store``): the keychain when usable, else
+the file; the keychain or nothing; the file."""
+TOKEN_STORES: Final[tuple[str, ...]] = get_args(TokenStorePreference)
 
 
 def _number_text(value: float) -> str:
@@ -114,6 +118,7 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     from_end: bool | None = None
     log_level: str | None = None
     follow_symlinks: SymlinkPolicy | None = None
+    token_store: TokenStorePreference | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,9 @@ class Settings:
     """Which followed files may be symbolic links (``sources.SourceSet``): ``named``
     (only a path named without a wildcard that was a link when first seen), ``never``,
     ``always``."""
+    token_store: TokenStorePreference = "auto"
+    """Where the tokens live: ``auto`` (the keychain when usable, else the file),
+    ``keychain``, ``file`` (``keychain.open_token_store``)."""
 
     @property
     def spool_max_bytes(self) -> int:
@@ -239,6 +247,11 @@ def check_layer(layer: SettingsLayer, subject: Callable[[str], str]) -> Settings
             f"{subject('follow_symlinks')} must be {', '.join(SYMLINK_POLICIES[:-1])} or "
             f"{SYMLINK_POLICIES[-1]} (got {layer.follow_symlinks!r})."
         )
+    if layer.token_store is not None and layer.token_store not in TOKEN_STORES:
+        raise SettingsError(
+            f"{subject('token_store')} must be {', '.join(TOKEN_STORES[:-1])} or "
+            f"{TOKEN_STORES[-1]} (got {layer.token_store!r})."
+        )
     return layer
 
 
@@ -262,6 +275,7 @@ def _check(settings: Settings) -> None:
         SettingsLayer(
             **{name: getattr(settings, name) for name in NUMERIC_RANGES},
             follow_symlinks=settings.follow_symlinks,
+            token_store=settings.token_store,
         ),
         lambda name: name,
     )

@@ -3,8 +3,8 @@
 # (pywebview's Qt backend on Linux) and a font; what Qt's xcb (X11) and wayland platform
 # plugins load, without which a window process aborts before it shows anything; and the
 # display servers and tools the tests run for real (Xvfb, weston's headless backend,
-# Debian's logrotate, desktop-file-validate). Installs only what is missing; needs root
-# (or sudo) for that.
+# Debian's logrotate, desktop-file-validate, a D-Bus session with GNOME Keyring). Installs
+# only what is missing; needs root (or sudo) for that.
 set -euo pipefail
 
 packages=(
@@ -20,8 +20,9 @@ packages=(
   # Qt's wayland platform plugin
   libwayland-client0 libwayland-cursor0 libwayland-egl1
   # the tests: a real X server, a real Wayland compositor, logrotate's rotations, the
-  # validator of the .desktop files `log-monitor autostart on` writes
-  xvfb weston logrotate desktop-file-utils
+  # validator of the .desktop files `log-monitor autostart on` writes, a D-Bus session
+  # bus with GNOME Keyring's Secret Service (and libsecret's secret-tool to read it)
+  xvfb weston logrotate desktop-file-utils dbus gnome-keyring libsecret-tools
 )
 
 if [ "$(uname -s)" != "Linux" ] || ! command -v dpkg-query >/dev/null 2>&1; then

@@ -1,5 +1,7 @@
 """What every test shares: processes started by the tests keep their log files in a
-temporary directory of the test session, not in the user's home."""
+temporary directory of the test session, not in the user's home, and keep their tokens
+in files, not in the keychain of the session the tests run in (the keychain tests start a
+keychain of their own: ``tests/desktop_session.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,19 @@ import pytest
 
 
 @pytest.fixture(autouse=True, scope="session")
-def private_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``XDG_STATE_HOME`` (where platformdirs puts the user log dir on Linux) for this
-    session and every process it starts."""
+def private_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``XDG_STATE_HOME`` (where platformdirs puts the user log dir on Linux) and keyring's
+    null backend for this session and every process it starts."""
     state = tmp_path_factory.mktemp("state")
-    previous = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(state)
+    changes = {
+        "XDG_STATE_HOME": str(state),
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
+    }
+    previous = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
     yield state
-    if previous is None:
-        os.environ.pop("XDG_STATE_HOME", None)
-    else:
-        os.environ["XDG_STATE_HOME"] = previous
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -51,6 +51,8 @@ class MainProcessRunner:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-main.log"
         self._log: IO[bytes] | None = None
+        self.environment: dict[str, str] | None = None
+        """The process's environment (default: ``headless_environment()``)."""
 
     def start(self, stdin: int | None = subprocess.DEVNULL, wait: bool = True) -> MainProcessRunner:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap()
@@ -69,7 +71,7 @@ class MainProcessRunner:
             stdin=stdin,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=headless_environment(),
+            env=self.environment if self.environment is not None else headless_environment(),
         )
         if wait:
             self.wait_for_status(lambda s: True, 30, "the first status")
