@@ -3,7 +3,8 @@
 Owns: ``GuiThreadCall``, which runs a function on the Qt GUI thread from any other thread
 and waits for its result, or does not wait (a queued signal to a ``QObject`` living on the
 GUI thread),
-``grab_png``, which renders a widget into a PNG file, and ``platform_name``.
+``grab_image`` and ``save_png``, which render a widget into a PNG file, and
+``platform_name``.
 
 Imported only when the Qt backend runs (Linux); PySide6 is the binding chosen in
 ``renderer.environment``.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QImage, QPixmap
 from PySide6.QtWidgets import QWidget
 
 T = TypeVar("T")
@@ -63,14 +64,19 @@ class GuiThreadCall(QObject):
         return future.result(timeout)
 
 
-def grab_png(widget: QWidget, path: Path) -> tuple[int, int]:
-    """Render ``widget`` into the PNG file ``path``; return its size in pixels."""
+def grab_image(widget: QWidget) -> QImage:
+    """What ``widget`` shows now, rendered into an image (GUI thread)."""
     pixmap = widget.grab()
     if pixmap.isNull():
         raise OSError("the window could not be captured")
-    if not pixmap.save(str(path), "PNG"):
+    return pixmap.toImage()
+
+
+def save_png(image: QImage, path: Path) -> tuple[int, int]:
+    """Write ``image`` to the PNG file ``path``; return its size in pixels."""
+    if not QPixmap.fromImage(image).save(str(path), "PNG"):
         raise OSError(f"could not write {path}")
-    return pixmap.width(), pixmap.height()
+    return image.width(), image.height()
 
 
 def platform_name() -> str:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication
+from PySide6.QtGui import QImage
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
     QWebEngineProfile,
@@ -60,7 +61,7 @@ from PySide6.QtWebEngineCore import (
 from ipc.messages import WindowGeometry
 from renderer.bridge import PageUnavailable, PushDone
 from renderer.page import is_page_resource
-from renderer.qt_capture import GuiThreadCall, grab_png
+from renderer.qt_capture import GuiThreadCall, grab_image, save_png
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +285,14 @@ class QtPage:
 
         return self._gui.call(read, timeout)
 
-    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]:
+    def grab(self, timeout: float) -> QImage:
+        """What the window shows now (from any thread)."""
         browser = self._browser
-        return self._gui.call(lambda: grab_png(browser, path), timeout)
+        return self._gui.call(lambda: grab_image(browser), timeout)
+
+    @staticmethod
+    def save(image: QImage, path: Path) -> tuple[int, int]:
+        return save_png(image, path)
 
     def close(self) -> None:
         """The window is closing: fail what is in flight, refuse what comes."""

@@ -58,6 +58,7 @@ from renderer.page import page_url
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+SCREENSHOT_TRIES = 4
 MIN_SIZE = (480, 360)
 
 T = TypeVar("T")
@@ -112,7 +113,9 @@ class _Page(Protocol):
 
     def geometry(self, timeout: float) -> WindowGeometry | None: ...
 
-    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]: ...
+    def grab(self, timeout: float) -> Any: ...
+
+    def save(self, image: Any, path: Path) -> tuple[int, int]: ...
 
     def close(self) -> None: ...
 
@@ -152,7 +155,10 @@ class _PywebviewPage:
     def geometry(self, timeout: float) -> WindowGeometry | None:
         return None
 
-    def screenshot(self, path: Path, timeout: float) -> tuple[int, int]:
+    def grab(self, timeout: float) -> Any:
+        raise NotImplementedError("screenshots need the Qt backend (Linux)")
+
+    def save(self, image: Any, path: Path) -> tuple[int, int]:
         raise NotImplementedError("screenshots need the Qt backend (Linux)")
 
     def close(self) -> None:
@@ -403,8 +409,17 @@ class RendererWindow:
         """Save a PNG of the window's content to ``path``; return its size."""
         page = self._require_page(timeout)
         path = Path(path)
-        self._wait_for_frames(timeout)
-        width, height = page.screenshot(path, timeout)
+        deadline = time.monotonic() + timeout
+        # The page's newest frame reaches Qt a little after the page has painted it: grab
+        # until two grabs, each after the page painted again, agree (a page that keeps
+        # moving, a countdown, is taken as it is on the last try).
+        image: Any = None
+        for _ in range(SCREENSHOT_TRIES):
+            self._wait_for_frames(max(0.1, deadline - time.monotonic()))
+            previous, image = image, page.grab(max(0.1, deadline - time.monotonic()))
+            if previous is not None and image == previous:
+                break
+        width, height = page.save(image, path)
         return {"path": str(path), "width": width, "height": height}
 
     def _wait_for_frames(self, timeout: float) -> None:
