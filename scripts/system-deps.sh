@@ -23,6 +23,8 @@ packages=(
   # validator of the .desktop files `log-monitor autostart on` writes, a D-Bus session
   # bus with GNOME Keyring's Secret Service (and libsecret's secret-tool to read it)
   xvfb weston logrotate desktop-file-utils dbus gnome-keyring libsecret-tools
+  # strace: the test that records every byte the renderer host reads during a sign-in
+  strace
 )
 
 if [ "$(uname -s)" != "Linux" ] || ! command -v dpkg-query >/dev/null 2>&1; then
