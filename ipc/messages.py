@@ -66,7 +66,7 @@ class Status(_Message, frozen=True, tag="status"):
     # True while tailers are paused for any reason (spool full today; kept separate so a
     # future reason does not need a new field in every viewer).
     paused: bool = False
-    token_store: str = ""
+    credential_store: str = ""
     """Where the tokens live: ``file`` or ``keychain (<backend>)``; empty while starting."""
 
 
@@ -148,6 +148,21 @@ class ControlOutcome(msgspec.Struct, frozen=True, forbid_unknown_fields=True, re
     error: str | None = None
 
 
+class ChartView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """What a page's shipping chart draws (read back from its SVG): how many one-second
+    samples, over how long, and the peak and latest of each line."""
+
+    samples: int = 0
+    span_ms: float | None = None
+    rate_points: int = 0
+    waiting_points: int = 0
+    peak_rate: float | None = None
+    last_rate: float | None = None
+    peak_waiting: float | None = None
+    last_waiting: float | None = None
+    text: str = ""
+
+
 class WindowView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
     """What one window shows (read back from its page's DOM) and where it runs.
 
@@ -183,6 +198,7 @@ class WindowView(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename
     lines: int = 0
     last_line_text: str | None = None
     events: int = 0
+    chart: ChartView = msgspec.field(default_factory=ChartView)
     # ---- the window around the page
     timings: WindowTimings = msgspec.field(default_factory=WindowTimings)
     lines_dropped: int = 0
@@ -238,6 +254,70 @@ class WindowControl(_Message, frozen=True, tag="window_control"):
     script: str | None = None
 
 
+class TrayMenuItem(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """One entry of the tray icon's menu, as a person sees it."""
+
+    text: str
+    enabled: bool = True
+
+
+class TrayState(_Message, frozen=True, tag="tray_state"):
+    """The renderer host's tray icon, as the desktop shows it. A state topic (``tray``).
+
+    ``available``: the desktop offers a tray (an XEmbed tray or a StatusNotifier host);
+    ``shown``: the icon is in it. ``state`` is the connection state the icon shows (one
+    of the four, or None before the first status), ``icon`` the name of the picture
+    (``tray-<state>``), ``tooltip`` its text, ``menu`` its entries in order.
+    ``messages`` counts the notices shown as the tray's own messages (where the desktop
+    has no notification service), ``last_message`` is the last one's title.
+    ``geometry``: where the icon is on the screen, when the desktop says. The last message
+    for a host that ended has ``closed`` (the publisher drops it from its cache).
+    """
+
+    host: int
+    available: bool = False
+    shown: bool = False
+    state: str | None = None
+    icon: str = ""
+    tooltip: str = ""
+    menu: tuple[TrayMenuItem, ...] = ()
+    messages: int = 0
+    last_message: str | None = None
+    geometry: WindowGeometry | None = None
+    closed: bool = False
+
+
+class TrayNotice(_Message, frozen=True, tag="tray_notice"):
+    """A notification for the tray of renderer host ``host`` to show as its own message:
+    sent only where the desktop has no notification service. A stream topic (``notice``):
+    never cached, so a host started later does not show an old notice."""
+
+    host: int
+    title: str
+    body: str
+
+
+class HistorySample(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True, rename="camel"
+):
+    """One second of shipping (an element of ``ShippingHistory``), sent as an array:
+    ``[at_ms, sent_bytes_per_s, buffered_chunks]``."""
+
+    at_ms: int
+    """Wall-clock time (ms since the epoch) at the end of the second it describes."""
+    sent_bytes_per_s: float
+    buffered_chunks: int
+
+
+class ShippingHistory(_Message, frozen=True, tag="shipping_history"):
+    """The last minutes of shipping, one sample a second, oldest first: what the windows'
+    chart draws. A state topic (``history``): a window opened late gets the whole history
+    at once from the cache."""
+
+    interval_ms: int = 1000
+    samples: tuple[HistorySample, ...] = ()
+
+
 class HostControl(_Message, frozen=True, tag="host_control"):
     """What the main process wants of its renderer host ``host`` (a pid). A state topic.
 
@@ -265,7 +345,17 @@ class Heartbeat(_Message, frozen=True, tag="heartbeat"):
 
 
 Published: TypeAlias = (
-    Status | Stats | LogLines | ServerEvent | WindowState | WindowControl | HostControl | Heartbeat
+    Status
+    | Stats
+    | LogLines
+    | ServerEvent
+    | WindowState
+    | WindowControl
+    | HostControl
+    | Heartbeat
+    | TrayState
+    | TrayNotice
+    | ShippingHistory
 )
 PUBLISHED_TYPES: Final = (
     Status,
@@ -276,6 +366,9 @@ PUBLISHED_TYPES: Final = (
     WindowControl,
     HostControl,
     Heartbeat,
+    TrayState,
+    TrayNotice,
+    ShippingHistory,
 )
 
 TOPIC_STATUS: Final = b"status"
@@ -289,13 +382,19 @@ TOPIC_WINDOW_PREFIX: Final = b"window."
 TOPIC_WINDOW_CONTROL: Final = b"control"
 # What the main process wants of its renderer host (``HostControl``), cached.
 TOPIC_HOST: Final = b"host"
+# The renderer host's tray icon (``TrayState``), cached.
+TOPIC_TRAY: Final = b"tray"
+# Notices for the tray to show where there is no notification service (``TrayNotice``).
+TOPIC_NOTICE: Final = b"notice"
+# The last minutes of shipping, one sample a second (``ShippingHistory``), cached.
+TOPIC_HISTORY: Final = b"history"
 # Subscribers always subscribe to it (see ``Heartbeat``); it is delivered to the viewer
 # only if the viewer asked for it.
 TOPIC_HEARTBEAT: Final = b"hb"
 
 # What a viewer subscribes to for "everything".
 ALL_TOPICS: Final = (TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT, TOPIC_WINDOW_PREFIX)
-STATE_TOPICS: Final = frozenset({TOPIC_STATUS, TOPIC_STATS, TOPIC_HOST})
+STATE_TOPICS: Final = frozenset({TOPIC_STATUS, TOPIC_STATS, TOPIC_HOST, TOPIC_TRAY, TOPIC_HISTORY})
 
 
 def topic_for(message: Published) -> bytes:
@@ -316,6 +415,12 @@ def topic_for(message: Published) -> bytes:
         return TOPIC_HOST
     if isinstance(message, Heartbeat):
         return TOPIC_HEARTBEAT
+    if isinstance(message, TrayState):
+        return TOPIC_TRAY
+    if isinstance(message, TrayNotice):
+        return TOPIC_NOTICE
+    if isinstance(message, ShippingHistory):
+        return TOPIC_HISTORY
     raise TypeError(f"{type(message).__name__} is not a published message type")
 
 
@@ -382,10 +487,18 @@ class ReportWindow(_Message, frozen=True, tag="report_window"):
     state: WindowState
 
 
+class ReportTray(_Message, frozen=True, tag="report_tray"):
+    """The renderer host telling the main process what its tray icon shows (re-published
+    as the ``tray`` state)."""
+
+    state: TrayState
+
+
 class ControlWindows(_Message, frozen=True, tag="control_windows"):
     """Publish ``control`` to the windows; answered ``Ok(data={"host": pid, "windows":
-    [{"host": pid, "window": n}, ...]})`` with the renderer host's pid (or None) and the
-    windows the main process knows are open."""
+    [{"host": pid, "window": n}, ...], "tray": {...} | None})`` with the renderer host's
+    pid (or None), the windows the main process knows are open, and the host's last
+    ``TrayState`` (None when no tray is reported)."""
 
     control: WindowControl
 
@@ -404,6 +517,7 @@ Command: TypeAlias = (
     | GetStatus
     | Ping
     | ReportWindow
+    | ReportTray
     | ControlWindows
     | Shutdown
 )

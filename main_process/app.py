@@ -19,12 +19,23 @@ It puts the parts together and runs them on one asyncio loop:
   the same id is what the connection goes on with.
 - ``stop()`` (a ``Shutdown`` command, SIGTERM or SIGINT) closes the connection, the
   sources and the windows; the spool keeps whatever was not acknowledged for next time.
+- What needs a person (signed out by the server, the spool full, chunks refused for
+  good, the server unreachable for ``notify_unreachable_after``) is decided by
+  ``notifications.NotificationPolicy``, fed every published status, the user's Connect
+  and Disconnect and a clock, and delivered by ``desktop_notifications.DesktopNotifier``
+  (the desktop's notification service, else the tray's own message).
+- Every second the spool's totals go into ``shipping_history.ShippingRecorder`` and the
+  last ten minutes are published as ``ShippingHistory`` (cached: a window opened late
+  draws them at once).
 - Windows live in one renderer host process (``windows.WindowHost``), started with the
   first window and asked for more without waiting on it. A host that cannot show its
   page (no display server, a Qt platform plugin missing a library) is one sentence on
   stderr and in the status's ``lastError``, once; it is not started again by itself. A
   host that dies after showing windows is started again with the same windows; the
-  windows of a host that ended are said to be closed for it.
+  windows of a host that ended are said to be closed for it. With no window wanted but a
+  display, a host is started for the tray alone (``WindowHost.show_tray``); it reports
+  its tray (``ReportTray``, re-published as the ``tray`` state) or ends with nothing
+  to show, which is no failure.
 
 Must not: decide protocol matters (``connection_state`` does), read files itself
 (``sources``/``text_feed`` do), or block the loop on a viewer.
@@ -44,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ipc.host import IpcHost
 from ipc.messages import (
     Command,
@@ -58,22 +71,28 @@ from ipc.messages import (
     Ok,
     OpenWindow,
     Published,
+    ReportTray,
     ReportWindow,
     ServerEvent,
     Shutdown,
     Stats,
     Status,
+    TrayNotice,
+    TrayState,
     WindowState,
 )
 from ipc.messages import Reply as IpcReply
 from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
 from main_process.connection import ServerConnection
 from main_process.connection_state import ConnectionConfig, ConnectionStatus
+from main_process.desktop_notifications import DesktopNotifier
 from main_process.embedded_server import EmbeddedServer
 from main_process.identity import ClientIdFile, TokenStore
 from main_process.keychain import AnyTokenStore, KeychainUnavailable, open_token_store
+from main_process.notifications import Notification, NotificationPolicy
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
+from main_process.shipping_history import ShippingRecorder
 from main_process.sources import SourceSet
 from main_process.spool import Spool
 from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
@@ -116,8 +135,16 @@ class MainProcess:
         self.host: IpcHost | None = None
         self.connection: ServerConnection | None = None
         self.windows = WindowHost(
-            self.paths.root, on_change=self._status_dirty, publish=self._publish
+            self.paths.root,
+            on_change=self._status_dirty,
+            publish=self._publish,
+            tray=not settings.exit_with_windows,
         )
+        self.notifications = NotificationPolicy(
+            enabled=settings.notifications, unreachable_after=settings.notify_unreachable_after
+        )
+        self.notifier = DesktopNotifier(self._show_in_tray)
+        self.shipping = ShippingRecorder()
         self.feeds: list[TextFeed] = []
         patterns = list(settings.sources)
         self.demo_log: Path | None = None
@@ -162,6 +189,7 @@ class MainProcess:
         sources_task: asyncio.Task[None] | None = None
         try:
             self.host = await IpcHost(self.paths.root, self._handle_command).start()
+            self.notifier.start()
             if not await self._open_token_store():
                 return self._exit_status
             self.connection = ServerConnection(
@@ -194,7 +222,10 @@ class MainProcess:
             for task in (*tasks, sources_task):
                 task.add_done_callback(self._report_task_failure)
             await self.connection.connect_to_server()
-            self.windows.open(self._initial_window_count())
+            initial_windows = self._initial_window_count()
+            self.windows.open(initial_windows)
+            if initial_windows == 0 and not self.settings.headless:
+                self.windows.show_tray()
             log.info(
                 "shipping to %s as client %s (data in %s)",
                 self.server_url,
@@ -211,6 +242,7 @@ class MainProcess:
             if sources_task is not None:
                 await asyncio.gather(sources_task, return_exceptions=True)
             self.windows.close_all()
+            await self.notifier.close()
             if self.connection is not None:
                 await self.connection.close()
             if self.host is not None:
@@ -363,7 +395,7 @@ class MainProcess:
             windows=self.windows.count,
             spool_full=spool.full,
             paused=paused,
-            token_store=self.token_store_name,
+            credential_store=self.token_store_name,
         )
 
     def _publish_status(self, connection: ConnectionStatus | None = None) -> None:
@@ -374,6 +406,20 @@ class MainProcess:
         if status != self._last_status:
             self._last_status = status
             self.host.publisher.publish(status)
+            self._notify(self.notifications.on_status(status, time.monotonic()))
+
+    def _notify(self, notifications: list[Notification]) -> None:
+        for notification in notifications:
+            self.notifier.submit(notification)
+
+    def _show_in_tray(self, notification: Notification) -> bool:
+        """The fallback where the desktop has no notification service: the tray's own
+        message, if the host reports a tray shown."""
+        tray = self.windows.tray
+        if tray is None or not tray.shown:
+            return False
+        self._publish(TrayNotice(host=tray.host, title=notification.title, body=notification.body))
+        return True
 
     async def _publish_periodically(self) -> None:
         last_stats = time.monotonic()
@@ -382,6 +428,7 @@ class MainProcess:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             now = time.monotonic()
+            self._notify(self.notifications.tick(now))
             ended = self.windows.reap()
             if ended is not None:
                 self._on_host_ended(ended)
@@ -415,6 +462,10 @@ class MainProcess:
                         + sum(feed.invalid_bytes_replaced for feed in self.feeds),
                     )
                 )
+                self.shipping.record(
+                    now, time.time_ns() // 1_000_000, spool.sent_bytes, spool.buffered_chunks
+                )
+                self.host.publisher.publish(self.shipping.history())
                 last_stats = now
                 last_sent = spool
 
@@ -429,6 +480,8 @@ class MainProcess:
         # leave the cache (late viewers must not list a dead window).
         for ref in ended.closed:
             self._publish(WindowState(host=ref.host, window=ref.window, closed=True))
+        if ended.had_tray:
+            self._publish(TrayState(host=ended.pid, closed=True))
         for sentence in (ended.start_failure, ended.gave_up):
             if sentence is not None and sentence != self._window_error:
                 # The person at the terminal sees nothing else: there is no window.
@@ -448,9 +501,11 @@ class MainProcess:
         if connection is None:
             return Failed(code="unavailable", message="the main process is still starting")
         if isinstance(command, Connect):
+            self.notifications.on_user_connect(time.monotonic())
             await connection.connect_to_server()
             return Ok()
         if isinstance(command, Disconnect):
+            self.notifications.on_user_disconnect(time.monotonic())
             await connection.disconnect_from_server()
             return Ok()
         if isinstance(command, Login):
@@ -474,12 +529,23 @@ class MainProcess:
                 self._status_changed = True
             self._publish(command.state)
             return Ok()
+        if isinstance(command, ReportTray):
+            self.windows.on_tray(command.state)
+            self._publish(command.state)
+            return Ok()
         if isinstance(command, ControlWindows):
             # The windows answer on their own topics (ReportWindow); the asker waits there
             # for the windows named here.
             self._publish(command.control)
             windows = [{"host": ref.host, "window": ref.window} for ref in self.windows.windows()]
-            return Ok(data={"host": self.windows.host_pid, "windows": windows})
+            tray = self.windows.tray
+            return Ok(
+                data={
+                    "host": self.windows.host_pid,
+                    "windows": windows,
+                    "tray": None if tray is None else msgspec.to_builtins(tray),
+                }
+            )
         if isinstance(command, Shutdown):
             # Answer first, then stop: the asker should hear that it worked.
             asyncio.get_running_loop().call_soon(self.stop)

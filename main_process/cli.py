@@ -220,6 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
         "wildcard that was a link when first seen; the default), never, always",
     )
     run.add_argument(
+        "--no-notifications",
+        dest="notifications",
+        action="store_false",
+        default=None,
+        help="no desktop notifications (sign-outs, a full buffer, refused chunks, an "
+        "unreachable server)",
+    )
+    run.add_argument(
+        "--notify-unreachable-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds without a connection before a notification says so (default 300)",
+    )
+    run.add_argument(
         "--demo", action="store_true", help="also ship a generated game log (what `make run` shows)"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
@@ -397,7 +412,7 @@ def format_status(status: Status, stats: Stats | None = None) -> str:
         ("buffered", f"{status.buffered_chunks:,} chunks, {_human_bytes(status.buffered_bytes)}"),
         ("sent", f"{status.sent_chunks:,} chunks, {_human_bytes(status.sent_bytes)}"),
         ("dead-lettered", f"{status.dead_lettered:,}"),
-        ("tokens in", status.token_store or "-"),
+        ("tokens in", status.credential_store or "-"),
         ("windows", str(status.windows)),
     ]
     if status.paused:
@@ -453,6 +468,8 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         log_level="debug" if args.verbose else None,
         follow_symlinks=args.follow_symlinks,
         token_store=args.token_store,
+        notifications=args.notifications,
+        notify_unreachable_after=args.notify_unreachable_after,
     )
     settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.

@@ -111,7 +111,7 @@ def test_tokens_move_into_the_keychain_and_out_again_and_the_session_goes_on(
             stdin=PASSWORD + "\n",
         )
         status = main.wait_for_status(lambda s: s["identity"] == "user", 30, "ada")
-        assert status["tokenStore"] == "file"
+        assert status["credentialStore"] == "file"
     finally:
         main.stop()
     in_file = json.loads((data / "tokens.json").read_text())
@@ -123,7 +123,7 @@ def test_tokens_move_into_the_keychain_and_out_again_and_the_session_goes_on(
         status = main.wait_for_status(
             lambda s: s["identity"] == "user" and s["state"] == "connected", 30, "ada again"
         )
-        assert status["tokenStore"].startswith("keychain")
+        assert status["credentialStore"].startswith("keychain")
         assert status["username"] == "ada"
     finally:
         main.stop()
@@ -141,7 +141,7 @@ def test_tokens_move_into_the_keychain_and_out_again_and_the_session_goes_on(
         status = main.wait_for_status(
             lambda s: s["identity"] == "user" and s["state"] == "connected", 30, "ada in the file"
         )
-        assert status["tokenStore"] == "file"
+        assert status["credentialStore"] == "file"
     finally:
         main.stop()
     assert json.loads((data / "tokens.json").read_text())["username"] == "ada"
@@ -180,7 +180,7 @@ def test_a_refreshed_token_is_in_the_keychain_before_it_is_used(
         status = main.wait_for_status(
             lambda s: s["identity"] == "user" and s["state"] == "connected", 30, "ada after kill"
         )
-        assert status["tokenStore"].startswith("keychain")
+        assert status["credentialStore"].startswith("keychain")
     finally:
         main.stop()
 
