@@ -5,7 +5,7 @@
 - ``stop``: ask the running main process to stop cleanly (the spool stays on disk);
 - ``login`` / ``logout``: through the running main process, or directly when none runs
   (to the server ``run`` would use: the same settings file, environment and flag);
-- ``windows`` / ``screenshot``: diagnostics of the open windows.
+- ``windows`` / ``screenshot``: diagnostics of the open windows (and of the tray icon).
 
 Every subcommand takes ``--data-dir`` (else ``$LOG_MONITOR_DATA_DIR``, else the platform's
 user data dir): one main process per data dir, found through its instance lock (asked,
@@ -766,25 +766,41 @@ def _sign_out_offline(base: str, store: AnyTokenStore, client_id: str) -> None:
         store.save(signed_out(tokens, handed_back))
 
 
-def _ask_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> list[Any]:
-    from renderer.inspection import InspectionError, ask_windows
+def _inspect_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> Any:
+    from renderer.inspection import InspectionError, inspect_windows
 
     data_dir = _data_dir(args)
     if not is_running(data_dir):
         raise CommandError(f"log-monitor is not running for {data_dir}.")
     try:
-        return ask_windows(data_dir, action, timeout=args.timeout, **options)
+        return inspect_windows(data_dir, action, timeout=args.timeout, **options)
     except InspectionError as exc:
         raise CommandError(str(exc)) from None
     except CommandTimeoutError:
         raise CommandError(f"the main process for {data_dir} did not answer in time.") from None
 
 
+def _ask_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> list[Any]:
+    windows: list[Any] = _inspect_windows(args, action, **options).windows
+    return windows
+
+
+def format_tray(tray: Any) -> str:
+    """One line saying what the tray icon shows (a ``TrayState``)."""
+    if not tray.shown:
+        return "tray: not shown" + ("" if tray.available else " (the desktop has no tray)")
+    menu = ", ".join(item.text for item in tray.menu)
+    return f"tray: shown, {tray.state or 'waiting'} ({tray.icon}); menu: {menu}"
+
+
 def cmd_windows(args: argparse.Namespace) -> int:
-    answers = _ask_windows(args, "report")
+    report = _inspect_windows(args, "report")
+    answers = report.windows
     if args.json:
-        print(json.dumps([answer.as_dict() for answer in answers]))
+        print(json.dumps(report.as_dict()))
         return 0
+    if report.tray is not None:
+        print(f"{PROG}: {format_tray(report.tray)}")
     if not answers:
         print(f"{PROG}: no windows are open")
         return 0

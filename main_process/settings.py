@@ -76,6 +76,8 @@ NUMERIC_RANGES: Final[dict[str, NumberRange]] = {
     # reference server's Socket.IO limit is 8 MiB).
     "chunk_kib": NumberRange(1, 8 * 1024, whole=True, unit="KiB"),
     "chunk_linger_ms": NumberRange(0, 60_000, unit="ms"),
+    # Down to a second for tests; up to a day (a longer silence is not worth a notice).
+    "notify_unreachable_after": NumberRange(1, 86_400, unit="seconds"),
 }
 """Every numeric setting's accepted values (README's settings table lists them)."""
 
@@ -119,6 +121,8 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     log_level: str | None = None
     follow_symlinks: SymlinkPolicy | None = None
     token_store: TokenStorePreference | None = None
+    notifications: bool | None = None
+    notify_unreachable_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,10 @@ class Settings:
     token_store: TokenStorePreference = "auto"
     """Where the tokens live: ``auto`` (the keychain when usable, else the file),
     ``keychain``, ``file`` (``keychain.open_token_store``)."""
+    notifications: bool = True
+    """Desktop notifications for what needs a person (``notifications.NotificationPolicy``)."""
+    notify_unreachable_after: float = 300.0
+    """Seconds without a connection before the "cannot reach the server" notification."""
 
     @property
     def spool_max_bytes(self) -> int:
@@ -200,7 +208,7 @@ def read_environment_layer(environ: Mapping[str, str]) -> SettingsLayer:
         text = environ[name]
         if field.name in ("sources", "backlog"):
             values[field.name] = [part for part in text.split(os.pathsep) if part]
-        elif field.name in ("headless", "exit_with_windows", "poll", "from_end"):
+        elif field.name in ("headless", "exit_with_windows", "poll", "from_end", "notifications"):
             lowered = text.strip().lower()
             if lowered not in ("1", "0", "true", "false", "yes", "no"):
                 raise SettingsError(f"{name}={_clipped(text)} is not a yes/no value.")

@@ -22,12 +22,26 @@ from their reports, and what to do when the host ends. Its exit is noticed by po
 * **main process gone** (exit 3): the host closed its windows because it believed the
   main process gone (it was stopped long enough for the heartbeat to go silent). Not
   started again.
+* **nothing to show** (exit 4): the host had no window and the desktop offers no tray
+  (none at all, or it went away). Not a failure, and not started again: that desktop
+  gets what it got before there was a tray, the main process alone.
+
+**The tray.** A host on Linux with a display shows a tray icon when the desktop has a
+tray (``TrayState`` reports say so; ``tray``), and then outlives its last window. With
+no window wanted (``log-monitor run --windows 0``, what autostart runs),
+``show_tray()`` starts a host with no window to find out: it reports its tray, or ends
+with *nothing to show*. A host whose tray was shown counts as started, so one that dies
+is started again like one with windows, with the same windows (perhaps none). A
+tray-only host that fails to start is a log line, not a sentence for the person: nothing
+was asked to be shown. ``--exit-with-windows`` starts hosts without a tray (the last
+window's close must end them).
 
 The windows of a host that ended are returned by ``reap`` so the main process can say
 they closed (a killed host cannot say it for them). The count of windows is what the
 status shows: those reported open plus those asked for and not yet reported.
 
-Must not: start a host where no display exists (``can_show_windows``), keep a reference
+Must not: start a host where no display exists (``can_show_windows``; for the tray alone,
+``can_show_tray``), keep a reference
 to anything inside a window, or block the caller on the host (the sentence is made on the
 reader thread, which may run ``ldd``).
 """
@@ -47,7 +61,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from ipc.messages import HostControl, Published, WindowGeometry, WindowRef, WindowState
+from ipc.messages import (
+    HostControl,
+    Published,
+    TrayState,
+    WindowGeometry,
+    WindowRef,
+    WindowState,
+)
 from renderer.start_failure import explain_start_failure
 
 log = logging.getLogger("log_monitor.windows")
@@ -63,6 +84,8 @@ RESTART_PERIOD_S = 60.0
 # The host's exit status when it closed its windows because the main process was gone
 # (renderer.host.EXIT_MAIN_PROCESS_GONE; not imported: that module loads pywebview).
 HOST_EXIT_MAIN_PROCESS_GONE = 3
+# ... and when it had no window and the desktop no tray (renderer.host.EXIT_NOTHING_TO_SHOW).
+HOST_EXIT_NOTHING_TO_SHOW = 4
 
 
 def can_show_windows() -> bool:
@@ -71,6 +94,14 @@ def can_show_windows() -> bool:
         return True
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def can_show_tray() -> bool:
+    """Whether a tray icon could appear: the host's tray is Qt's, which it runs on Linux
+    only, and never on Qt's offscreen platform."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        return False
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
@@ -85,7 +116,8 @@ class HostEnded:
 
     ``closed``: the windows it had open (none of them can report closing any more);
     ``start_failure``: why it never showed a window; ``gave_up``: why it was not started
-    again; ``restarted``: the pid of the host started in its place.
+    again; ``restarted``: the pid of the host started in its place; ``had_tray``: it had
+    reported a tray (which is gone with it).
     """
 
     pid: int
@@ -94,6 +126,7 @@ class HostEnded:
     start_failure: str | None = None
     gave_up: str | None = None
     restarted: int | None = None
+    had_tray: bool = False
 
 
 @dataclass(slots=True)
@@ -114,6 +147,7 @@ class _Host:
     start_failure: str | None = None
     reader_done: threading.Event = field(default_factory=threading.Event)
     ended_at: float | None = None
+    tray: TrayState | None = None
 
     @property
     def pid(self) -> int:
@@ -136,10 +170,13 @@ class WindowHost:
         data_dir: Path,
         on_change: Callable[[], None],
         publish: Callable[[Published], None],
+        *,
+        tray: bool = True,
     ) -> None:
         self._data_dir = data_dir
         self._on_change = on_change
         self._publish = publish
+        self._tray = tray
         self._host: _Host | None = None
         self._restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
 
@@ -164,6 +201,12 @@ class WindowHost:
             return []
         return [WindowRef(host=host.pid, window=n) for n, _ in host.open_windows()]
 
+    @property
+    def tray(self) -> TrayState | None:
+        """What the running host last reported of its tray (None: no host, or no report)."""
+        host = self._host
+        return None if host is None else host.tray
+
     # ---- opening ----------------------------------------------------------------------------
 
     def open(self, count: int = 1) -> int | None:
@@ -181,6 +224,15 @@ class WindowHost:
         self._on_change()
         return host.pid
 
+    def show_tray(self) -> int | None:
+        """Start a host with no window for the tray, where one could appear and no host
+        runs; its pid (or the running host's), or None."""
+        if self._host is not None:
+            return self._host.pid
+        if not self._tray or not can_show_tray():
+            return None
+        return self._start(0, [])
+
     def _start(self, count: int, geometries: list[WindowGeometry]) -> int:
         command = [
             sys.executable,
@@ -195,6 +247,8 @@ class WindowHost:
         ]
         for geometry in geometries:
             command += ["--geometry", format_geometry(geometry)]
+        if not self._tray:
+            command.append("--no-tray")
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         host = _Host(process, initial=count)
         self._host = host
@@ -234,6 +288,16 @@ class WindowHost:
         self._on_change()
         return first
 
+    def on_tray(self, state: TrayState) -> None:
+        """The host's report of its tray; a tray shown means the host has started."""
+        host = self._host
+        if host is None or state.host != host.pid:
+            return
+        host.tray = state
+        if state.shown:
+            host.ever_ready = True
+        self._on_change()
+
     # ---- the host ending --------------------------------------------------------------------
 
     def reap(self) -> HostEnded | None:
@@ -251,22 +315,30 @@ class WindowHost:
         now = time.monotonic()
         if host.ended_at is None:
             host.ended_at = now
-        failed = not host.ever_ready and code != 0
+        failed = not host.ever_ready and code not in (0, HOST_EXIT_NOTHING_TO_SHOW)
         if failed and not host.reader_done.is_set() and now - host.ended_at < EXPLAIN_WAIT_S:
             return None
         self._forget(host)
         closed = tuple(WindowRef(host=host.pid, window=n) for n, _ in host.open_windows())
+        had_tray = host.tray is not None
         log.info("renderer host %d ended (exit status %s)", host.pid, code)
-        ended = HostEnded(host.pid, code, closed)
+        ended = HostEnded(host.pid, code, closed, had_tray=had_tray)
         if failed:
             sentence = host.start_failure or explain_start_failure(
                 "\n".join(host.stderr_tail), code, os.environ, lambda _plugin: []
             )
-            ended = HostEnded(host.pid, code, closed, start_failure=sentence)
-        elif code == 0:
+            if host.initial + host.open_requests == 0:
+                # Only a tray was looked for: nobody asked to see anything.
+                log.warning("no tray: %s", sentence)
+            else:
+                ended = HostEnded(host.pid, code, closed, start_failure=sentence, had_tray=had_tray)
+        elif code in (0, HOST_EXIT_NOTHING_TO_SHOW):
+            if code == HOST_EXIT_NOTHING_TO_SHOW:
+                log.info("renderer host %d had nothing to show (no window, no tray)", host.pid)
             if host.pending:
                 # Windows were asked for as the last one closed: a new host opens them.
-                ended = HostEnded(host.pid, code, closed, restarted=self._start(host.pending, []))
+                restarted = self._start(host.pending, [])
+                ended = HostEnded(host.pid, code, closed, restarted=restarted, had_tray=had_tray)
         elif code != HOST_EXIT_MAIN_PROCESS_GONE:
             ended = self._restart(host, code, closed, now)
         self._on_change()
@@ -277,15 +349,16 @@ class WindowHost:
     ) -> HostEnded:
         wanted = host.open_windows()
         count = len(wanted) + host.pending
-        if count == 0:
-            return HostEnded(host.pid, code, closed)
+        had_tray = host.tray is not None
+        if count == 0 and not (host.tray is not None and host.tray.shown):
+            return HostEnded(host.pid, code, closed, had_tray=had_tray)
         if len(self._restarts) == MAX_RESTARTS and now - self._restarts[0] < RESTART_PERIOD_S:
             sentence = (
                 f"Windows closed: the renderer host ended {MAX_RESTARTS + 1} times within "
                 f"{RESTART_PERIOD_S:.0f} s (last: {_exit_status_text(code)}); "
                 "it is not started again until a window is asked for."
             )
-            return HostEnded(host.pid, code, closed, gave_up=sentence)
+            return HostEnded(host.pid, code, closed, gave_up=sentence, had_tray=had_tray)
         self._restarts.append(now)
         geometries = [w.geometry for _, w in wanted if w.geometry is not None]
         log.warning(
@@ -294,7 +367,9 @@ class WindowHost:
             _exit_status_text(code),
             count,
         )
-        return HostEnded(host.pid, code, closed, restarted=self._start(count, geometries))
+        return HostEnded(
+            host.pid, code, closed, restarted=self._start(count, geometries), had_tray=had_tray
+        )
 
     def close_all(self, timeout: float = 5.0) -> None:
         host = self._host

@@ -3,11 +3,14 @@
 Two modes run the same ``RendererHost`` (``renderer.host``):
 
 * ``--data-dir D`` (what the main process spawns, once per data dir): ``--windows N``
-  windows at start (``--geometry`` restores where the first ones were), more whenever
-  the main process asks (``HostControl``). Each window has its own feed from ``ipc`` and
-  its own reporter (``renderer.ipc_link``, ``renderer.reporter``); the host answers
-  diagnostics for them and closes them all when the main process is gone: its pid exits
-  (``--main-pid``, else the pid in the data dir's instance lock) or its heartbeat stops.
+  windows at start (``--geometry`` restores where the first ones were; ``--windows 0``
+  for the tray alone), more whenever the main process asks (``HostControl``), and on
+  Linux a tray icon where the desktop has a tray (``renderer.tray``; ``--no-tray``: none).
+  Each window has its own feed from ``ipc`` and its own reporter (``renderer.ipc_link``,
+  ``renderer.reporter``); the host answers diagnostics for them and closes them all when
+  the main process is gone: its pid exits (``--main-pid``, else the pid in the data
+  dir's instance lock) or its heartbeat stops. It logs to the instance's ``windows.log``
+  (``main_process.log_file``; ``log-monitor logs --windows``), warnings also to stderr.
 * ``--demo-feed FILE`` (tests, trying the UI): one window, JSON lines in, reports out
   (``renderer.demo``).
 
@@ -72,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PID",
         help="close the window when this process exits",
     )
+    parser.add_argument(
+        "--no-tray",
+        action="store_true",
+        help="with --data-dir: no tray icon (the host ends with its last window)",
+    )
     parser.add_argument("--title", default="Log monitor", help="window title")
     parser.add_argument(
         "--size",
@@ -120,6 +128,12 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="renderer %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    if args.data_dir is not None and not args.verbose:
+        # The log file takes what the host does (info); stderr, which the main process
+        # copies into its own log, only what goes wrong.
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
+        logging.getLogger().setLevel(logging.INFO)
     size = _parse_size(args.size)
     if size is None:
         print(f"renderer: --size must look like 1100x800, not {args.size!r}.", file=sys.stderr)
@@ -209,16 +223,19 @@ def _run_host(
 
     from ipc.endpoints import EndpointError
     from ipc.instance import InstanceLock
-    from ipc.messages import WindowControl, WindowRef
+    from ipc.messages import OpenWindow, WindowControl, WindowRef
+    from main_process.log_file import add_log_file
     from renderer.ipc_link import HostSubscription, IpcCommandSender
     from renderer.process_watch import ProcessWatch
     from renderer.reporter import WindowReporter
 
     data_dir = Path(args.data_dir)
+    add_log_file(data_dir, "windows")
     main_pid = args.main_pid if args.main_pid is not None else InstanceLock(data_dir).holder_pid()
     pid = os.getpid()
     reporters: dict[int, WindowReporter] = {}
     for_host = _CallsForTheHost()
+    for_tray = _CallsForTheHost()
 
     def control(request: WindowControl) -> None:
         for number, reporter in list(reporters.items()):
@@ -233,6 +250,7 @@ def _run_host(
             on_open_requests=lambda total: for_host.call(lambda h: h.open_requests(total)),
             on_control=control,
             on_gone=lambda reason: for_host.call(lambda h: h.main_process_gone(reason)),
+            on_notice=lambda notice: for_tray.call(lambda t: t.notice(notice.title, notice.body)),
             pid=pid,
         )
         subscription.start()
@@ -245,7 +263,7 @@ def _run_host(
     choice = environment.prepare(force_offscreen=args.offscreen)
 
     # Imported only now: pywebview and Qt read the environment prepared above.
-    from renderer.host import EXIT_MAIN_PROCESS_GONE, RendererHost
+    from renderer.host import EXIT_MAIN_PROCESS_GONE, RendererHost, TrayControl
     from renderer.window import WindowParts
 
     def make_parts(number: int) -> WindowParts:
@@ -266,8 +284,32 @@ def _run_host(
             on_closed=closed,
         )
 
+    def make_tray(host: RendererHost, loop: Any) -> TrayControl:
+        from renderer.tray import TrayIcon, TrayReporter
+
+        def ask_for_window() -> None:
+            page_sender.send(OpenWindow(), 5.0)
+
+        tray = TrayIcon(
+            host_pid=pid,
+            sender=page_sender,
+            open_or_raise=lambda: host.open_or_raise(ask_for_window),
+            reporter=TrayReporter(report_sender),
+        )
+        subscription.window_source().attach(tray.update)
+        for_tray.bind(tray)
+        return tray
+
     host = RendererHost(
-        make_parts, gui=choice.gui, title=args.title, size=size, started_at=started_at
+        make_parts,
+        gui=choice.gui,
+        title=args.title,
+        size=size,
+        started_at=started_at,
+        # Qt's offscreen platform has no tray to show an icon in.
+        tray_maker=None
+        if args.no_tray or os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+        else make_tray,
     )
     for number in range(args.windows):
         host.open(geometry=geometries[number] if number < len(geometries) else None)

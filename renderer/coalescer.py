@@ -4,9 +4,9 @@ Owns: what is kept between two pushes into the page and what is thrown away. The
 deliver thousands of messages a second; the page is updated at most ~30 times a second,
 and each update carries:
 
-* the latest ``Status`` and the latest ``Stats`` (state topics: only the present matters,
-  so a newer value replaces an older one that was never shown, and a value equal to the
-  one the page shows already is not pushed again);
+* the latest ``Status``, the latest ``Stats`` and the latest ``ShippingHistory`` (state
+  topics: only the present matters, so a newer value replaces an older one that was
+  never shown, and a value equal to the one the page shows already is not pushed again);
 * the log lines received since the last push, at most ``max_lines`` of them (the page
   shows only its last 1,000 lines, so older pending lines could never be seen; they are
   dropped here and counted, which bounds memory however hard the feed floods);
@@ -17,7 +17,7 @@ is where the full text lives), so a single enormous line cannot bloat the page e
 
 ``take()`` returns the pending update as the JavaScript the page runs, or ``None``.
 
-What was taken is remembered (the latest status and stats, the last ``max_lines`` lines
+What was taken is remembered (the latest status, stats and history, the last ``max_lines`` lines
 and ``max_events`` events): a page that lost its render process and was reloaded starts
 empty, and ``replay()`` makes all of it pending again, ahead of anything newer, so the
 fresh page is repainted with what the old one showed.
@@ -34,7 +34,16 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ipc.messages import LogLine, LogLines, Published, ServerEvent, Stats, Status, WindowState
+from ipc.messages import (
+    LogLine,
+    LogLines,
+    Published,
+    ServerEvent,
+    ShippingHistory,
+    Stats,
+    Status,
+    WindowState,
+)
 
 MAX_PAGE_LINES = 1000
 MAX_PENDING_EVENTS = 200
@@ -72,6 +81,7 @@ class UpdateCoalescer:
     ) -> None:
         self._status: Status | None = None
         self._stats: Stats | None = None
+        self._history: ShippingHistory | None = None
         self._lines: deque[LogLine] = deque(maxlen=max_lines)
         self._events: deque[PendingEvent] = deque(maxlen=max_events)
         self._max_line_chars = max_line_chars
@@ -80,13 +90,18 @@ class UpdateCoalescer:
         # What the page was last given (see replay()).
         self._shown_status: Status | None = None
         self._shown_stats: Stats | None = None
+        self._shown_history: ShippingHistory | None = None
         self._shown_lines: deque[LogLine] = deque(maxlen=max_lines)
         self._shown_events: deque[PendingEvent] = deque(maxlen=max_events)
 
     @property
     def pending(self) -> bool:
         return bool(
-            self._status is not None or self._stats is not None or self._lines or self._events
+            self._status is not None
+            or self._stats is not None
+            or self._history is not None
+            or self._lines
+            or self._events
         )
 
     @property
@@ -103,6 +118,9 @@ class UpdateCoalescer:
         elif isinstance(message, Stats):
             if self._stats is not None or message != self._shown_stats:
                 self._stats = message
+        elif isinstance(message, ShippingHistory):
+            if self._history is not None or message != self._shown_history:
+                self._history = message
         elif isinstance(message, LogLines):
             self._add_lines(message.lines)
         elif isinstance(message, ServerEvent):
@@ -128,6 +146,7 @@ class UpdateCoalescer:
         """Make everything taken so far pending again (for a page that starts over)."""
         self._status = self._status or self._shown_status
         self._stats = self._stats or self._shown_stats
+        self._history = self._history or self._shown_history
         lines = [*self._shown_lines, *self._lines]
         events = [*self._shown_events, *self._events]
         self._shown_lines.clear()
@@ -146,6 +165,8 @@ class UpdateCoalescer:
             parts.append(f"lm.applyStatus({_JSON.encode(self._status).decode()});")
         if self._stats is not None:
             parts.append(f"lm.applyStats({_JSON.encode(self._stats).decode()});")
+        if self._history is not None:
+            parts.append(f"lm.applyHistory({_JSON.encode(self._history).decode()});")
         if self._lines:
             parts.append(f"lm.appendLines({_JSON.encode(list(self._lines)).decode()});")
         if self._events:
@@ -153,10 +174,12 @@ class UpdateCoalescer:
             parts.append(f"lm.appendEvents({_JSON.encode(events).decode()});")
         self._shown_status = self._status or self._shown_status
         self._shown_stats = self._stats or self._shown_stats
+        self._shown_history = self._history or self._shown_history
         self._shown_lines.extend(self._lines)
         self._shown_events.extend(self._events)
         self._status = None
         self._stats = None
+        self._history = None
         self._lines.clear()
         self._events.clear()
         self.counters.pushes += 1

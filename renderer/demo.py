@@ -41,6 +41,7 @@ from ipc.messages import (
     Ok,
     Reply,
     ServerEvent,
+    ShippingHistory,
     Stats,
     Status,
     WindowState,
@@ -80,6 +81,7 @@ DemoLine: TypeAlias = (
     | Stats
     | LogLines
     | ServerEvent
+    | ShippingHistory
     | WindowState
     | DescribeRequest
     | ScreenshotRequest

@@ -13,17 +13,24 @@ Owns the Qt application (through pywebview) and the set of ``RendererWindow``s i
   a page that dies takes no other window with it.
 * **one push scheduler** (``renderer.bridge.PushScheduler``) starts the windows' updates
   in their pages, all windows' together, in one job for the GUI thread.
-* **closing**: a window the user closes is gone alone; when the last one closes,
-  pywebview ends the GUI loop and ``run()`` returns ``EXIT_CLOSED``.
+* **closing**: a window the user closes is gone alone. When the last one closes, the
+  host ends with ``EXIT_CLOSED``, unless a tray icon is shown: then it lives on with the
+  tray alone, and the tray's Open window (or a click on the icon) brings a window back.
   ``main_process_gone(reason)`` is the hook every detector calls (a window's feed going
   silent or ending, a command channel failing, the main process's pid exiting): it
   closes every window and ``run()`` returns ``EXIT_MAIN_PROCESS_GONE``; should the GUI
   not close within ``FORCED_EXIT_AFTER_S``, the process ends anyway. A window never
   outlives its main process by more than a few seconds.
+* **the tray** (Qt only, made by ``tray_maker`` once the application exists): with no
+  window open and no tray shown for ``TRAY_WAIT_S`` (a host started for the tray alone on
+  a desktop without one, or a tray that went away), the host ends with
+  ``EXIT_NOTHING_TO_SHOW``, which the main process takes as no failure. The wait lets a
+  panel that starts after us at login come up first.
 
-A host with no window at all (a tray icon that keeps the process alive) needs a way to
-create a pywebview window without an existing one: pywebview 6.2's Qt backend hands a new
-window to the GUI thread through any open window, and ends the loop when the last closes.
+On Qt the host runs its own GUI loop (``renderer.qt_shell.QtLoop``): pywebview's
+``webview.start`` ends the loop with the last window and can create a window only
+through another. On the other platforms pywebview's own loop runs the windows, as
+before, and there is no tray.
 
 Must not: hold tokens or passwords, talk to sockets (the windows' parts do), or block the
 GUI thread.
@@ -37,6 +44,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import webview
 
@@ -46,15 +54,39 @@ from renderer.environment import Gui
 from renderer.feed import MainProcessGone
 from renderer.window import RendererWindow, WindowParts
 
+if TYPE_CHECKING:
+    from renderer.qt_shell import QtLoop
+
 log = logging.getLogger(__name__)
 
 EXIT_CLOSED = 0
 EXIT_MAIN_PROCESS_GONE = 3
+EXIT_NOTHING_TO_SHOW = 4
 FORCED_EXIT_AFTER_S = 3.0
+TRAY_WAIT_S = 10.0
+# How often the host looks whether it still has something to show (a timer, not a
+# synchronisation: the tray's appearance has no event the host could wait on).
+SHOWING_CHECK_S = 1.0
 
 # What a window is made of besides Qt, given its number (raises MainProcessGone when the
 # main process cannot be reached).
 PartsMaker = Callable[[int], WindowParts]
+
+
+class TrayControl(Protocol):
+    """What the host needs of its tray icon (``renderer.tray.TrayIcon``)."""
+
+    def showing(self) -> bool:
+        """Whether the icon is in a tray now (any thread)."""
+        ...
+
+    def close(self) -> None:
+        """Take the icon away (GUI thread, as the loop ends)."""
+        ...
+
+
+# Makes the tray once the Qt application exists (on the GUI thread).
+TrayMaker = Callable[["RendererHost", "QtLoop"], TrayControl]
 
 
 class RendererHost:
@@ -68,8 +100,14 @@ class RendererHost:
         title: str = "Log monitor",
         size: tuple[int, int] = (1100, 800),
         started_at: float | None = None,
+        tray_maker: TrayMaker | None = None,
+        tray_wait_s: float = TRAY_WAIT_S,
     ) -> None:
         self._make_parts = make_parts
+        self._tray_maker = tray_maker if gui == "qt" else None
+        self._tray: TrayControl | None = None
+        self._tray_wait_s = tray_wait_s
+        self._loop: QtLoop | None = None
         self._gui = gui
         self._title = title
         self._size = size
@@ -116,7 +154,10 @@ class RendererHost:
             if not self._gui_running:
                 self._waiting.append(window)
                 return window
+            loop = self._loop
         log.info("opening window %d", number)
+        if loop is not None:
+            window.attach_loop(loop)
         window.create()
         return window
 
@@ -133,20 +174,50 @@ class RendererHost:
 
     def run(self) -> int:
         """Show the windows asked for so far and run the GUI loop on this (the main)
-        thread until the last window closes."""
+        thread until there is nothing left to show (see the module docstring)."""
+        if self._gui == "qt":
+            return self._run_qt()
         with self._lock:
             first = list(self._waiting)
             self._waiting.clear()
         if not first:
             log.info("no window to show")
             return EXIT_CLOSED
-        if self._gui == "qt":
-            from renderer.qt_shell import share_one_profile
-
-            share_one_profile()
         for window in first:
             window.create()
         webview.start(self._gui_started, gui=self._gui, private_mode=True)
+        return self._after_loop()
+
+    def _run_qt(self) -> int:
+        from renderer.qt_shell import QtLoop, share_one_profile
+
+        with self._lock:
+            nothing = not self._waiting
+        if nothing and self._tray_maker is None:
+            log.info("no window to show")
+            return EXIT_CLOSED
+        share_one_profile()
+        loop = QtLoop()
+        with self._lock:
+            self._loop = loop
+            self._gui_running = True
+            first = list(self._waiting)
+            self._waiting.clear()
+        for window in first:
+            window.attach_loop(loop)
+            window.create()
+        if self._tray_maker is not None:
+            self._tray = self._tray_maker(self, loop)
+            threading.Thread(target=self._watch_showing, name="showing", daemon=True).start()
+        if self._main_gone.is_set():
+            loop.exit(self._exit_code)
+        code = loop.run()
+        if self._tray is not None:
+            self._tray.close()
+        self._after_loop()
+        return code
+
+    def _after_loop(self) -> int:
         with self._lock:
             left = [w for w in self._windows.values() if not w.closed]
         for window in left:
@@ -164,6 +235,40 @@ class RendererHost:
         for window in waiting:
             window.create()
 
+    def _watch_showing(self) -> None:
+        """End the host once it has had no window and no tray for ``tray_wait_s``."""
+        tray = self._tray
+        assert tray is not None
+        since: float | None = None
+        while not self._main_gone.wait(SHOWING_CHECK_S):
+            with self._lock:
+                windows = len(self._windows)
+            if windows or tray.showing():
+                since = None
+                continue
+            now = time.monotonic()
+            if since is None:
+                since = now
+            elif now - since >= self._tray_wait_s:
+                log.info("no window and no tray for %g s: nothing to show", self._tray_wait_s)
+                self._exit(EXIT_NOTHING_TO_SHOW)
+                return
+
+    def _exit(self, code: int) -> None:
+        loop = self._loop
+        if loop is not None:
+            if code != EXIT_CLOSED or self._exit_code == EXIT_CLOSED:
+                self._exit_code = code
+            loop.exit(self._exit_code)
+
+    def open_or_raise(self, ask_for_window: Callable[[], None]) -> None:
+        """Bring the first open window to the front, or, with none open, ask for one
+        (``ask_for_window``: the main process decides, and counts it)."""
+        for window in self.windows():
+            if window.bring_to_front():
+                return
+        ask_for_window()
+
     # ---- closing --------------------------------------------------------------------------
 
     def _window_closed(self, window: RendererWindow) -> None:
@@ -173,6 +278,14 @@ class RendererHost:
         log.info("window %d closed; %d left", window.number, left)
         if not self._main_gone.is_set():
             window.parts.on_closed()
+        if left or self._loop is None:
+            return  # (pywebview's own loop ends by itself with its last window)
+        if self._main_gone.is_set():
+            self._exit(EXIT_MAIN_PROCESS_GONE)
+        elif self._tray is not None and self._tray.showing():
+            log.info("the last window closed; the tray stays")
+        else:
+            self._exit(EXIT_CLOSED)
 
     def main_process_gone(self, reason: str) -> None:
         """Close every window because the main process is gone. Idempotent, any thread."""
@@ -187,6 +300,8 @@ class RendererHost:
         for window in windows:
             window.parts.on_event("closing", {"window": window.number, "reason": reason})
             window.close()
+        if not windows:
+            self._exit(EXIT_MAIN_PROCESS_GONE)  # a tray alone: nothing closes to end the loop
 
     @property
     def main_gone(self) -> bool:

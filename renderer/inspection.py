@@ -1,13 +1,15 @@
 """Asking every open window something and collecting the answers: the asker's side.
 
-Owns ``ask_windows``, what ``log-monitor windows`` and ``log-monitor screenshot`` (and the
+Owns ``ask_windows`` (and ``inspect_windows``, which also returns the renderer host's pid
+and its tray), what ``log-monitor windows`` and ``log-monitor screenshot`` (and the
 tests) use, and the shape of its answer. The exchange, all over ``ipc``:
 
 1. subscribe to ``window.`` (the Last Value Cache hands over every window's latest
    ``WindowState`` at once, and later ones as they come);
 2. send ``ControlWindows(WindowControl(request, action, ...))``; the main process
    publishes the ``WindowControl`` on the ``control`` topic and replies with the renderer
-   host's pid and the windows it knows are open (``WindowRef``: host pid, window number);
+   host's pid, the windows it knows are open (``WindowRef``: host pid, window number) and
+   what the host last reported of its tray icon (``TrayState``);
 3. the host hands the request to each window it names; each performs the action and
    reports its state again, with ``ControlOutcome(id=request, ok, result | error)`` as
    ``view.control`` (``renderer.reporter``); wait until every window has answered, or
@@ -43,6 +45,7 @@ from ipc.messages import (
     ControlWindows,
     Failed,
     Ok,
+    TrayState,
     WindowAction,
     WindowControl,
     WindowRef,
@@ -155,6 +158,27 @@ def _refs(data: dict[str, Any] | None) -> list[WindowRef]:
     return refs
 
 
+@dataclass(slots=True)
+class WindowsReport:
+    """The renderer host (its pid, or None), its tray icon (None: no tray reported) and
+    its windows' answers."""
+
+    host: int | None
+    tray: TrayState | None
+    windows: list[WindowAnswer]
+
+    def as_dict(self) -> dict[str, Any]:
+        tray = None if self.tray is None else msgspec.to_builtins(self.tray)
+        if isinstance(tray, dict):
+            tray.pop("type", None)
+            tray.pop("closed", None)
+        return {
+            "host": self.host,
+            "tray": tray,
+            "windows": [answer.as_dict() for answer in self.windows],
+        }
+
+
 def ask_windows(
     data_dir: Path,
     action: WindowAction,
@@ -165,6 +189,31 @@ def ask_windows(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[WindowAnswer]:
     """Ask the windows of the main process of ``data_dir`` to do ``action``; see above."""
+    return inspect_windows(
+        data_dir, action, directory=directory, script=script, windows=windows, timeout=timeout
+    ).windows
+
+
+def _tray(data: dict[str, Any] | None) -> TrayState | None:
+    raw = (data or {}).get("tray")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return msgspec.convert(raw, TrayState)
+    except msgspec.ValidationError:
+        return None
+
+
+def inspect_windows(
+    data_dir: Path,
+    action: WindowAction,
+    *,
+    directory: Path | None = None,
+    script: str | None = None,
+    windows: tuple[WindowRef, ...] = (),
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> WindowsReport:
+    """``ask_windows``, with the renderer host's pid and its tray."""
     deadline = time.monotonic() + timeout
     request = secrets.token_hex(8)
     collected = _WindowStates()
@@ -184,7 +233,10 @@ def ask_windows(
             )
         if isinstance(reply, Failed):
             raise InspectionError(f"the main process refused: {reply.message}")
-        running = _refs(reply.data) if isinstance(reply, Ok) else []
+        data = reply.data if isinstance(reply, Ok) else None
+        running = _refs(data)
+        host = (data or {}).get("host")
+        tray = _tray(data)
         expected = sorted(
             {ref for ref in running if not windows or ref in windows},
             key=lambda ref: (ref.host, ref.window),
@@ -209,4 +261,4 @@ def ask_windows(
                 view=state.view if state else None,
             )
         )
-    return answers
+    return WindowsReport(host if isinstance(host, int) else None, tray, answers)

@@ -6,11 +6,14 @@ Owns the adapters ``python -m renderer --data-dir D`` builds instead of the demo
   stats, logs and event topics (what the windows show), ``host`` (``HostControl``: how
   many windows the main process has asked this host for; a state topic, so a request
   made while the host was starting reaches it as it subscribes) and ``control``
-  (``WindowControl`` diagnostics, handed to the windows they name). Each window gets an
-  ``UpdateSource`` of its own from it (``window_source()``): attaching one hands it the
-  present (the last ``Status`` and ``Stats``, which the subscription got from the main
-  process's Last Value Cache and keeps), then every update, each folded straight into the
-  window's coalescer on the subscriber's thread. When nothing, not even a heartbeat
+  (``WindowControl`` diagnostics, handed to the windows they name), ``notice``
+  (``TrayNotice``: what the tray should show as its own message, handed to
+  ``on_notice``) and ``history`` (``ShippingHistory``, for the windows' chart). Each window
+  gets an ``UpdateSource`` of its own from it (``window_source()``; the tray icon gets
+  one too): attaching one hands it the present (the last ``Status``, ``Stats`` and
+  ``ShippingHistory``, which the subscription got from the main process's Last Value
+  Cache and keeps), then every update, each folded straight into the window's coalescer
+  on the subscriber's thread. When nothing, not even a heartbeat
   (~1/s), has been heard for ``silence_s`` seconds, ``on_gone`` is called once.
 * ``IpcCommandSender`` sends commands on a ``SyncCommandClient``, which is one-thread-only,
   so every call holds a lock (pywebview calls ``js_api`` methods from a thread per call).
@@ -42,16 +45,20 @@ from ipc.commands import SyncCommandClient
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import (
     TOPIC_EVENT,
+    TOPIC_HISTORY,
     TOPIC_HOST,
     TOPIC_LOGS,
+    TOPIC_NOTICE,
     TOPIC_STATS,
     TOPIC_STATUS,
     TOPIC_WINDOW_CONTROL,
     Command,
     HostControl,
     Reply,
+    ShippingHistory,
     Stats,
     Status,
+    TrayNotice,
     WindowControl,
 )
 from ipc.subscriber import Delivery, SubscriberThread
@@ -61,7 +68,16 @@ log = logging.getLogger(__name__)
 
 # Control topics first: once the status's cached value has arrived, the publisher has
 # taken every subscription before it (they travel in order on one connection).
-HOST_TOPICS = (TOPIC_HOST, TOPIC_WINDOW_CONTROL, TOPIC_STATUS, TOPIC_STATS, TOPIC_LOGS, TOPIC_EVENT)
+HOST_TOPICS = (
+    TOPIC_HOST,
+    TOPIC_WINDOW_CONTROL,
+    TOPIC_NOTICE,
+    TOPIC_HISTORY,
+    TOPIC_STATUS,
+    TOPIC_STATS,
+    TOPIC_LOGS,
+    TOPIC_EVENT,
+)
 # The publisher's heartbeat comes every second; several missed in a row means the main
 # process is gone (or hung so badly that the windows can show nothing true).
 DEFAULT_SILENCE_S = 5.0
@@ -77,18 +93,21 @@ class HostSubscription:
         on_open_requests: Callable[[int], None],
         on_control: Callable[[WindowControl], None],
         on_gone: Callable[[str], None],
+        on_notice: Callable[[TrayNotice], None] = lambda notice: None,
         silence_s: float = DEFAULT_SILENCE_S,
         pid: int | None = None,
     ) -> None:
         self._on_open_requests = on_open_requests
         self._on_control = on_control
         self._on_gone = on_gone
+        self._on_notice = on_notice
         self._silence_s = silence_s
         self._pid = os.getpid() if pid is None else pid
         self._lock = threading.Lock()
         self._sinks: dict[int, UpdateSink] = {}
         self._status: Status | None = None
         self._stats: Stats | None = None
+        self._history: ShippingHistory | None = None
         self._started_at = time.monotonic()
         self._stopping = threading.Event()
         self._subscriber: SubscriberThread = connect_subscriber_thread(
@@ -115,11 +134,17 @@ class HostSubscription:
         if isinstance(message, WindowControl):
             self._on_control(message)
             return
+        if isinstance(message, TrayNotice):
+            if message.host == self._pid:
+                self._on_notice(message)
+            return
         with self._lock:
             if isinstance(message, Status):
                 self._status = message
             elif isinstance(message, Stats):
                 self._stats = message
+            elif isinstance(message, ShippingHistory):
+                self._history = message
             for sink in self._sinks.values():
                 sink(message)
 
@@ -127,7 +152,7 @@ class HostSubscription:
 
     def _attach(self, key: int, sink: UpdateSink) -> None:
         with self._lock:
-            for present in (self._status, self._stats):
+            for present in (self._status, self._stats, self._history):
                 if present is not None:
                     sink(present)
             self._sinks[key] = sink

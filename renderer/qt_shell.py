@@ -32,6 +32,17 @@ and it does so without forking it:
   its own, do not notice.
 * **Closing from the page.** ``window.close()`` in a page closes its window as a person
   would (Qt's ``windowCloseRequested``, which pywebview does not handle).
+* **The host's own loop.** ``webview.start`` cannot serve a host that lives without a
+  window (a tray icon): pywebview 6.2's Qt backend creates every window after the first
+  through an existing one (``BrowserView.instances``) and calls ``_app.exit()`` when its
+  last window closes. ``QtLoop`` runs the Qt application itself instead: it creates each
+  pywebview window on the GUI thread the way the backend's own ``create_window`` does
+  (``Window._initialize`` with the backend, then ``BrowserView``, shown), so a window
+  can be made with none open; and it points the backend's ``_app`` at a stand-in whose
+  ``exit()`` tells the host the last window closed rather than ending the loop. The
+  host ends the loop (``QtLoop.exit``) when it has nothing left to show. pywebview's
+  ``webview.guilib`` stays unset, so ``webview.create_window`` only builds the window
+  object, from any thread, and never reaches for an existing window.
 
 Imported only on the Qt backend (Linux), after ``renderer.environment.prepare``.
 
@@ -50,17 +61,18 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QIcon, QImage
 from PySide6.QtWebEngineCore import (
     QWebEnginePage,
     QWebEngineProfile,
     QWebEngineUrlRequestInfo,
     QWebEngineUrlRequestInterceptor,
 )
+from PySide6.QtWidgets import QApplication
 
 from ipc.messages import WindowGeometry
 from renderer.bridge import PageUnavailable, PushDone
-from renderer.page import is_page_resource
+from renderer.page import is_page_resource, static_dir
 from renderer.qt_capture import GuiThreadCall, grab_image, save_png
 
 log = logging.getLogger(__name__)
@@ -144,6 +156,85 @@ def share_one_profile() -> None:
     if _factory is None:
         _factory = _ProfileFactory()
         setattr(backend, "QWebEngineProfile", _factory)  # noqa: B010 (a module's global)
+
+
+APP_ID = "log-monitor"
+APP_DISPLAY_NAME = "Log monitor"
+
+
+class _LastWindowHook:
+    """Stands in for the ``QApplication`` pywebview's Qt backend keeps as ``_app``: its
+    ``exit()`` (called as the last window closes) is passed to the host instead of
+    ending the loop; everything else is the application's."""
+
+    def __init__(self, app: QApplication, on_exit: Callable[[], None]) -> None:
+        self._app = app
+        self._on_exit = on_exit
+
+    def exit(self, *_args: object) -> None:
+        self._on_exit()
+
+    def quit(self) -> None:
+        self._on_exit()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app, name)
+
+
+class QtLoop:
+    """The renderer host's Qt application and GUI loop (see the module docstring).
+
+    Create it on the main thread before any window; ``show`` from any thread.
+    """
+
+    def __init__(self, on_last_window_closed: Callable[[], None] = lambda: None) -> None:
+        from webview.platforms import qt as backend
+
+        # ``_app`` is only assigned inside the backend's functions (setup_app and the
+        # first window's creation), so it is set here, not looked for.
+        for name in ("BrowserView", "setup_app", "_main_window_created"):
+            if not hasattr(backend, name):
+                raise RuntimeError(
+                    f"pywebview's Qt backend has no {name}: this pywebview release is not one "
+                    "the renderer host was adapted to (see renderer/qt_shell.py)"
+                )
+        self._backend = backend
+        existing = QApplication.instance()
+        app = existing if isinstance(existing, QApplication) else QApplication([APP_ID])
+        self.app = app
+        # The host decides when the loop ends (a tray may outlive every window).
+        app.setQuitOnLastWindowClosed(False)
+        app.setApplicationName(APP_ID)
+        app.setApplicationDisplayName(APP_DISPLAY_NAME)
+        app.setDesktopFileName(APP_ID)
+        app.setWindowIcon(QIcon(str(static_dir() / "icon.svg")))
+        setattr(backend, "_app", _LastWindowHook(app, on_last_window_closed))  # noqa: B010
+        # What the backend's windows wait for before they are handed to the GUI thread.
+        backend._main_window_created.set()
+        self.gui = GuiThreadCall()
+
+    def show(self, window: Any) -> None:
+        """Create and show the pywebview ``window`` (a ``webview.Window`` not yet shown)
+        on the GUI thread, as pywebview's own ``create_window`` would."""
+        backend = self._backend
+
+        def create() -> None:
+            if not window._initialize(backend):
+                return  # its "initialized" event cancelled it
+            browser = backend.BrowserView(window)
+            browser.installEventFilter(browser)
+            browser.show()
+
+        self.gui.post(create)
+
+    def run(self) -> int:
+        """Run the GUI loop on this (the main) thread until ``exit``."""
+        return int(self.app.exec())
+
+    def exit(self, code: int) -> None:
+        """End the GUI loop with ``code`` (from any thread)."""
+        app = self.app
+        self.gui.post(lambda: app.exit(code))
 
 
 class QtPage:
@@ -272,6 +363,19 @@ class QtPage:
             return None if self._closed or not self._alive else self._render_pid
 
     # ---- the window around it -------------------------------------------------------------
+
+    def bring_to_front(self) -> None:
+        """Show the window above the others and give it the focus (from any thread)."""
+        browser = self._browser
+
+        def raise_now() -> None:
+            if browser.isMinimized():
+                browser.showNormal()
+            browser.show()
+            browser.raise_()
+            browser.activateWindow()
+
+        self._gui.post(raise_now)
 
     def geometry(self, timeout: float) -> WindowGeometry:
         def read() -> WindowGeometry:

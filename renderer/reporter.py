@@ -95,6 +95,7 @@ _PAGE_FIELDS = frozenset(
         "lines",
         "lastLineText",
         "events",
+        "chart",
     }
 )
 _TIMINGS = ("createdMs", "loadedMs", "firstStatusMs", "repaintedMs")

@@ -113,6 +113,8 @@ class _Page(Protocol):
 
     def geometry(self, timeout: float) -> WindowGeometry | None: ...
 
+    def bring_to_front(self) -> None: ...
+
     def grab(self, timeout: float) -> Any: ...
 
     def save(self, image: Any, path: Path) -> tuple[int, int]: ...
@@ -154,6 +156,10 @@ class _PywebviewPage:
 
     def geometry(self, timeout: float) -> WindowGeometry | None:
         return None
+
+    def bring_to_front(self) -> None:
+        self._window.restore()
+        self._window.show()
 
     def grab(self, timeout: float) -> Any:
         raise NotImplementedError("screenshots need the Qt backend (Linux)")
@@ -212,6 +218,7 @@ class RendererWindow:
             self, scheduler, on_status_shown=self._status_shown, on_pushed=parts.on_pushed
         )
         self._window: Any = None
+        self._loop: Any = None  # renderer.qt_shell.QtLoop on Qt (attach_loop)
         self._page: _Page | None = None
         self._ready = threading.Event()
         self._page_loaded = threading.Event()  # cleared while a reload is under way
@@ -230,8 +237,13 @@ class RendererWindow:
 
     # ---- life cycle -------------------------------------------------------------------
 
+    def attach_loop(self, loop: Any) -> None:
+        """On Qt: the host's ``QtLoop``, which shows the window once it is made."""
+        self._loop = loop
+
     def create(self) -> None:
-        """Make the pywebview window (before the GUI loop runs, or from any thread after)."""
+        """Make the pywebview window (before the GUI loop runs, or from any thread after);
+        with the host's ``QtLoop``, it is shown through it."""
         width, height = (
             (self._geometry.width, self._geometry.height) if self._geometry else self._size
         )
@@ -254,6 +266,8 @@ class RendererWindow:
         self._window.events.moved += self._geometry_changed
         self._window.events.resized += self._geometry_changed
         self._timings["createdMs"] = self._since_asked_ms()
+        if self._loop is not None:
+            self._loop.show(self._window)
 
     def _on_page_loaded(self) -> None:
         # pywebview calls this each time the page has loaded (the first time, and after
@@ -342,6 +356,15 @@ class RendererWindow:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def bring_to_front(self) -> bool:
+        """Raise this window above the others (any thread); False if it is not showing
+        its page (not loaded yet, or closing)."""
+        page = self._page
+        if page is None or self._closing.is_set() or not self._ready.is_set():
+            return False
+        page.bring_to_front()
+        return True
 
     def _since_asked_ms(self) -> float:
         return round((time.monotonic() - self._asked_at) * 1000.0, 1)

@@ -65,7 +65,7 @@ def main(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def windows_json(main: LiveMain) -> list[dict[str, Any]]:
     result = main.command("windows", "--json")
     assert result.returncode == 0, result.stderr
-    listed = json.loads(result.stdout)
+    listed = json.loads(result.stdout)["windows"]
     assert isinstance(listed, list)
     return listed
 

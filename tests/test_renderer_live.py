@@ -361,7 +361,11 @@ def test_windows_json_lists_every_window_and_what_its_page_shows(live: LiveMain)
     [host] = {ref.host for ref in refs}  # one renderer host holds every window
     result = live.command("windows", "--json")
     assert result.returncode == 0, result.stderr
-    listed = json.loads(result.stdout)
+    report = json.loads(result.stdout)
+    # Offscreen there is no tray: the host reports none.
+    assert report["host"] == host
+    assert report["tray"] is None
+    listed = report["windows"]
     assert sorted((w["host"], w["window"]) for w in listed) == [(r.host, r.window) for r in refs]
     status = live.watch.status()
     render_processes = set()

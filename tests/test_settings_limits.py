@@ -35,6 +35,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "spool_max_mb": ["nan", "inf", "0", "0.5", "1048577"],
     "chunk_kib": ["0", "8193", "99999999999999999999"],
     "chunk_linger_ms": ["nan", "inf", "-1", "60001"],
+    "notify_unreachable_after": ["nan", "inf", "0", "0.5", "86401"],
 }
 WHOLE = {"windows", "window", "chunk_kib"}
 FLAGS = {
@@ -45,6 +46,7 @@ FLAGS = {
     "silence_timeout": "--silence-timeout",
     "spool_max_mb": "--spool-max-mb",
     "chunk_linger_ms": "--chunk-linger-ms",
+    "notify_unreachable_after": "--notify-unreachable-after",
 }
 CASES = [(name, text) for name, texts in BAD_VALUES.items() for text in texts]
 

@@ -169,7 +169,7 @@ def assert_one_window_shows_the_state(main: LiveMain, platform: str) -> None:
     )
     result = main.command("windows", "--json")
     assert result.returncode == 0, result.stderr
-    [window] = json.loads(result.stdout)
+    [window] = json.loads(result.stdout)["windows"]
     status = main.watch.status()
     assert (window["host"], window["window"]) == (ref.host, ref.window)
     assert window["answered"] is True

@@ -1,7 +1,7 @@
 // Log monitor window: renders what the bridge pushes and turns clicks into js_api calls.
 //
-// The bridge (renderer/bridge.py) calls window.lm.applyStatus / applyStats / appendLines /
-// appendEvents at most ~30 times a second. Everything that comes from outside (log text,
+// The bridge (renderer/bridge.py) calls window.lm.applyStatus / applyStats / applyHistory /
+// appendLines / appendEvents at most ~30 times a second. Everything that comes from outside (log text,
 // file names, server events, error messages) is written with textContent, never parsed as
 // HTML, so a log line holding markup shows that markup as characters and runs nothing.
 // window.lm.describe() reads back what the DOM shows, for diagnostics and tests.
@@ -56,6 +56,15 @@
     tailCount: byId("tail-count"),
     lines: byId("lines"),
     events: byId("events"),
+    chartDesc: byId("chart-desc"),
+    chartRateArea: byId("chart-rate-area"),
+    chartRate: byId("chart-rate"),
+    chartWaiting: byId("chart-waiting"),
+    chartRateNow: byId("chart-rate-now"),
+    chartRatePeak: byId("chart-rate-peak"),
+    chartWaitingNow: byId("chart-waiting-now"),
+    chartWaitingPeak: byId("chart-waiting-peak"),
+    chartSpan: byId("chart-span"),
   };
 
   // ---- formatting -------------------------------------------------------------------
@@ -253,6 +262,82 @@
     const total = asNumber(s.bytesTotal);
     if (done !== null && total !== null) backlogFromStats = total > 0 ? [done, total] : null;
     applyCounters(s);
+  }
+
+  // ---- the shipping chart ---------------------------------------------------------------
+  //
+  // ShippingHistory (ipc.messages): samples [atMs, sentBytesPerS, bufferedChunks], one a
+  // second, oldest first. Drawn as SVG paths (no canvas: what is drawn can be read back
+  // from the DOM): bytes sent per second in the top band, chunks waiting in the bottom
+  // one, each scaled to its own peak, on one time axis ending at the newest sample.
+
+  const CHART_SPAN_MS = 10 * 60 * 1000;
+  const CHART_WIDTH = 600;
+  const RATE_BAND = [4, 78]; // y of the band's top and bottom in the viewBox
+  const WAITING_BAND = [86, 148];
+  let chart = {
+    samples: 0,
+    spanMs: null,
+    ratePoints: 0,
+    waitingPoints: 0,
+    peakRate: null,
+    lastRate: null,
+    peakWaiting: null,
+    lastWaiting: null,
+  };
+
+  function bandY(value, peak, band) {
+    const [top, bottom] = band;
+    return peak > 0 ? bottom - (value / peak) * (bottom - top) : bottom;
+  }
+
+  function pathOf(points) {
+    return points.map(([x, y], i) => `${i ? "L" : "M"}${x.toFixed(1)} ${y.toFixed(1)}`).join("");
+  }
+
+  function applyHistory(h) {
+    if (h === null || typeof h !== "object" || !Array.isArray(h.samples)) return;
+    const samples = h.samples.filter(
+      (s) => Array.isArray(s) && s.length >= 3 && s.every((v) => asNumber(v) !== null),
+    );
+    if (samples.length === 0) return;
+    const end = samples[samples.length - 1][0];
+    const shown = samples.filter(([at]) => at > end - CHART_SPAN_MS);
+    const peakRate = Math.max(...shown.map((s) => s[1]));
+    const peakWaiting = Math.max(...shown.map((s) => s[2]));
+    const x = (at) => CHART_WIDTH - ((end - at) / CHART_SPAN_MS) * CHART_WIDTH;
+    const rate = shown.map((s) => [x(s[0]), bandY(s[1], peakRate, RATE_BAND)]);
+    const waiting = shown.map((s) => [x(s[0]), bandY(s[2], peakWaiting, WAITING_BAND)]);
+    const line = pathOf(rate);
+    el.chartRate.setAttribute("d", line);
+    el.chartRateArea.setAttribute(
+      "d",
+      `${line}L${rate[rate.length - 1][0].toFixed(1)} ${RATE_BAND[1]}L${rate[0][0].toFixed(1)} ${RATE_BAND[1]}Z`,
+    );
+    el.chartWaiting.setAttribute("d", pathOf(waiting));
+    const last = shown[shown.length - 1];
+    const spanMs = end - shown[0][0];
+    chart = {
+      samples: shown.length,
+      spanMs,
+      ratePoints: rate.length,
+      waitingPoints: waiting.length,
+      peakRate,
+      lastRate: last[1],
+      peakWaiting,
+      lastWaiting: last[2],
+    };
+    el.chartRateNow.textContent = `${formatBytes(last[1])}/s`;
+    el.chartRatePeak.textContent = `${formatBytes(peakRate)}/s`;
+    el.chartWaitingNow.textContent = formatCount(last[2]);
+    el.chartWaitingPeak.textContent = formatCount(peakWaiting);
+    const minutes = Math.max(1, Math.round(spanMs / 60000));
+    el.chartSpan.textContent =
+      spanMs < 60000 ? `the last ${Math.round(spanMs / 1000)} s` : `the last ${minutes} min`;
+    el.chartDesc.textContent =
+      `Over ${el.chartSpan.textContent}: sent up to ${formatBytes(peakRate)}/s, ` +
+      `now ${formatBytes(last[1])}/s; chunks waiting up to ${formatCount(peakWaiting)}, ` +
+      `now ${formatCount(last[2])}.`;
   }
 
   // ---- live tail ----------------------------------------------------------------------
@@ -513,8 +598,16 @@
       lines: el.lines.childElementCount,
       lastLineText: lastLine ? lastLine.querySelector(".text").textContent : null,
       events: el.events.childElementCount,
+      chart: { ...chart, text: el.chartDesc.textContent },
     };
   }
 
-  window.lm = Object.freeze({ applyStatus, applyStats, appendLines, appendEvents, describe });
+  window.lm = Object.freeze({
+    applyStatus,
+    applyStats,
+    applyHistory,
+    appendLines,
+    appendEvents,
+    describe,
+  });
 })();

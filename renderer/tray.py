@@ -1,0 +1,281 @@
+"""The renderer host's tray icon: Qt's ``QSystemTrayIcon``, driven by the status.
+
+Owns ``TrayIcon``, made on the GUI thread once the host's Qt application exists
+(``renderer.host.RendererHost``'s ``tray_maker``), and ``TrayReporter``, the thread that
+tells the main process what the tray shows (``ReportTray``; the main process re-publishes
+it as the cached ``tray`` state, which ``log-monitor windows`` prints).
+
+* **Showing.** Qt puts the icon in an XEmbed tray on X11 (the ``_NET_SYSTEM_TRAY``
+  selection: trayer, stalonetray, xfce4-panel, MATE's and LXQt's panels…) or a
+  StatusNotifier host over D-Bus (KDE Plasma, GNOME with its AppIndicator extension, and
+  on Wayland the only kind). A timer looks every second whether the desktop offers a
+  tray (``QSystemTrayIcon.isSystemTrayAvailable``) and shows the icon when one appears,
+  so a panel that starts after the host at login still gets it.
+* **What it shows** follows the latest ``Status`` (``renderer.tray_model.tray_look``):
+  picture, tooltip and menu. Statuses arrive on the subscription's thread; only the
+  latest is applied, in one job for the GUI thread.
+* **Acting.** The menu's entries and a click on the icon send commands on a thread of
+  their own (never on the GUI thread): Open window (a click: raise an open window, or
+  ask for one), Connect, Disconnect, Sign out, Quit (``Shutdown``: the main process stops
+  cleanly, and the host with it).
+* **Notices.** ``notice(title, body)`` shows a ``TrayNotice`` as the tray's own message,
+  what the main process does only when the desktop has no notification service.
+
+Must not: block the GUI thread, or hold anything secret (a status holds none).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QAction, QIcon
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from ipc.messages import (
+    Command,
+    Connect,
+    Disconnect,
+    Failed,
+    Logout,
+    Published,
+    ReportTray,
+    Shutdown,
+    Status,
+    TrayState,
+    WindowGeometry,
+)
+from renderer.commands import CommandSender
+from renderer.page import static_dir
+from renderer.qt_capture import GuiThreadCall
+from renderer.tray_model import APP_ICON, MENU_TEXT, TRAY_STATES, MenuAction, TrayLook, tray_look
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_MS = 1000
+COMMAND_TIMEOUT_S = 5.0
+REPORT_TIMEOUT_S = 2.0
+REPORT_RETRY_S = 1.0
+MESSAGE_SHOWN_MS = 10_000
+
+_COMMANDS: dict[MenuAction, Command] = {
+    "connect": Connect(),
+    "disconnect": Disconnect(),
+    "logout": Logout(),
+    "quit": Shutdown(),
+}
+
+
+class TrayReporter:
+    """Sends the latest ``TrayState`` to the main process from a thread of its own,
+    again after a failure, and nothing twice."""
+
+    def __init__(self, sender: CommandSender) -> None:
+        self._sender = sender
+        self._wake = threading.Condition()
+        self._latest: TrayState | None = None
+        self._sent: TrayState | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="tray-reporter", daemon=True)
+        self._thread.start()
+
+    def report(self, state: TrayState) -> None:
+        with self._wake:
+            self._latest = state
+            self._wake.notify()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+
+    def send_now(self, state: TrayState) -> None:
+        """Send ``state`` on the caller's thread (the host's last word as it ends)."""
+        self.stop()
+        try:
+            self._sender.send(ReportTray(state=state), REPORT_TIMEOUT_S)
+        except Exception as exc:  # the main process may be gone
+            log.info("could not report the tray: %s", exc)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and (self._latest is None or self._latest == self._sent):
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                state = self._latest
+            assert state is not None
+            try:
+                reply = self._sender.send(ReportTray(state=state), REPORT_TIMEOUT_S)
+            except Exception as exc:
+                log.info("could not report the tray (%s); trying again", exc)
+                with self._wake:
+                    self._wake.wait(REPORT_RETRY_S)  # a pause before the retry
+                continue
+            if isinstance(reply, Failed):
+                log.warning("the main process refused the tray's report: %s", reply.message)
+            with self._wake:
+                self._sent = state
+
+
+class TrayIcon(QObject):
+    """The tray icon of the host; see the module docstring. Made on the GUI thread."""
+
+    def __init__(
+        self,
+        *,
+        host_pid: int,
+        sender: CommandSender,
+        open_or_raise: Callable[[], None],
+        reporter: TrayReporter,
+    ) -> None:
+        super().__init__()
+        self._host_pid = host_pid
+        self._sender = sender
+        self._open_or_raise = open_or_raise
+        self._reporter = reporter
+        self._gui = GuiThreadCall()
+        self._lock = threading.Lock()
+        self._pending: Status | None = None
+        self._apply_posted = False
+        self._showing = False
+        self._available = False
+        self._messages = 0
+        self._last_message: str | None = None
+        self._look = tray_look(None)
+        self._icons = {
+            name: QIcon(str(static_dir() / f"{name}.svg"))
+            for name in (APP_ICON, *(f"tray-{state}" for state in TRAY_STATES))
+        }
+        self._icon = QSystemTrayIcon(self._icons[APP_ICON], self)
+        self._menu = QMenu()
+        self._icon.setContextMenu(self._menu)
+        self._icon.activated.connect(self._activated)
+        self._apply(self._look)
+        self._timer = QTimer(self)
+        self._timer.setInterval(CHECK_INTERVAL_MS)
+        self._timer.timeout.connect(self._check)
+        self._timer.start()
+        self._check()
+
+    # ---- any thread ----------------------------------------------------------------------
+
+    def update(self, message: Published) -> None:
+        """A published message (the subscription's thread); statuses change the icon."""
+        if not isinstance(message, Status):
+            return
+        with self._lock:
+            self._pending = message
+            if self._apply_posted:
+                return
+            self._apply_posted = True
+        self._gui.post(self._apply_pending)
+
+    def notice(self, title: str, body: str) -> None:
+        """Show a notice as the tray's own message (any thread)."""
+        self._gui.post(lambda: self._show_message(title, body))
+
+    def showing(self) -> bool:
+        return self._showing
+
+    # ---- the GUI thread ------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._timer.stop()
+        self._icon.hide()
+        self._showing = False
+        self._reporter.send_now(TrayState(host=self._host_pid, closed=True))
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            status, self._pending = self._pending, None
+            self._apply_posted = False
+        if status is not None:
+            self._apply(tray_look(status))
+
+    def _apply(self, look: TrayLook) -> None:
+        self._look = look
+        self._icon.setIcon(self._icons.get(look.icon, self._icons[APP_ICON]))
+        self._icon.setToolTip(look.tooltip)
+        self._menu.clear()
+        for action in look.actions:
+            if action == "quit":
+                self._menu.addSeparator()
+            entry = QAction(MENU_TEXT[action], self._menu)
+            entry.triggered.connect(lambda _checked=False, chosen=action: self._chosen(chosen))
+            self._menu.addAction(entry)
+        self._report()
+
+    def _check(self) -> None:
+        available = QSystemTrayIcon.isSystemTrayAvailable()
+        if available and not self._available:
+            log.info("the desktop offers a tray: showing the icon")
+            self._icon.hide()  # a tray that came (back): embed the icon anew
+            self._icon.show()
+        elif not available and self._available:
+            log.info("the desktop's tray went away")
+        self._available = available
+        showing = available and self._icon.isVisible()
+        self._showing = showing
+        self._report()
+
+    def _show_message(self, title: str, body: str) -> None:
+        if not self._showing:
+            log.info("a notice with no tray to show it: %s", title)
+            return
+        self._icon.showMessage(
+            title, body, self._icons.get(self._look.icon, self._icons[APP_ICON]), MESSAGE_SHOWN_MS
+        )
+        self._messages += 1
+        self._last_message = title
+        self._report()
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason in (
+            QSystemTrayIcon.ActivationReason.Trigger,
+            QSystemTrayIcon.ActivationReason.DoubleClick,
+            QSystemTrayIcon.ActivationReason.MiddleClick,
+        ):
+            self._chosen("open")
+
+    def _chosen(self, action: MenuAction) -> None:
+        log.info("tray: %s", MENU_TEXT[action])
+        threading.Thread(target=self._act, args=(action,), name="tray-action", daemon=True).start()
+
+    def _act(self, action: MenuAction) -> None:
+        try:
+            if action == "open":
+                self._open_or_raise()
+                return
+            reply = self._sender.send(_COMMANDS[action], COMMAND_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("tray: %s failed: %s", MENU_TEXT[action], exc)
+            return
+        if isinstance(reply, Failed):
+            log.warning("tray: %s refused: %s", MENU_TEXT[action], reply.message)
+
+    def _report(self) -> None:
+        geometry = None
+        if self._showing:
+            rect = self._icon.geometry()
+            if rect.width() > 0:
+                geometry = WindowGeometry(
+                    x=rect.x(), y=rect.y(), width=rect.width(), height=rect.height()
+                )
+        self._reporter.report(
+            TrayState(
+                host=self._host_pid,
+                available=self._available,
+                shown=self._showing,
+                state=self._look.state,
+                icon=self._look.icon,
+                tooltip=self._look.tooltip,
+                menu=self._look.menu,
+                messages=self._messages,
+                last_message=self._last_message,
+                geometry=geometry,
+            )
+        )
