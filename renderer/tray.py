@@ -197,9 +197,18 @@ class TrayIcon(QObject):
             self._apply(tray_look(status))
 
     def _apply(self, look: TrayLook) -> None:
-        self._look = look
-        self._icon.setIcon(self._icons.get(look.icon, self._icons[APP_ICON]))
-        self._icon.setToolTip(look.tooltip)
+        previous, self._look = self._look, look
+        if look.icon != previous.icon or self._icon.icon().isNull():
+            self._icon.setIcon(self._icons.get(look.icon, self._icons[APP_ICON]))
+        if look.tooltip != self._icon.toolTip():
+            self._icon.setToolTip(look.tooltip)
+        # Rebuilt only when its entries change: a menu open on the screen must not be
+        # taken away under the pointer by a status that changed only a counter.
+        if look.actions != previous.actions or self._menu.isEmpty():
+            self._rebuild_menu(look)
+        self._report()
+
+    def _rebuild_menu(self, look: TrayLook) -> None:
         self._menu.clear()
         for action in look.actions:
             if action == "quit":
@@ -207,7 +216,6 @@ class TrayIcon(QObject):
             entry = QAction(MENU_TEXT[action], self._menu)
             entry.triggered.connect(lambda _checked=False, chosen=action: self._chosen(chosen))
             self._menu.addAction(entry)
-        self._report()
 
     def _check(self) -> None:
         available = QSystemTrayIcon.isSystemTrayAvailable()

@@ -1,21 +1,31 @@
-"""A private desktop session for the tests of desktop services: a D-Bus session bus and,
-on it, GNOME Keyring's Secret Service (Debian's ``dbus`` and ``gnome-keyring``).
+"""A private desktop session for the tests of desktop services, from Debian's packages.
 
-``KeyringSession(directory)`` starts ``dbus-daemon --session`` and ``gnome-keyring-daemon
---unlock`` (a login keyring unlocked with a throwaway password, in a home of its own under
-``directory``) and gives the environment a process needs to use them; ``stop`` ends both
-by their pids. The bus starts nothing on demand. Nothing of the user's own session is
-touched.
+* ``KeyringSession(directory)`` starts ``dbus-daemon --session`` and ``gnome-keyring-daemon
+  --unlock`` (a login keyring unlocked with a throwaway password, in a home of its own
+  under ``directory``) and gives the environment a process needs to use them.
+* ``DesktopSession(directory, tray=..., notifications=...)`` starts an X server (``Xvfb``),
+  a session bus, and as asked a system tray (``trayer``, an XEmbed tray: what Qt's
+  ``QSystemTrayIcon`` uses on X11 when no StatusNotifier watcher is on the bus) and a
+  notification daemon (``dunst``, which owns ``org.freedesktop.Notifications`` and draws
+  on the X server). It reads back what a person would see: the X window tree
+  (``xwininfo``), pixels of the screen (``grab``, through Qt's xcb platform in a child
+  process), the notifications dunst showed (``dunstctl``), and clicks and keys go in
+  through ``xdotool`` (XTEST).
+
+``stop`` ends everything by its pid. The bus starts nothing on demand. Nothing of the
+user's own session is touched.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tests.server_process import wait_for
 
@@ -45,17 +55,7 @@ class KeyringSession:
         self.address = ""
 
     def start(self) -> Self:
-        config = self.home.parent / "session-bus.conf"
-        config.write_text(_BUS_CONFIG.format(directory=self.home.parent))
-        self._bus = subprocess.Popen(
-            ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self._bus.stdout is not None
-        self.address = self._bus.stdout.readline().strip()
-        assert self.address, "dbus-daemon printed no address"
+        self._bus, self.address = start_session_bus(self.home.parent)
         return self.start_keyring()
 
     def start_keyring(self) -> Self:
@@ -119,6 +119,255 @@ class KeyringSession:
             os.kill(self._bus.pid, signal.SIGTERM)
             self._bus.wait(10)
         self._bus = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start_session_bus(directory: Path) -> tuple[subprocess.Popen[str], str]:
+    """``dbus-daemon`` with a session bus in ``directory`` (no service dirs); its address."""
+    config = directory / "session-bus.conf"
+    config.write_text(_BUS_CONFIG.format(directory=directory))
+    bus = subprocess.Popen(
+        ["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert bus.stdout is not None
+    address = bus.stdout.readline().strip()
+    assert address, "dbus-daemon printed no address"
+    return bus, address
+
+
+# Qt's xcb platform in a child process: the pixels of a rectangle of the screen as a PNG.
+_GRAB = """
+import sys
+from PySide6.QtGui import QGuiApplication
+app = QGuiApplication(["grab", "-platform", "xcb"])
+x, y, w, h = (int(v) for v in sys.argv[2:6])
+pixmap = app.primaryScreen().grabWindow(0, x, y, w, h)
+if not pixmap.save(sys.argv[1], "PNG"):
+    sys.exit("could not save " + sys.argv[1])
+"""
+
+TRAY_HEIGHT = 24
+
+
+class DesktopSession:
+    """An X server with, as asked, a tray and a notification daemon on a private session
+    bus; see the module docstring."""
+
+    def __init__(self, directory: Path, *, tray: bool = True, notifications: bool = True) -> None:
+        self.directory = directory
+        self.home = directory / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.want_tray = tray
+        self.want_notifications = notifications
+        self._processes: list[subprocess.Popen[Any]] = []
+        self._xvfb: Any = None
+        self.display = ""
+        self.bus_address = ""
+
+    def start(self) -> Self:
+        from tests.test_window_display import start_xvfb
+
+        self._xvfb = start_xvfb(self.directory / "xvfb.log")
+        self.display = str(self._xvfb.env["DISPLAY"])
+        bus, self.bus_address = start_session_bus(self.directory)
+        self._processes.append(bus)
+        if self.want_tray:
+            self.start_tray()
+        if self.want_notifications:
+            self.start_notifications()
+        return self
+
+    def environment(self, base: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+        env = dict(base)
+        for name in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+            env.pop(name, None)
+        env["DISPLAY"] = self.display
+        env["DBUS_SESSION_BUS_ADDRESS"] = self.bus_address
+        env["XDG_CONFIG_HOME"] = str(self.home / ".config")
+        return env
+
+    def _spawn(self, command: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        with open(self.directory / log_name, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                env=self.environment(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        self._processes.append(process)
+        return process
+
+    # ---- the tray ----------------------------------------------------------------------
+
+    def start_tray(self) -> None:
+        """trayer at the top right of the screen, a panel as high as a tray icon."""
+        self._spawn(
+            [
+                "trayer",
+                "--edge",
+                "top",
+                "--align",
+                "right",
+                "--widthtype",
+                "request",
+                "--height",
+                str(TRAY_HEIGHT),
+                "--transparent",
+                "false",
+                "--tint",
+                "0xdddddd",
+                "--SetDockType",
+                "true",
+            ],
+            "trayer.log",
+        )
+        wait_for(lambda: self.tray_panel() is not None, 20, "trayer's panel on the X server")
+
+    def window_tree(self) -> str:
+        return subprocess.run(
+            ["xwininfo", "-root", "-tree"],
+            env=self.environment(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+
+    def tray_panel(self) -> str | None:
+        """The part of the X window tree under trayer's panel (None: no panel)."""
+        lines = self.window_tree().splitlines()
+        for index, line in enumerate(lines):
+            if '("panel" "trayer")' in line:
+                depth = len(line) - len(line.lstrip())
+                below = [line]
+                for child in lines[index + 1 :]:
+                    if child.strip() and len(child) - len(child.lstrip()) <= depth:
+                        break
+                    below.append(child)
+                return "\n".join(below)
+        return None
+
+    def top_level_windows(self) -> list[str]:
+        """The X window tree's top-level lines (the root's direct children)."""
+        lines = self.window_tree().splitlines()
+        depths = [len(line) - len(line.lstrip()) for line in lines if line.strip().startswith("0x")]
+        if not depths:
+            return []
+        top = min(depths)
+        return [
+            line.strip()
+            for line in lines
+            if line.strip().startswith("0x") and len(line) - len(line.lstrip()) == top
+        ]
+
+    # ---- the notification daemon ------------------------------------------------------
+
+    def start_notifications(self) -> None:
+        self._spawn(["dunst"], "dunst.log")
+        wait_for(
+            lambda: self._name_has_owner("org.freedesktop.Notifications"),
+            20,
+            "dunst on the session bus",
+        )
+
+    def _name_has_owner(self, name: str) -> bool:
+        probe = subprocess.run(
+            [
+                "dbus-send",
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                f"string:{name}",
+            ],
+            env=self.environment(os.environ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return "boolean true" in probe.stdout
+
+    def dunstctl(self, *args: str) -> str:
+        return subprocess.run(
+            ["dunstctl", *args],
+            env=self.environment(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+
+    def notifications_seen(self) -> int:
+        """How many notifications dunst has shown: on the screen now, or in its history."""
+        counts = {}
+        for line in self.dunstctl("count").splitlines():
+            name, _, value = line.partition(":")
+            counts[name.strip()] = int(value)
+        return counts.get("Currently displayed", 0) + counts.get("History", 0)
+
+    def notification_history(self) -> list[dict[str, str]]:
+        """Every notification dunst has shown (closing those still on the screen first):
+        ``appname``, ``summary`` and ``body`` of each, oldest first."""
+        self.dunstctl("close-all")
+        data = json.loads(self.dunstctl("history"))
+        shown = []
+        for item in data["data"][0]:
+            shown.append({key: str(item[key]["data"]) for key in ("appname", "summary", "body")})
+        shown.reverse()  # dunst lists the newest first
+        return shown
+
+    # ---- input and pixels -------------------------------------------------------------
+
+    def xdotool(self, *args: str) -> None:
+        subprocess.run(
+            ["xdotool", *args],
+            env=self.environment(os.environ),
+            capture_output=True,
+            timeout=20,
+            check=True,
+        )
+
+    def grab(self, path: Path, x: int, y: int, width: int, height: int) -> bytes:
+        """A PNG of that rectangle of the screen, as it is now."""
+        subprocess.run(
+            [sys.executable, "-c", _GRAB, str(path), str(x), str(y), str(width), str(height)],
+            env=self.environment(os.environ),
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        return path.read_bytes()
+
+    # ---- the end ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait(10)
+        self._processes.clear()
+        if self._xvfb is not None:
+            self._xvfb.stop()
+            self._xvfb = None
 
     def __enter__(self) -> Self:
         return self.start()
