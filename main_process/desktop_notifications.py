@@ -133,11 +133,16 @@ class DesktopNotifier:
         while True:
             notification = await self._queue.get()
             try:
-                how = await self._deliver(notification)
+                self.delivered.append((await self._deliver(notification), notification))
             except Exception:
                 log.exception("delivering a notification failed")
-                continue
-            self.delivered.append((how, notification))
+            finally:
+                self._queue.task_done()
+
+    async def idle(self) -> None:
+        """Return once every notification submitted so far has been delivered."""
+        if self._queue is not None:
+            await self._queue.join()
 
     async def _deliver(self, notification: Notification) -> str:
         try:

@@ -1,0 +1,166 @@
+"""Notifications on a real desktop: ``dunst`` on a private session bus under Xvfb (with
+``trayer`` for the tray), the real server and ``log-monitor run``.
+
+What the notification daemon showed is read back from it (``dunstctl``: what is on the
+screen and its history), as a person would have seen it: a session the server refuses to
+renew (the reference server's ``revoke``) is one "Signed out" notification, an
+unreachable server is one notification after ``--notify-unreachable-after``, nothing
+comes with ``--no-notifications``, and with no notification daemon the tray shows it as
+its own message. Every wait is for a condition, with a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from main_process.connection_state import SIGNED_OUT_MESSAGE
+from tests.desktop_session import DesktopSession
+from tests.server_process import ServerProcess, server_cli, wait_for
+from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain
+from tests.test_tray import TrayMain, desktop_env, shown
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def desktop(tmp_path: Path) -> Iterator[DesktopSession]:
+    with DesktopSession(tmp_path / "desktop") as session:
+        yield session
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    directory = tmp_path / "server"
+    added = server_cli(directory, "add-user", USER, "--password-stdin", input_text=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    process = ServerProcess(directory).start()
+    yield process
+    process.stop()
+
+
+def connected(main: LiveMain) -> None:
+    main.watch.wait(
+        lambda: bool(main.watch.statuses) and main.watch.status().state == "connected",
+        START_TIMEOUT_S,
+        "connected",
+    )
+
+
+def publishing_for(main: LiveMain, seconds: float) -> None:
+    """Wait until the main process has published statuses for ``seconds`` more."""
+    since = time.time()
+    main.watch.wait(
+        lambda: main.watch.statuses[-1][0] >= since + seconds,
+        seconds + 30,
+        f"{seconds} s more of statuses",
+    )
+
+
+def test_a_refused_refresh_is_one_signed_out_notification(
+    desktop: DesktopSession, server: ServerProcess, tmp_path: Path
+) -> None:
+    tray_main = TrayMain(tmp_path / "client", desktop, server.url)
+    main = tray_main.main
+    try:
+        connected(main)
+        login = main.command("login", "--identifier", USER, "--password-stdin", input_text=PASSWORD)
+        assert login.returncode == 0, login.stderr
+        main.watch.wait(lambda: main.watch.status().identity == "user", 15, "signed in")
+        # The tray offers Sign out while signed in.
+        tray_main.tray.wait(
+            lambda t: shown("connected")(t) and "Sign out" in [i.text for i in t.menu],
+            15,
+            "Sign out in the tray's menu",
+        )
+        assert desktop.notifications_seen() == 0
+
+        # The server ends alice's sessions: the next chunk is refused, the refresh too.
+        revoked = server_cli(server.data_dir, "revoke", USER)
+        assert revoked.returncode == 0, revoked.stderr
+        main.watch.wait(
+            lambda: main.watch.status().last_error == SIGNED_OUT_MESSAGE,
+            30,
+            "the main process to sign out",
+        )
+        wait_for(lambda: desktop.notifications_seen() >= 1, 15, "dunst to show a notification")
+        publishing_for(main, 3.0)  # the sign-out notice stays in every status meanwhile
+        [seen] = desktop.notification_history()
+        assert seen["appname"] == "Log monitor"
+        assert seen["summary"] == "Signed out"
+        assert USER in seen["body"]
+        assert "as a guest" in seen["body"]
+        tray_main.tray.wait(
+            lambda t: "Sign out" not in [i.text for i in t.menu], 15, "no Sign out in the menu"
+        )
+    finally:
+        tray_main.close()
+
+
+def test_an_unreachable_server_is_one_notification_after_the_setting(
+    desktop: DesktopSession, server: ServerProcess, tmp_path: Path
+) -> None:
+    main = LiveMain(
+        tmp_path / "client",
+        0,
+        server.url,
+        display=desktop_env(desktop),
+        extra=("--notify-unreachable-after", "2"),
+    )
+    try:
+        connected(main)
+        stopping = time.monotonic()  # the connection cannot drop before this
+        server.stop()
+        wait_for(lambda: desktop.notifications_seen() >= 1, 30, "dunst to show a notification")
+        took = time.monotonic() - stopping
+        assert took >= 2.0, took  # not before the setting
+        publishing_for(main, 3.0)
+        [seen] = desktop.notification_history()
+        assert seen["summary"] == "Cannot reach the log server"
+        assert server.url in seen["body"]
+        print(f"\nunreachable notification shown {took:.1f} s after the server began to stop")
+    finally:
+        main.close()
+
+
+def test_no_notifications_when_they_are_turned_off(
+    desktop: DesktopSession, server: ServerProcess, tmp_path: Path
+) -> None:
+    main = LiveMain(
+        tmp_path / "client",
+        0,
+        server.url,
+        display=desktop_env(desktop),
+        extra=("--no-notifications", "--notify-unreachable-after", "1"),
+    )
+    try:
+        connected(main)
+        server.stop()
+        main.watch.wait(lambda: main.watch.status().state != "connected", 15, "disconnected")
+        publishing_for(main, 4.0)  # well past the second the setting allows
+        assert desktop.notifications_seen() == 0
+        assert "notification:" not in main.log_path.read_text(errors="replace")
+    finally:
+        main.close()
+
+
+def test_without_a_notification_service_the_tray_shows_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with DesktopSession(tmp_path / "tray-only", tray=True, notifications=False) as desktop:
+        tray_main = TrayMain(
+            tmp_path / "client", desktop, server.url, "--notify-unreachable-after", "1"
+        )
+        try:
+            tray_main.tray.wait(shown("connected"), START_TIMEOUT_S, "the tray")
+            server.stop()
+            told = tray_main.tray.wait(lambda t: t.messages >= 1, 30, "the tray to show a message")
+            assert told.last_message == "Cannot reach the log server"
+            publishing_for(tray_main.main, 3.0)
+            assert tray_main.windows_json()["tray"]["messages"] == 1
+            assert "shown by the tray" in tray_main.main.log_path.read_text(errors="replace")
+        finally:
+            tray_main.close()
