@@ -233,6 +233,13 @@ def _run_host(
     add_log_file(data_dir, "windows")
     main_pid = args.main_pid if args.main_pid is not None else InstanceLock(data_dir).holder_pid()
     pid = os.getpid()
+    logging.getLogger("renderer").info(
+        "renderer host %d for %s (main process %s, %d windows)",
+        pid,
+        data_dir,
+        main_pid,
+        args.windows,
+    )
     reporters: dict[int, WindowReporter] = {}
     for_host = _CallsForTheHost()
     for_tray = _CallsForTheHost()

@@ -3,7 +3,8 @@
 # (pywebview's Qt backend on Linux) and a font; what Qt's xcb (X11) and wayland platform
 # plugins load, without which a window process aborts before it shows anything; and the
 # display servers and tools the tests run for real (Xvfb, weston's headless backend,
-# Debian's logrotate, desktop-file-validate, a D-Bus session with GNOME Keyring). Installs
+# Debian's logrotate, desktop-file-validate, a D-Bus session with GNOME Keyring, a system
+# tray and a notification daemon). Installs
 # only what is missing; needs root (or sudo) for that.
 set -euo pipefail
 
@@ -25,6 +26,10 @@ packages=(
   xvfb weston logrotate desktop-file-utils dbus gnome-keyring libsecret-tools
   # strace: the test that records every byte the renderer host reads during a sign-in
   strace
+  # the desktop shell's tests: an XEmbed system tray (Qt's tray icon on X11), a
+  # notification daemon (org.freedesktop.Notifications; dunstctl reads what it showed),
+  # xdotool (clicks and keys through XTEST) and xwininfo (the X window tree)
+  trayer dunst xdotool x11-utils
 )
 
 if [ "$(uname -s)" != "Linux" ] || ! command -v dpkg-query >/dev/null 2>&1; then

@@ -26,6 +26,7 @@ import pytest
 
 from ipc.host import connect_sync_client
 from ipc.messages import Connect, Disconnect, Ok, OpenWindow
+from main_process.log_file import log_path
 from renderer.inspection import ask_windows
 from tests.processes import alive, descendants
 from tests.server_process import ServerProcess, server_cli
@@ -388,6 +389,9 @@ def test_no_secret_in_any_frame_the_host_receives(server: ServerProcess, tmp_pat
     assert b"status" in received
     secrets = [PASSWORD, *(v for k, v in tokens.items() if k.endswith("token") and v)]
     assert len(secrets) >= 3  # the password, the access and refresh tokens (and the guest's)
-    # ...and never a secret.
+    # ...and never a secret; nor did the host write one to its log file.
+    host_log = log_path(live.data_dir, "windows").read_bytes()
+    assert f"renderer host {host} for ".encode() in host_log  # the file is this host's
     for secret in secrets:
         assert secret.encode() not in received
+        assert secret.encode() not in host_log

@@ -23,6 +23,7 @@ from main_process.windows import (
     WindowHost,
     _Host,
 )
+from renderer.page import static_dir
 from renderer.tray_model import tray_look
 
 SERVER = "http://127.0.0.1:5324"
@@ -44,7 +45,7 @@ def test_each_state_has_its_own_picture_and_the_menu_fits_it() -> None:
         look = tray_look(status(state=state))
         pictures[state] = look.icon
         assert look.state == state
-        assert (Path("renderer/static") / f"{look.icon}.svg").is_file()
+        assert (static_dir() / f"{look.icon}.svg").is_file()
     assert len(set(pictures.values())) == 4
     assert menu(tray_look(status(state="connected"))) == ["Open window", "Disconnect", "Quit"]
     assert menu(tray_look(status(state="connecting"))) == ["Open window", "Disconnect", "Quit"]
