@@ -123,6 +123,7 @@ from main_process.rotation import (
     GenerationIncomplete,
     KnownPosition,
     OpenedGeneration,
+    compression_of,
     find_candidates,
     known_offset,
     may_be_known,
@@ -220,6 +221,9 @@ class _BacklogEntry:
     mtime: float
     size: int
     follow_symlink: bool
+    compressed: bool = False
+    """Decompressed when it is its turn; its content key (of the decompressed bytes) is
+    only known then."""
 
 
 def _ignore_appended() -> None:
@@ -580,6 +584,12 @@ class SourceSet:
             follower.finish()
             if not self._commit(follower):
                 return
+            if self._backlog_patterns:
+                # Read to its end: a backlog pattern that matches this generation later
+                # (compressed, renamed) must not upload it again.
+                self._spool.mark_backlog_done(
+                    BacklogFile(follower.content_key(), follower.path, follower.read_offset)
+                )
             if follower.is_unlinked():
                 # Deleted for good: its inode may be reused, its checkpoint is garbage.
                 self._spool.delete_checkpoint(follower.key_text)
@@ -1046,6 +1056,17 @@ class SourceSet:
                 if not stat.S_ISREG(status.st_mode) or key in seen:
                     continue
                 seen.add(key)
+                if compression_of(path) is not None:
+                    # Known done or not only once decompressed: that waits for its turn,
+                    # so a start never decompresses every old log.
+                    self._backlog_files_total += 1
+                    self._backlog_bytes_total += status.st_size
+                    entries.append(
+                        _BacklogEntry(
+                            path, status.st_mtime, status.st_size, follow_symlink, compressed=True
+                        )
+                    )
+                    continue
                 try:
                     fd, status = open_log_file(path, follow_symlink=follow_symlink)
                 except FileTrouble as trouble:
@@ -1091,36 +1112,58 @@ class SourceSet:
         while self._backlog_queue:
             entry = self._backlog_queue.popleft()
             try:
-                fd, status = open_log_file(entry.path, follow_symlink=entry.follow_symlink)
+                generation = open_generation(
+                    entry.path, self._spool.directory, follow_symlink=entry.follow_symlink
+                )
             except FileTrouble as trouble:
                 self._report(entry.path, str(trouble))
                 self._backlog_files_total -= 1
                 self._backlog_bytes_total -= entry.size
                 continue
-            key = FileKey.of(status)
-            if key in self._followers:
-                os.close(fd)
+            if generation.key in self._followers:
+                generation.close()
                 self._backlog_files_total -= 1
                 self._backlog_bytes_total -= entry.size
                 continue
             try:
-                start = self._start_offset(entry.path, fd, status, initial=False)
+                status = os.fstat(generation.fd)
+                if self._backlog_already_shipped(generation):
+                    generation.close()
+                    self._backlog_files_done += 1
+                    self._backlog_bytes_done += entry.size
+                    continue
+                start = self._start_offset(entry.path, generation.fd, status, initial=False)
                 follower = FileFollower(
                     entry.path,
-                    fd,
+                    generation.fd,
                     status,
                     start.offset,
                     FollowerRole.BACKLOG,
                     options=self._options,
                     lineage=start.lineage,
+                    key=generation.key,
+                    decompressed=generation.decompressed,
                 )
             except OSError as exc:
-                os.close(fd)
+                generation.close()
                 self._report(entry.path, f"{entry.path} cannot be read: {exc.strerror or exc}.")
                 continue
             self._backlog_active = follower
             return follower
         return None
+
+    def _backlog_already_shipped(self, generation: OpenedGeneration) -> bool:
+        """Whether a backlog file's content went out already: uploaded before (under any
+        name, compressed or not), or a copy of a generation a followed log reads itself."""
+        # Asked again now, not only at the scan: a followed log's generation read to its end
+        # meanwhile is marked done (``_close_idle_detached``).
+        if self._spool.is_backlog_done(backlog_content_key(generation.fd, generation.size)):
+            return True
+        return any(
+            member.holds_copy_of(generation.fd, generation.size)
+            for members in self._lineages.values()
+            for member in members
+        )
 
     # ----------------------------------------------------------------------- watching
 
