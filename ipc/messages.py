@@ -80,6 +80,10 @@ class Stats(_Message, frozen=True, tag="stats"):
     bytes_done: int = 0
     bytes_total: int = 0
     decode_errors: int = 0
+    checkpoints: int = 0
+    """Files whose read position the spool remembers (bounded: ``forget_after_days``)."""
+    backlog_marks: int = 0
+    """Backlog files remembered as uploaded (bounded the same way)."""
 
 
 class LogLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):

@@ -166,6 +166,7 @@ class MainProcess:
             chunk_max_bytes=settings.chunk_max_bytes,
             linger=settings.chunk_linger_ms / 1000,
             follow_symlinks=settings.follow_symlinks,
+            forget_after=settings.forget_after_days * 86_400,
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None
@@ -460,6 +461,8 @@ class MainProcess:
                         bytes_total=progress.bytes_total,
                         decode_errors=self.sources.counters().invalid_bytes_replaced
                         + sum(feed.invalid_bytes_replaced for feed in self.feeds),
+                        checkpoints=self.sources.state_counts().checkpoints,
+                        backlog_marks=self.sources.state_counts().backlog_marks,
                     )
                 )
                 self.shipping.record(

@@ -48,6 +48,7 @@ _DIGEST_SIZE = 16
 _BLOB_VERSION = 1
 _BLOB = struct.Struct(f">BH{_DIGEST_SIZE}sH{_DIGEST_SIZE}s")
 _BACKLOG_KEY_PREFIX = b"B1"
+_COMPRESSED_KEY_PREFIX = b"Z1"
 
 
 def _digest(data: bytes) -> bytes:
@@ -177,6 +178,17 @@ def describes(fingerprint: CheckpointFingerprint, offset: int, fd: int, size: in
     if not fingerprint.head.matches(read_exactly(fd, fingerprint.head.length, 0)):
         return False
     return Anchor.of(read_before(fd, offset)) == fingerprint.anchor
+
+
+def compressed_identity(fd: int, size: int) -> bytes:
+    """A key for a compressed file as it lies on disk (its size, first and last KiB of
+    compressed bytes): cheap to take, so a compressed backlog file uploaded before is
+    known without decompressing it. A compressed file does not change once written."""
+    hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    hasher.update(size.to_bytes(8, "big"))
+    hasher.update(read_exactly(fd, min(size, FINGERPRINT_SPAN), 0))
+    hasher.update(read_before(fd, size))
+    return _COMPRESSED_KEY_PREFIX + hasher.digest()
 
 
 def backlog_content_key(fd: int, size: int) -> bytes:

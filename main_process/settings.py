@@ -78,6 +78,8 @@ NUMERIC_RANGES: Final[dict[str, NumberRange]] = {
     "chunk_linger_ms": NumberRange(0, 60_000, unit="ms"),
     # Down to a second for tests; up to a day (a longer silence is not worth a notice).
     "notify_unreachable_after": NumberRange(1, 86_400, unit="seconds"),
+    # Down to a minute and a half for tests; ten years is "never" in practice.
+    "forget_after_days": NumberRange(0.001, 3650, unit="days"),
 }
 """Every numeric setting's accepted values (README's settings table lists them)."""
 
@@ -123,6 +125,7 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     token_store: TokenStorePreference | None = None
     notifications: bool | None = None
     notify_unreachable_after: float | None = None
+    forget_after_days: float | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class Settings:
     ``keychain``, ``file`` (``keychain.open_token_store``)."""
     notifications: bool = True
     """Desktop notifications for what needs a person (``notifications.NotificationPolicy``)."""
+    forget_after_days: float = 30.0
+    """A file's checkpoint (and a backlog file's mark) is forgotten once the file has been
+    gone this long (``Spool.forget_missing``): the state stays bounded."""
     notify_unreachable_after: float = 300.0
     """Seconds without a connection before the "cannot reach the server" notification."""
 

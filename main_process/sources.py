@@ -108,6 +108,7 @@ from main_process.file_identity import (
     FileKey,
     HeadFingerprint,
     backlog_content_key,
+    compressed_identity,
     describes,
     read_before,
     read_head,
@@ -131,7 +132,7 @@ from main_process.rotation import (
     plan_recovery,
     read_compressed_head,
 )
-from main_process.spool import BacklogFile, Checkpoint, Spool, SpoolFull
+from main_process.spool import BacklogFile, Checkpoint, ForgottenState, Spool, SpoolFull
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +142,8 @@ _WATCH_STEP_MS = 10
 _WATCH_DEBOUNCE_MS = 20
 _POLL_DELAY_MS = 100
 _RECENT_TRUNCATIONS = 16
+# How often gone files' state is looked for (at most; less when it is kept less long).
+_FORGET_LOOK_INTERVAL = 86_400.0
 # A lineage with a generation still being compressed is looked at again this often, and
 # given up on (the file is skipped, and said so) after this long.
 _HOLD_RETRY = 0.05
@@ -221,9 +224,9 @@ class _BacklogEntry:
     mtime: float
     size: int
     follow_symlink: bool
-    compressed: bool = False
-    """Decompressed when it is its turn; its content key (of the decompressed bytes) is
-    only known then."""
+    compressed_identity: bytes | None = None
+    """For a compressed file (decompressed when it is its turn; its content key, of the
+    decompressed bytes, is only known then): the identity of its compressed bytes."""
 
 
 def _ignore_appended() -> None:
@@ -283,6 +286,7 @@ class SourceSet:
         detached_idle_close: float = 5.0,
         full_retry_interval: float = 0.5,
         follow_symlinks: SymlinkPolicy = "named",
+        forget_after: float = 30 * 86_400,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._patterns = tuple(patterns)
@@ -301,6 +305,13 @@ class SourceSet:
         self._detached_idle_close = detached_idle_close
         self._full_retry_interval = full_retry_interval
         self._symlinks = follow_symlinks
+        self._forget_after = forget_after
+        self._next_forget_at = 0.0
+        # Backlog marks whose file was seen by this run (``_forget_missing``), and the
+        # compressed identity of a compressed backlog file while it is uploaded.
+        self._backlog_seen: set[bytes] = set()
+        self._compressed_identity: dict[FileKey, bytes] = {}
+        self._state = ForgottenState(0, 0, 0, 0)
         self._first_seen_link: dict[str, bool] = {}
         """Named paths (no wildcard): whether each was a link when first seen."""
         self._clock = clock
@@ -408,6 +419,7 @@ class SourceSet:
             self._rescan(now, initial=True)
             self._recover_rotated_while_down(now)
             self._scan_backlog()
+            self._forget_missing(now)
             self._initial_scan_done = True
             while not self._stopping:
                 more = self._round()
@@ -436,6 +448,8 @@ class SourceSet:
         now = self._clock()
         if self._rescan_requested or now >= self._next_rescan_at:
             self._rescan(now)
+        if now >= self._next_forget_at:
+            self._forget_missing(now)
         appended_before = self._chunks_appended
         more = False
         self._retry_held(now)
@@ -532,6 +546,12 @@ class SourceSet:
         if not self._commit(follower):
             return False
         if follower.finished:
+            identity = self._compressed_identity.pop(follower.key, None)
+            if identity is not None:
+                self._spool.mark_backlog_done(
+                    BacklogFile(identity, follower.path, follower.committed_offset)
+                )
+                self._backlog_seen.add(identity)
             self._backlog_files_done += 1
             self._backlog_bytes_done += follower.committed_offset
             self._backlog_active = None
@@ -1057,13 +1077,22 @@ class SourceSet:
                     continue
                 seen.add(key)
                 if compression_of(path) is not None:
-                    # Known done or not only once decompressed: that waits for its turn,
-                    # so a start never decompresses every old log.
+                    # Its content key is known only once decompressed, which waits for its
+                    # turn, so a start never decompresses every old log; a file done before
+                    # is known by the identity of its compressed bytes.
+                    identity = self._compressed_identity_of(path, follow_symlink)
+                    if identity is None:
+                        continue
                     self._backlog_files_total += 1
                     self._backlog_bytes_total += status.st_size
+                    if self._spool.is_backlog_done(identity):
+                        self._backlog_seen.add(identity)
+                        self._backlog_files_done += 1
+                        self._backlog_bytes_done += status.st_size
+                        continue
                     entries.append(
                         _BacklogEntry(
-                            path, status.st_mtime, status.st_size, follow_symlink, compressed=True
+                            path, status.st_mtime, status.st_size, follow_symlink, identity
                         )
                     )
                     continue
@@ -1082,6 +1111,7 @@ class SourceSet:
                 self._backlog_files_total += 1
                 self._backlog_bytes_total += status.st_size
                 if self._spool.is_backlog_done(content_key):
+                    self._backlog_seen.add(content_key)
                     self._backlog_files_done += 1
                     self._backlog_bytes_done += status.st_size
                 else:
@@ -1129,6 +1159,8 @@ class SourceSet:
                 status = os.fstat(generation.fd)
                 if self._backlog_already_shipped(generation):
                     generation.close()
+                    if entry.compressed_identity is not None:
+                        self._mark_backlog_identity(entry.compressed_identity, entry)
                     self._backlog_files_done += 1
                     self._backlog_bytes_done += entry.size
                     continue
@@ -1148,9 +1180,63 @@ class SourceSet:
                 generation.close()
                 self._report(entry.path, f"{entry.path} cannot be read: {exc.strerror or exc}.")
                 continue
+            if entry.compressed_identity is not None:
+                self._compressed_identity[follower.key] = entry.compressed_identity
             self._backlog_active = follower
             return follower
         return None
+
+    def _forget_missing(self, now: float) -> None:
+        """Keep the spool's file state bounded (``Spool.forget_missing``): checkpoints of
+        files not found next to any followed log, and backlog marks of files not seen by
+        this run's backlog scan, are forgotten once gone for ``forget_after``. Looked at
+        once at start and then once a day."""
+        self._next_forget_at = now + min(self._forget_after / 2, _FORGET_LOOK_INTERVAL)
+        present = {f.key_text for f in self._open_followers()}
+        directories = {os.path.dirname(c.path) for c in self._spool.checkpoints()}
+        directories.update(self._watched_dirs or ())
+        for directory in directories:
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        with contextlib.suppress(OSError):
+                            present.add(str(FileKey.of(entry.stat(follow_symlinks=False))))
+            except OSError:
+                continue
+        marks = set(self._backlog_seen)
+        self._state = self._spool.forget_missing(present, marks, self._forget_after)
+        if self._state.checkpoints_forgotten or self._state.backlog_forgotten:
+            logger.info(
+                "forgot %d checkpoints and %d backlog marks of files gone for %g days",
+                self._state.checkpoints_forgotten,
+                self._state.backlog_forgotten,
+                self._forget_after / 86_400,
+            )
+
+    def state_counts(self) -> ForgottenState:
+        """The spool's file state as of the last look (checkpoints, backlog marks, and
+        how many were forgotten then)."""
+        return self._state
+
+    def _compressed_identity_of(self, path: str, follow_symlink: bool) -> bytes | None:
+        try:
+            fd, status = open_log_file(path, follow_symlink=follow_symlink)
+        except FileTrouble as trouble:
+            self._report(path, str(trouble))
+            return None
+        try:
+            return compressed_identity(fd, status.st_size)
+        except OSError as exc:
+            self._report(path, f"{path} cannot be read: {exc.strerror or exc}.")
+            return None
+        finally:
+            os.close(fd)
+
+    def _mark_backlog_identity(self, identity: bytes, entry: _BacklogEntry) -> None:
+        """Remember a compressed backlog file as done by its compressed bytes, so the next
+        start knows it without decompressing it."""
+        self._spool.mark_backlog_done(BacklogFile(identity, entry.path, entry.size))
+        self._backlog_seen.add(identity)
 
     def _backlog_already_shipped(self, generation: OpenedGeneration) -> bool:
         """Whether a backlog file's content went out already: uploaded before (under any

@@ -65,7 +65,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+# Version 2: ``missing_since`` on checkpoints and backlog marks (``forget_missing``).
+_MIGRATIONS = {
+    1: "ALTER TABLE checkpoints ADD COLUMN missing_since REAL;"
+    " ALTER TABLE backlog_done ADD COLUMN missing_since REAL;",
+}
 # 64 KiB chunks and larger are stored mostly on overflow pages; bigger pages mean fewer
 # page headers and B-tree pointers per chunk. Only effective when the file is created.
 _PAGE_SIZE = 16384
@@ -116,13 +121,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT NOT NULL,
     offset INTEGER NOT NULL,
     fingerprint BLOB,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    missing_since REAL
 );
 CREATE TABLE IF NOT EXISTS backlog_done (
     fingerprint BLOB PRIMARY KEY,
     path TEXT NOT NULL,
     size INTEGER NOT NULL,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    missing_since REAL
 );
 CREATE TABLE IF NOT EXISTS counters (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -201,6 +208,16 @@ class Checkpoint:
     offset: int
     fingerprint: bytes | None = None
     updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForgottenState:
+    """What ``forget_missing`` deleted, and what is left."""
+
+    checkpoints_forgotten: int
+    backlog_forgotten: int
+    checkpoints: int
+    backlog_marks: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,9 +363,16 @@ class Spool:
                         f"The spool {self._path} is corrupt ({problems[0]}); "
                         "move it aside to start with an empty spool."
                     )
-            # One transaction, so a crash cannot leave half a schema behind.
+            # One transaction, so a crash cannot leave half a schema behind. An older
+            # file is brought up to date in the same one.
+            migrations = (
+                "".join(_MIGRATIONS[step] for step in range(max(version, 1), _SCHEMA_VERSION))
+                if version
+                else ""
+            )
             connection.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN IMMEDIATE; {migrations} {_SCHEMA} "
+                f"PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;"
             )
             self._check_schema(connection)
         except sqlite3.Error as exc:
@@ -665,6 +689,60 @@ class Spool:
         with self._write_transaction() as connection:
             self._write_backlog_done(connection, backlog_file, self._clock())
 
+    def forget_missing(
+        self,
+        present_keys: set[str],
+        present_fingerprints: set[bytes],
+        after_seconds: float,
+    ) -> ForgottenState:
+        """Keep the file state bounded: a checkpoint whose file (``key``) is not among
+        ``present_keys``, or a backlog mark whose content is not among
+        ``present_fingerprints``, is noted missing (from now); one missing for longer than
+        ``after_seconds`` is deleted. One present again is no longer missing."""
+        now = self._clock()
+        with self._write_transaction() as connection:
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS present_keys (key TEXT PRIMARY KEY)"
+            )
+            connection.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS present_fingerprints (fingerprint BLOB PRIMARY KEY)"
+            )
+            connection.execute("DELETE FROM temp.present_keys")
+            connection.execute("DELETE FROM temp.present_fingerprints")
+            connection.executemany(
+                "INSERT OR IGNORE INTO temp.present_keys VALUES (?)", [(k,) for k in present_keys]
+            )
+            connection.executemany(
+                "INSERT OR IGNORE INTO temp.present_fingerprints VALUES (?)",
+                [(f,) for f in present_fingerprints],
+            )
+            forgotten = []
+            for table, column, present in (
+                ("checkpoints", "key", "present_keys"),
+                ("backlog_done", "fingerprint", "present_fingerprints"),
+            ):
+                seen = f"{column} IN (SELECT {column} FROM temp.{present})"
+                connection.execute(f"UPDATE {table} SET missing_since = NULL WHERE {seen}")
+                connection.execute(
+                    f"UPDATE {table} SET missing_since = ? WHERE missing_since IS NULL AND NOT {seen}",
+                    (now,),
+                )
+                cursor = connection.execute(
+                    f"DELETE FROM {table} WHERE missing_since < ?", (now - after_seconds,)
+                )
+                forgotten.append(cursor.rowcount)
+        checkpoints, marks = self.state_counts()
+        return ForgottenState(forgotten[0], forgotten[1], checkpoints, marks)
+
+    def state_counts(self) -> tuple[int, int]:
+        """How many checkpoints and backlog marks the spool holds."""
+        try:
+            checkpoints = self._connection.execute("SELECT count(*) FROM checkpoints").fetchone()
+            marks = self._connection.execute("SELECT count(*) FROM backlog_done").fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc, "read") from exc
+        return int(checkpoints[0]), int(marks[0])
+
     def sync(self) -> None:
         """Force every committed chunk to stable storage (survives power loss).
 
@@ -694,7 +772,7 @@ class Spool:
             "INSERT INTO checkpoints (key, path, offset, fingerprint, updated_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET path = excluded.path,"
             " offset = excluded.offset, fingerprint = excluded.fingerprint,"
-            " updated_at = excluded.updated_at",
+            " updated_at = excluded.updated_at, missing_since = NULL",
             (checkpoint.key, checkpoint.path, checkpoint.offset, checkpoint.fingerprint, now),
         )
 

@@ -36,6 +36,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "chunk_kib": ["0", "8193", "99999999999999999999"],
     "chunk_linger_ms": ["nan", "inf", "-1", "60001"],
     "notify_unreachable_after": ["nan", "inf", "0", "0.5", "86401"],
+    "forget_after_days": ["nan", "inf", "0", "0.0001", "3651"],
 }
 WHOLE = {"windows", "window", "chunk_kib"}
 FLAGS = {
