@@ -66,6 +66,8 @@ class Status(_Message, frozen=True, tag="status"):
     # True while tailers are paused for any reason (spool full today; kept separate so a
     # future reason does not need a new field in every viewer).
     paused: bool = False
+    game: str = ""
+    """Which game installs and channels ``--game`` follows (empty without a game)."""
     credential_store: str = ""
     """Where the tokens live: ``file`` or ``keychain (<backend>)``; empty while starting."""
 

@@ -95,6 +95,7 @@ from main_process.settings import Settings
 from main_process.shipping_history import ShippingRecorder
 from main_process.sources import SourceSet
 from main_process.spool import Spool
+from main_process.star_citizen import star_citizen_preset
 from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
 from main_process.windows import HostEnded, WindowHost, can_show_windows
 
@@ -147,6 +148,20 @@ class MainProcess:
         self.shipping = ShippingRecorder()
         self.feeds: list[TextFeed] = []
         patterns = list(settings.sources)
+        backlog = list(settings.backlog)
+        rotation_dirs: dict[str, tuple[str, ...]] = {}
+        self.game = ""
+        game_trouble: str | None = None
+        if settings.game == "star-citizen":
+            preset = star_citizen_preset(
+                Path(settings.game_dir) if settings.game_dir is not None else None
+            )
+            patterns += preset.sources
+            backlog += preset.backlog
+            rotation_dirs = preset.rotation_dirs
+            self.game = preset.description
+            game_trouble = preset.trouble
+            log.info("%s", game_trouble or self.game)
         self.demo_log: Path | None = None
         if options.demo:
             # The demo is a real file followed like any other, so `make run` shows the
@@ -155,7 +170,7 @@ class MainProcess:
             patterns.append(str(self.demo_log))
         self.sources = SourceSet(
             patterns,
-            list(settings.backlog),
+            backlog,
             self.spool,
             on_appended=self._flush_wanted_set,
             on_trouble=self._on_trouble,
@@ -167,11 +182,12 @@ class MainProcess:
             linger=settings.chunk_linger_ms / 1000,
             follow_symlinks=settings.follow_symlinks,
             forget_after=settings.forget_after_days * 86_400,
+            rotation_dirs=rotation_dirs,
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None
         self._status_changed = True
-        self._source_warning: str | None = None
+        self._source_warning: str | None = game_trouble
         # Why the last window could not start; cleared when a window shows its page.
         self._window_error: str | None = None
         self._exit_status = 0
@@ -397,6 +413,7 @@ class MainProcess:
             spool_full=spool.full,
             paused=paused,
             credential_store=self.token_store_name,
+            game=self.game,
         )
 
     def _publish_status(self, connection: ConnectionStatus | None = None) -> None:

@@ -55,6 +55,7 @@ from main_process.keychain import AnyTokenStore
 from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
 from main_process.settings import (
+    GAMES,
     SYMLINK_POLICIES,
     TOKEN_STORES,
     Settings,
@@ -212,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-end", action="store_true", default=None, help="start new files at their end"
     )
     _add_token_store(run)
+    run.add_argument(
+        "--game",
+        choices=GAMES,
+        default=None,
+        help="also follow a game's logs, found where the game keeps them (star-citizen: "
+        "every channel's Game.log, and its logbackups/ as backlog)",
+    )
+    run.add_argument(
+        "--game-dir",
+        default=None,
+        metavar="DIR",
+        help="where the game is installed (default: the usual places, Wine prefixes too)",
+    )
     run.add_argument(
         "--follow-symlinks",
         choices=SYMLINK_POLICIES,
@@ -413,6 +427,7 @@ def format_status(status: Status, stats: Stats | None = None) -> str:
         ("sent", f"{status.sent_chunks:,} chunks, {_human_bytes(status.sent_bytes)}"),
         ("dead-lettered", f"{status.dead_lettered:,}"),
         ("tokens in", status.credential_store or "-"),
+        *([("game", status.game)] if status.game else []),
         ("windows", str(status.windows)),
     ]
     if status.paused:
@@ -470,6 +485,8 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         token_store=args.token_store,
         notifications=args.notifications,
         notify_unreachable_after=args.notify_unreachable_after,
+        game=args.game,
+        game_dir=args.game_dir,
     )
     settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.

@@ -54,6 +54,7 @@ sibling; such files hold nothing the client can find after a restart.
 from __future__ import annotations
 
 import bz2
+import glob
 import gzip
 import io
 import lzma
@@ -159,27 +160,39 @@ def is_rotated_name(base: str, name: str) -> bool:
     )
 
 
-def find_candidates(lineage: str, checkpoint_keys: Iterable[str]) -> list[Candidate]:
-    """The siblings of ``lineage`` (a path) on disk, and any file next to it whose
-    ``dev:ino`` is in ``checkpoint_keys``; the file at ``lineage`` itself is not one.
+def find_candidates(
+    lineage: str, checkpoint_keys: Iterable[str], elsewhere: Sequence[str] = ()
+) -> list[Candidate]:
+    """The siblings of ``lineage`` (a path) on disk, any file next to it whose ``dev:ino``
+    is in ``checkpoint_keys``, and the files the globs ``elsewhere`` match (where a program
+    moves its old logs, e.g. a game's ``logbackups/*.log``); the file at ``lineage``
+    itself is not one.
 
     A directory listing taken while a rotation renames files can miss a file that moves
     from a name not listed yet to one listed already, so the directory is listed until
     two listings in a row agree.
     """
     keys = set(checkpoint_keys)
-    previous = _list_candidates(lineage, keys)
+    previous = _list_candidates(lineage, keys, elsewhere)
     for _ in range(_LISTING_ATTEMPTS):
-        current = _list_candidates(lineage, keys)
+        current = _list_candidates(lineage, keys, elsewhere)
         if current == previous:
             break
         previous = current
     return previous
 
 
-def _list_candidates(lineage: str, keys: set[str]) -> list[Candidate]:
+def _list_candidates(lineage: str, keys: set[str], elsewhere: Sequence[str]) -> list[Candidate]:
     directory, base = os.path.split(lineage)
     found: list[Candidate] = []
+    for pattern in elsewhere:
+        for path in glob.glob(pattern):
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(status.st_mode) and path != lineage:
+                found.append(Candidate(path, FileKey.of(status), status.st_mtime_ns))
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
@@ -195,9 +208,9 @@ def _list_candidates(lineage: str, keys: set[str]) -> list[Candidate]:
                 if is_rotated_name(base, entry.name) or str(key) in keys:
                     found.append(Candidate(entry.path, key, status.st_mtime_ns))
     except OSError:
-        return []
-    found.sort(key=lambda candidate: candidate.path)
-    return found
+        pass
+    unique = {candidate.path: candidate for candidate in found}
+    return sorted(unique.values(), key=lambda candidate: candidate.path)
 
 
 def open_generation(

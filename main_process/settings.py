@@ -88,6 +88,9 @@ TokenStorePreference: TypeAlias = Literal["auto", "keychain", "file"]
 """Where the tokens live (``keychain.open_token_store``): the keychain when usable, else
 the file; the keychain or nothing; the file."""
 TOKEN_STORES: Final[tuple[str, ...]] = get_args(TokenStorePreference)
+GamePresetName: TypeAlias = Literal["star-citizen"]
+"""A game whose logs ``--game`` knows how to find (``star_citizen``)."""
+GAMES: Final[tuple[str, ...]] = get_args(GamePresetName)
 
 
 def _number_text(value: float) -> str:
@@ -126,6 +129,8 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     notifications: bool | None = None
     notify_unreachable_after: float | None = None
     forget_after_days: float | None = None
+    game: GamePresetName | None = None
+    game_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,10 @@ class Settings:
     ``keychain``, ``file`` (``keychain.open_token_store``)."""
     notifications: bool = True
     """Desktop notifications for what needs a person (``notifications.NotificationPolicy``)."""
+    game: GamePresetName | None = None
+    """Also follow this game's logs (``star_citizen``), found under ``game_dir`` or in the
+    usual places."""
+    game_dir: str | None = None
     forget_after_days: float = 30.0
     """A file's checkpoint (and a backlog file's mark) is forgotten once the file has been
     gone this long (``Spool.forget_missing``): the state stays bounded."""
@@ -261,6 +270,8 @@ def check_layer(layer: SettingsLayer, subject: Callable[[str], str]) -> Settings
             f"{subject('follow_symlinks')} must be {', '.join(SYMLINK_POLICIES[:-1])} or "
             f"{SYMLINK_POLICIES[-1]} (got {layer.follow_symlinks!r})."
         )
+    if layer.game is not None and layer.game not in GAMES:
+        raise SettingsError(f"{subject('game')} must be {' or '.join(GAMES)} (got {layer.game!r}).")
     if layer.token_store is not None and layer.token_store not in TOKEN_STORES:
         raise SettingsError(
             f"{subject('token_store')} must be {', '.join(TOKEN_STORES[:-1])} or "
@@ -290,6 +301,7 @@ def _check(settings: Settings) -> None:
             **{name: getattr(settings, name) for name in NUMERIC_RANGES},
             follow_symlinks=settings.follow_symlinks,
             token_store=settings.token_store,
+            game=settings.game,
         ),
         lambda name: name,
     )

@@ -85,7 +85,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import watchfiles
@@ -287,6 +287,7 @@ class SourceSet:
         full_retry_interval: float = 0.5,
         follow_symlinks: SymlinkPolicy = "named",
         forget_after: float = 30 * 86_400,
+        rotation_dirs: Mapping[str, Sequence[str]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._patterns = tuple(patterns)
@@ -306,6 +307,12 @@ class SourceSet:
         self._full_retry_interval = full_retry_interval
         self._symlinks = follow_symlinks
         self._forget_after = forget_after
+        self._rotation_dirs = {
+            os.path.abspath(path): tuple(os.path.abspath(g) for g in globs)
+            for path, globs in (rotation_dirs or {}).items()
+        }
+        """Per log path: globs of where its earlier generations are moved (besides its
+        own siblings), e.g. a game's ``logbackups/*.log``."""
         self._next_forget_at = 0.0
         # Backlog marks whose file was seen by this run (``_forget_missing``), and the
         # compressed identity of a compressed backlog file while it is uploaded.
@@ -946,7 +953,9 @@ class SourceSet:
                 known.append(KnownPosition(fingerprint, checkpoint.offset, reach, at_ns))
         candidates = [
             candidate
-            for candidate in find_candidates(lineage, (c.key for c in checkpoints))
+            for candidate in find_candidates(
+                lineage, (c.key for c in checkpoints), self._rotation_dirs.get(lineage, ())
+            )
             if candidate.key not in self._followers
             and (self._backlog_active is None or self._backlog_active.key != candidate.key)
             and (not_before_ns is None or candidate.mtime_ns >= not_before_ns)
@@ -1195,6 +1204,8 @@ class SourceSet:
         present = {f.key_text for f in self._open_followers()}
         directories = {os.path.dirname(c.path) for c in self._spool.checkpoints()}
         directories.update(self._watched_dirs or ())
+        for globs in self._rotation_dirs.values():
+            directories.update(os.path.dirname(g) for g in globs)
         for directory in directories:
             try:
                 with os.scandir(directory) as entries:
