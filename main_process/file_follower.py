@@ -32,6 +32,7 @@ import enum
 import errno
 import os
 import stat
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
@@ -56,6 +57,7 @@ from main_process.line_chunker import (
     TextChunk,
 )
 from main_process.spool import BacklogFile, Checkpoint, ChunkSource, Spool
+from main_process.windows_files import SymlinkRefused, deletion_pending, open_shared
 
 READ_SIZE = 1024 * 1024
 """Bytes asked of the OS per read call."""
@@ -151,7 +153,18 @@ def open_log_file(path: str, *, follow_symlink: bool = False) -> tuple[int, os.s
 
     ``O_NONBLOCK`` so that a FIFO matched by mistake does not block the event loop; it is
     refused right after, like any file that is not a regular file.
+
+    On Windows the file is opened sharing delete access (``windows_files``), so the program
+    writing it can still rename or delete it.
     """
+    if sys.platform == "win32":  # pragma: no cover - Windows only (windows_files is tested)
+        try:
+            fd = open_shared(path, follow_symlink=follow_symlink)
+        except SymlinkRefused:
+            raise symlink_refused(path) from None
+        except OSError as exc:
+            raise _trouble_opening(path, exc) from None
+        return _regular_file(path, fd)
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
     if not follow_symlink:
         flags |= _O_NOFOLLOW
@@ -159,16 +172,25 @@ def open_log_file(path: str, *, follow_symlink: bool = False) -> tuple[int, os.s
             raise symlink_refused(path)
     try:
         fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise FileTrouble(f"{path} was deleted before it could be read.") from None
-    except PermissionError:
-        raise FileTrouble(f"{path} cannot be read: permission denied.") from None
     except OSError as exc:
         # O_NOFOLLOW's refusal is ELOOP (EMLINK on FreeBSD); ELOOP is also a loop of
         # links among the directories, told apart by looking at the last component.
         if exc.errno in (errno.ELOOP, errno.EMLINK) and not follow_symlink and os.path.islink(path):
             raise symlink_refused(path) from None
-        raise FileTrouble(f"{path} cannot be opened: {exc.strerror or exc}.") from None
+        raise _trouble_opening(path, exc) from None
+    return _regular_file(path, fd)
+
+
+def _trouble_opening(path: str, exc: OSError) -> FileTrouble:
+    if isinstance(exc, FileNotFoundError):
+        return FileTrouble(f"{path} was deleted before it could be read.")
+    if isinstance(exc, PermissionError):
+        return FileTrouble(f"{path} cannot be read: permission denied.")
+    return FileTrouble(f"{path} cannot be opened: {exc.strerror or exc}.")
+
+
+def _regular_file(path: str, fd: int) -> tuple[int, os.stat_result]:
+    """``fd`` and its status when it is a regular file; else closed, and one sentence."""
     status = os.fstat(fd)
     if stat.S_ISREG(status.st_mode):
         return fd, status
@@ -414,6 +436,14 @@ class FileFollower:
             os.close(self._fd)
             self._fd = None
 
+    def holds_a_deleted_name(self) -> bool:
+        """Whether keeping the file open keeps its name taken although it was deleted
+        (Windows' pending deletion: the program cannot create its log anew until the
+        last handle closes); then it is closed as soon as it is read, not once idle."""
+        if sys.platform != "win32" or self._fd is None or self.decompressed:
+            return False
+        return deletion_pending(self._fd)  # pragma: no cover - Windows only
+
     def is_unlinked(self) -> bool:
         """Whether the file has no name left (deleted for good)."""
         if self._fd is None:
@@ -423,6 +453,8 @@ class FileFollower:
                 return FileKey.of(os.stat(self.path)) != self.key
             except OSError:
                 return True
+        if sys.platform == "win32":  # pragma: no cover - Windows only
+            return deletion_pending(self._fd)
         return os.fstat(self._fd).st_nlink == 0
 
     # ------------------------------------------------------------------------ internals

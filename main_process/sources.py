@@ -606,7 +606,7 @@ class SourceSet:
             if follower.lineage in self._held:
                 continue
             idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
-            if now - idle_since < self._detached_idle_close:
+            if now - idle_since < self._detached_idle_close and not follower.holds_a_deleted_name():
                 continue
             follower.finish()
             if not self._commit(follower):
