@@ -1,7 +1,11 @@
 """Assembles the reference server and runs it on uvicorn.
 
-:func:`build` wires storage, tokens, auth, the Socket.IO namespace and the HTTP API into
-one ASGI application, behind the handshake watch and the local-only paths. :class:`RunningServer`
+:func:`build` wires storage (SQLite in the data dir, or PostgreSQL with ``database``),
+group commit, tokens, auth, the Socket.IO namespace (with the Redis client manager when
+``redis`` is set: ``server/cluster.py``) and the HTTP API into one ASGI application,
+behind the handshake watch and the local-only paths. :meth:`ServerApp.start` connects what
+needs the event loop (the PostgreSQL pool and the signing secret it holds, the Redis
+listener) and :meth:`ServerApp.stop` closes it. :class:`RunningServer`
 binds the listening socket itself (so ``port=0`` works and the real port is known before
 the first request), writes the optional ready file, and runs uvicorn until cancelled or
 signalled, with connections accepted by the connection gate (``server/connection_limits.py``)
@@ -31,13 +35,15 @@ import socketio
 import uvicorn
 
 from server.auth import AuthService, LoginThrottle
+from server.cluster import ClusterManager, end_sessions_everywhere, session_room
 from server.connection_limits import ConnectionGate, ConnectionLimits
+from server.group_commit import DEFAULT_MAX_BATCH, GroupCommitter
 from server.handshake_watch import HandshakeWatch
 from server.http_api import HttpApi
 from server.log_limits import RepeatedMessageFilter, install, server_logger_names, uninstall
 from server.peers import LocalOnlyPaths
 from server.socket_api import ClientNamespace
-from server.storage import ServerStore, load_or_create_secret, open_data_dir
+from server.storage import SqliteStore, Store, load_or_create_secret, open_store
 from server.tokens import TokenAuthority
 
 log = logging.getLogger("log_monitor_server")
@@ -73,26 +79,66 @@ class ServerConfig:
     login_attempts_per_minute: int = 5
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     public_stats: bool = False
+    database: str | None = None
+    """A ``postgresql://`` URL; None: SQLite in ``data_dir``."""
+    redis: str | None = None
+    """A ``redis://`` URL: the client manager that reaches every node."""
+    commit_max_batch: int = DEFAULT_MAX_BATCH
+    """Chunks in one commit at most; 1 is a commit per chunk."""
+    commit_wait: float = 0.0
+    """Seconds a batch waits for more chunks before its commit."""
 
 
 @dataclass
 class ServerApp:
     asgi: Any
-    store: ServerStore
+    store: Store
     namespace: ClientNamespace
     sio: socketio.AsyncServer
     gate: ConnectionGate
     message_limit: int
+    authority: TokenAuthority
+    committer: GroupCommitter
     extra: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+
+    async def start(self) -> None:
+        """Connect the store (and read the signing secret from PostgreSQL) and start the
+        client manager's listener, before the first connection."""
+        if self.started:
+            return
+        await self.store.open()
+        if not isinstance(self.store, SqliteStore):
+            self.authority.use_secret(await self.store.signing_secret())
+        if not self.sio.manager_initialized:
+            # python-socketio starts the manager at the first connection; a node must hear
+            # the end of sessions from the start (a revoke right after a connect).
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
+        self.started = True
+
+    async def stop(self) -> None:
+        await self.committer.stop()
+        listener = getattr(self.sio.manager, "thread", None)
+        if isinstance(listener, asyncio.Future):
+            listener.cancel()
+        await self.store.aclose()
 
 
 def build(config: ServerConfig) -> ServerApp:
-    data_dir = open_data_dir(config.data_dir)
-    store = ServerStore(data_dir)
-    authority = TokenAuthority(load_or_create_secret(data_dir), config.access_ttl_seconds)
+    store = open_store(config.database, config.data_dir)
+    # SQLite's secret is in the data dir, known now (callers that never start the app,
+    # like the tests that drive it in-process, can sign at once); PostgreSQL's is read in
+    # start().
+    authority = TokenAuthority(
+        load_or_create_secret(store.data_dir) if isinstance(store, SqliteStore) else None,
+        config.access_ttl_seconds,
+    )
     auth = AuthService(store, authority, LoginThrottle(limit=config.login_attempts_per_minute))
     message_limit = transport_message_limit(config.max_chunk_bytes)
+    manager = ClusterManager(config.redis) if config.redis else None
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="asgi",
         async_handlers=False,
         always_connect=True,
@@ -101,11 +147,24 @@ def build(config: ServerConfig) -> ServerApp:
         logger=False,
         engineio_logger=False,
     )
-    namespace = ClientNamespace(
-        sio, auth, store, config.max_chunk_bytes, processed_events=config.processed_events
+    committer = GroupCommitter(
+        store.commit_chunks, max_batch=config.commit_max_batch, wait=config.commit_wait
     )
+    namespace = ClientNamespace(
+        sio, auth, committer, config.max_chunk_bytes, processed_events=config.processed_events
+    )
+    if manager is not None:
+        manager.on_sessions_ended = namespace.end_sessions
+
+    async def session_revoked(session_id: str) -> None:
+        await end_sessions_everywhere(sio, namespace.end_sessions, session_room(session_id))
+
+    auth.session_revoked = session_revoked
     gate = ConnectionGate(config.connection_limits)
-    http = HttpApi(auth, lambda: namespace.counters.as_dict() | gate.stats())
+    http = HttpApi(
+        auth,
+        lambda: namespace.counters.as_dict() | committer.counters.as_dict() | gate.stats(),
+    )
     path = config.socketio_path.strip("/")
     socket_io = socketio.ASGIApp(sio, other_asgi_app=http, socketio_path=path)
 
@@ -128,6 +187,8 @@ def build(config: ServerConfig) -> ServerApp:
         sio=sio,
         gate=gate,
         message_limit=message_limit,
+        authority=authority,
+        committer=committer,
     )
 
 
@@ -233,7 +294,18 @@ class RunningServer:
             self._socket,
         )
 
+    async def open(self) -> None:
+        """Connect storage and the client manager (``run`` does it first if not done);
+        raises ``StorageError`` when the database cannot be used."""
+        try:
+            await self.app.start()
+        except BaseException:
+            self._socket.close()
+            await self.app.stop()
+            raise
+
     async def run(self, install_signal_handlers: bool = True) -> None:
+        await self.open()
         self._uvicorn.owns_signals = install_signal_handlers
         logger_names = server_logger_names()
         install(self.log_filter, logger_names)
@@ -256,7 +328,7 @@ class RunningServer:
             self.log_filter.report_suppressed(final=True)
             uninstall(self.log_filter, logger_names)
             self._socket.close()
-            self.app.store.close()
+            await self.app.stop()
 
     async def _report_suppressed_lines(self) -> None:
         while True:

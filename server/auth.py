@@ -41,11 +41,11 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from server.passwords import hash_password, verify_password
-from server.storage import Admission, RefreshOutcome, RefreshProof, ServerStore
+from server.storage import Admission, RefreshOutcome, RefreshProof, Store
 from server.tokens import TokenAuthority, TokenRejected
 
 # A hash that verify_password checks against when the user does not exist, so a login
@@ -157,13 +157,16 @@ class LoginThrottle:
 class AuthService:
     def __init__(
         self,
-        store: ServerStore,
+        store: Store,
         authority: TokenAuthority,
         throttle: LoginThrottle,
         password_checks: int = DEFAULT_PASSWORD_CHECKS,
         password_queue: int = DEFAULT_PASSWORD_QUEUE,
     ) -> None:
         self._store = store
+        # Told the session a reused refresh token revoked, to end its open connections
+        # at once, on every node (server/cluster.py).
+        self.session_revoked: Callable[[str], Awaitable[None]] | None = None
         self._authority = authority
         self._throttle = throttle
         self._password_slots = asyncio.Semaphore(password_checks)
@@ -185,10 +188,9 @@ class AuthService:
         retry_after = self._throttle.admit(identifier)
         if retry_after is not None:
             return AuthFailure(429, "too_many_attempts", retry_after)
-        db = self._store.database
         self._logins_in_progress += 1
         try:
-            user = await self._store.run(db.find_user, identifier)
+            user = await self._store.find_user(identifier)
             async with self._password_slots:
                 # scrypt is deliberately slow; keep it off the event loop and the store's
                 # thread, and bounded (the semaphore) so it cannot take every core.
@@ -202,8 +204,7 @@ class AuthService:
         self._throttle.record_success(identifier)
         # An id no handshake could use (empty, too long, with spaces) binds nothing.
         if valid_client_id(client_id):
-            bound = await self._store.run(
-                db.bind_at_login,
+            bound = await self._store.bind_at_login(
                 user.id,
                 client_id,
                 self._guest_proof(guest_token),
@@ -213,9 +214,7 @@ class AuthService:
                 return AuthFailure(409, "client_mismatch")
         session_id = str(uuid.uuid4())
         refresh = self._authority.issue_refresh(user.id, session_id)
-        await self._store.run(
-            db.start_session, session_id, user.id, refresh.jti, refresh.expires_at
-        )
+        await self._store.start_session(session_id, user.id, refresh.jti, refresh.expires_at)
         return TokenPair(
             access_token=self._authority.issue_access(user.id, user.username, session_id),
             refresh_token=refresh.token,
@@ -245,15 +244,16 @@ class AuthService:
             claims = self._authority.check_refresh(refresh_token)
         except TokenRejected as rejected:
             return AuthFailure(401, rejected.reason)
-        db = self._store.database
-        user = await self._store.run(db.user_by_id, claims.user_id)
+        user = await self._store.user_by_id(claims.user_id)
         if user is None:
             return AuthFailure(401, "unknown_user")
         nxt = self._authority.issue_refresh(user.id, claims.session_id)
-        outcome = await self._store.run(
-            db.rotate_refresh, claims.jti, claims.session_id, nxt.jti, nxt.expires_at
+        outcome = await self._store.rotate_refresh(
+            claims.jti, claims.session_id, nxt.jti, nxt.expires_at
         )
         if outcome == RefreshOutcome.REUSED:
+            if self.session_revoked is not None:
+                await self.session_revoked(claims.session_id)
             return AuthFailure(401, "refresh_token_reused")
         if outcome == RefreshOutcome.REVOKED:
             return AuthFailure(401, "session_revoked")
@@ -273,8 +273,7 @@ class AuthService:
             claims = self._authority.check_refresh(refresh_token)
         except TokenRejected:
             return None
-        guest_id = await self._store.run(
-            self._store.database.end_session,
+        guest_id = await self._store.end_session(
             claims.session_id,
             claims.jti,
             claims.user_id,
@@ -284,9 +283,7 @@ class AuthService:
 
     async def register_guest(self, client_id: str, hostname: str) -> str | None:
         """A guest token for ``client_id``, or None when the id is claimed already."""
-        guest_id = await self._store.run(
-            self._store.database.claim_for_new_guest, client_id, hostname
-        )
+        guest_id = await self._store.claim_for_new_guest(client_id, hostname)
         return None if guest_id is None else self._authority.issue_guest(guest_id)
 
     async def handshake(self, token: str | None, client_id: str, hostname: str) -> HandshakeOutcome:
@@ -294,12 +291,11 @@ class AuthService:
             return RetryAuth("invalid_client_id")
         if not token:
             return await self._new_guest(client_id, hostname)
-        db = self._store.database
         try:
             kind = self._authority.token_type(token)
             if kind == "guest":
                 guest = self._authority.check_guest(token)
-                admission = await self._store.run(db.admit_guest, guest.guest_id, client_id)
+                admission = await self._store.admit_guest(guest.guest_id, client_id)
                 if admission is Admission.OK:
                     return GuestIdentity(guest.guest_id)
                 if admission is Admission.UNKNOWN_GUEST:
@@ -308,9 +304,7 @@ class AuthService:
             access = self._authority.check_access(token)
         except TokenRejected as rejected:
             return RetryAuth(rejected.reason)
-        admission = await self._store.run(
-            db.admit_user, access.user_id, access.session_id, client_id
-        )
+        admission = await self._store.admit_user(access.user_id, access.session_id, client_id)
         if admission is Admission.SESSION_ENDED:
             return RetryAuth("token_revoked")
         if admission is not Admission.OK:
@@ -318,9 +312,7 @@ class AuthService:
         return UserIdentity(access.user_id, access.username, access.expires_at, access.session_id)
 
     async def _new_guest(self, client_id: str, hostname: str) -> IssueGuestToken | RetryAuth:
-        guest_id = await self._store.run(
-            self._store.database.claim_for_new_guest, client_id, hostname
-        )
+        guest_id = await self._store.claim_for_new_guest(client_id, hostname)
         if guest_id is None:
             return RetryAuth("client_id_taken")
         return IssueGuestToken(self._authority.issue_guest(guest_id), guest_id)

@@ -11,10 +11,16 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
 2. ``submit_log_chunk`` is validated with msgspec, checked against the handshake's
    ``clientId`` (its ``chunkId`` must start with ``"<clientId>:"``, so no connection can
    name another installation's chunks) and the size limit, committed, and only then
-   acknowledged.
+   acknowledged. Chunks of all connections are committed in groups
+   (``server/group_commit.py``); a chunk whose group failed to commit is answered
+   ``{"error": "server_error", …}``, which the client sends again.
 3. When a user's access token expires while connected, the server says ``retry_auth``
    at that instant and stops accepting chunks on the connection; so it does at the first
-   chunk after the user's session was revoked or the user deleted.
+   chunk after the user's session was revoked or the user deleted, and at once when the
+   end of the session is announced (:meth:`ClientNamespace.end_sessions`: a refresh
+   token presented twice, or ``revoke``/``delete-user`` with ``--redis``, which reaches
+   every node through the Redis client manager, ``server/cluster.py``). A user's
+   connection is in the rooms of its user and its session for that.
 4. ``ping`` is validated with msgspec too: ``pong`` carries the ping's timestamp only when
    it is a finite number in range (JSON has no NaN or Infinity), else the server's clock.
 
@@ -50,7 +56,9 @@ from server.auth import (
     UserIdentity,
     valid_client_id,
 )
-from server.storage import IncomingChunk, ServerStore, StoreOutcome
+from server.cluster import session_room, user_room
+from server.group_commit import GroupCommitter
+from server.storage import IncomingChunk, StoreOutcome
 
 log = logging.getLogger("log_monitor_server.socket")
 
@@ -58,6 +66,10 @@ NAMESPACE = "/client"
 
 # What SQLite's INTEGER holds; a larger number is the client's mistake, not the store's.
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class CommitFailed(Exception):
+    """The group a chunk was in could not be committed; nothing of it was stored."""
 
 
 class ChunkSource(msgspec.Struct, frozen=True):
@@ -116,6 +128,8 @@ class SocketCounters:
     rejected_unauthenticated: int = 0
     unknown_events: int = 0
     internal_errors: int = 0
+    commit_failures: int = 0
+    sessions_ended_at_once: int = 0
     retry_auth_sent: int = 0
     binding_refusals: int = 0
     guest_tokens_issued: int = 0
@@ -138,13 +152,13 @@ class ClientNamespace:
         self,
         sio: socketio.AsyncServer,
         auth: AuthService,
-        store: ServerStore,
+        committer: GroupCommitter,
         max_chunk_bytes: int,
         processed_events: bool = False,
     ) -> None:
         self._sio = sio
         self._auth = auth
-        self._store = store
+        self._committer = committer
         self._max_chunk_bytes = max_chunk_bytes
         self._processed_events = processed_events
         self._connections: dict[str, ClientConnection] = {}
@@ -209,12 +223,17 @@ class ClientNamespace:
             connection.session_id = outcome.session_id
             delay = max(0.0, outcome.expires_at - time.time())
             connection.expiry = asyncio.get_running_loop().call_later(delay, self._expire, sid)
+            # Rooms, so the end of the session or of the user reaches this connection at
+            # once, from this node or another (end_sessions).
+            await self._sio.enter_room(sid, user_room(outcome.user_id), namespace=NAMESPACE)
+            await self._sio.enter_room(sid, session_room(outcome.session_id), namespace=NAMESPACE)
             log.info("client %s authenticated as user %s", connection.shown_id, outcome.username)
             await self._sio.emit(
                 "authenticated",
                 {"identity": "user", "userId": outcome.user_id, "username": outcome.username},
                 to=sid,
                 namespace=NAMESPACE,
+                ignore_queue=True,
             )
         elif isinstance(outcome, GuestIdentity):
             connection.identity = "guest"
@@ -225,6 +244,7 @@ class ClientNamespace:
                 {"identity": "guest", "guestId": outcome.guest_id},
                 to=sid,
                 namespace=NAMESPACE,
+                ignore_queue=True,
             )
         elif isinstance(outcome, IssueGuestToken):
             self.counters.guest_tokens_issued += 1
@@ -257,9 +277,23 @@ class ClientNamespace:
         else:
             log.info("session of client %s ended while connected (%s)", connection.shown_id, reason)
         task = asyncio.ensure_future(
-            self._sio.emit("retry_auth", {"reason": reason}, to=sid, namespace=NAMESPACE)
+            self._sio.emit(
+                "retry_auth", {"reason": reason}, to=sid, namespace=NAMESPACE, ignore_queue=True
+            )
         )
         task.add_done_callback(_log_task_failure)
+
+    def end_sessions(self, room: str, reason: str = "token_revoked") -> int:
+        """End, at once, the user sessions of this node's connections in ``room`` (a
+        user's or a session's); returns how many."""
+        ended = 0
+        for sid, _ in list(self._sio.manager.get_participants(NAMESPACE, room)):
+            connection = self._connections.get(sid)
+            if connection is not None and connection.identity == "user":
+                self._expire(sid, reason)
+                ended += 1
+        self.counters.sessions_ended_at_once += ended
+        return ended
 
     async def _on_disconnect(
         self, sid: str, reason: Any = None, *extra: Any
@@ -313,21 +347,13 @@ class ClientNamespace:
                 "error": "too_large",
                 "message": f"chunk is {size} bytes; the limit is {self._max_chunk_bytes}",
             }
-        outcome = await self._store.run(
-            self._store.database.store_chunk,
-            IncomingChunk(
-                client_id=payload.clientId,
-                chunk_id=payload.chunkId,
-                seq=payload.seq,
-                text=payload.chunk,
-                source_path=payload.source.path if payload.source else None,
-                source_offset=payload.source.offset if payload.source else None,
-                sent_at=payload.sentAt,
-                identity=connection.identity,
-                owner_id=connection.owner_id,
-            ),
-            connection.session_id if connection.identity == "user" else None,
-        )
+        try:
+            outcome = await self._store_chunk(payload, connection)
+        except CommitFailed:
+            # The group this chunk was in was not committed (logged once for the group):
+            # not the client's fault, and not permanent, so it sends the chunk again.
+            self.counters.commit_failures += 1
+            return {"error": "server_error", "message": "the server could not store the chunk"}
         if outcome is StoreOutcome.SESSION_ENDED:
             # Revoked (log-monitor-server revoke) or deleted since the handshake.
             self._expire(sid, "token_revoked")
@@ -353,8 +379,31 @@ class ClientNamespace:
                 },
                 to=sid,
                 namespace=NAMESPACE,
+                ignore_queue=True,
             )
         return ack
+
+    async def _store_chunk(
+        self, payload: SubmitLogChunk, connection: ClientConnection
+    ) -> StoreOutcome:
+        assert connection.identity is not None
+        try:
+            return await self._committer.store(
+                IncomingChunk(
+                    client_id=payload.clientId,
+                    chunk_id=payload.chunkId,
+                    seq=payload.seq,
+                    text=payload.chunk,
+                    source_path=payload.source.path if payload.source else None,
+                    source_offset=payload.source.offset if payload.source else None,
+                    sent_at=payload.sentAt,
+                    identity=connection.identity,
+                    owner_id=connection.owner_id,
+                ),
+                connection.session_id if connection.identity == "user" else None,
+            )
+        except Exception as exc:
+            raise CommitFailed(str(exc)) from exc
 
     def _invalid(self, message: str) -> dict[str, Any]:
         self.counters.rejected_invalid += 1
@@ -371,7 +420,9 @@ class ClientNamespace:
                 log.info("invalid ping from %s answered with the server's clock: %.120s", sid, exc)
         if timestamp is None:
             timestamp = int(time.time() * 1000)
-        await self._sio.emit("pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE)
+        await self._sio.emit(
+            "pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE, ignore_queue=True
+        )
 
     async def _on_unknown_event(
         self, event: Any = None, sid: Any = None, *args: Any

@@ -1,11 +1,21 @@
-"""Everything the reference server keeps on disk: chunks, users, sessions, guests, its secret.
+"""What the reference server keeps: chunks, users, sessions, guests, installation
+bindings, its signing secret; the :class:`Store` interface and its SQLite backend.
 
-One SQLite database in WAL mode (``server.sqlite3``) under the data dir, plus the JWT
+:class:`Store` is what the rest of the server uses, with two backends: SQLite here (the
+embedded default: one file under the data dir) and PostgreSQL in
+``server/storage_postgres.py`` (several nodes sharing one database). Both answer every
+question the same way; the tests run the server suite on both.
+
+SQLite: one database in WAL mode (``server.sqlite3``) under the data dir, plus the JWT
 signing secret in ``secret.key`` (mode 0600, created on first start). All database work
-runs on one dedicated thread (:class:`ServerStore`'s executor): SQLite allows one writer at
+runs on one dedicated thread (:class:`SqliteStore`'s executor): SQLite allows one writer at
 a time anyway, and a single FIFO thread means chunks are committed in the order the
 socket handlers submitted them. ``synchronous=FULL``: an acknowledgement promises the
 chunk is stored, so the commit must survive a power cut, not only a killed process.
+Chunks come in batches (:meth:`Store.commit_chunks`, fed by ``server/group_commit.py``):
+one transaction, so one fsync, for every chunk of the batch. The schema is created or
+upgraded when the file is opened (``PRAGMA user_version`` holds its version), so data
+dirs from before versions keep working.
 
 Installation binding (PROTOCOL.md, "Installation binding") is kept in ``client_owners``:
 the guests and users a ``clientId`` belongs to. Each question about it (may this guest
@@ -18,14 +28,16 @@ This module decides nothing about the protocol; it stores and answers.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
+import itertools
 import os
 import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +45,10 @@ from typing import ParamSpec, TypeVar
 
 DATABASE_NAME = "server.sqlite3"
 SECRET_NAME = "secret.key"
+
+SCHEMA_VERSION = 1
+"""The schema this server writes. Version 1 is the layout below; data dirs from before
+versions (``user_version`` 0) have it already, or the part the script adds."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -114,6 +130,15 @@ class IncomingChunk:
     sent_at: int | None
     identity: str
     owner_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    """A chunk waiting for its commit, with the session it must still be live in (a
+    user's connection), or None (a guest's)."""
+
+    chunk: IncomingChunk
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +233,19 @@ class Database:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the server database {path} has schema version {version}; this server"
+                    f" knows versions up to {SCHEMA_VERSION}: run a newer log-monitor-server."
+                )
+            # Every open: tables added since (client_owners) appear in older files.
             self._db.executescript(_SCHEMA)
+            if version < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open the server database {path}: {exc}") from None
+        self.path = path
 
     def close(self) -> None:
         self._db.close()
@@ -226,6 +261,28 @@ class Database:
         """
         if session_id is not None and not self.session_is_live(session_id):
             return StoreOutcome.SESSION_ENDED
+        return self._insert_chunk(chunk)
+
+    def commit_chunks(self, batch: Sequence[PendingChunk]) -> list[StoreOutcome]:
+        """Store a batch in one transaction (one fsync); an outcome per chunk, in order.
+
+        If the commit fails, nothing of the batch is stored and the error is raised: every
+        chunk of it is answered with an error and sent again."""
+        outcomes: list[StoreOutcome] = []
+        live: dict[str, bool] = {}
+        with self._transaction():
+            for pending in batch:
+                session_id = pending.session_id
+                if session_id is not None:
+                    if session_id not in live:
+                        live[session_id] = self.session_is_live(session_id)
+                    if not live[session_id]:
+                        outcomes.append(StoreOutcome.SESSION_ENDED)
+                        continue
+                outcomes.append(self._insert_chunk(pending.chunk))
+        return outcomes
+
+    def _insert_chunk(self, chunk: IncomingChunk) -> StoreOutcome:
         cursor = self._db.execute(
             "INSERT INTO chunks (client_id, chunk_id, seq, text, source_path, source_offset,"
             " sent_at, received_at, identity, owner_id) VALUES (?,?,?,?,?,?,?,?,?,?)"
@@ -541,19 +598,138 @@ class Database:
                 self._db.execute("BEGIN IMMEDIATE")
 
         def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-            if self._outermost:
-                self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if not self._outermost:
+                return
+            if exc_type is not None:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                return
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open:
+                # end it, so the next one starts clean.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _transaction(self) -> Database._Transaction:
         return Database._Transaction(self._db)
 
 
-class ServerStore:
-    """The server's :class:`Database` behind one FIFO thread, for asyncio callers."""
+class Store(abc.ABC):
+    """The server's storage, for asyncio callers: one interface, two backends.
+
+    Every method that decides something (binding, rotation, admission) reads and writes in
+    one transaction of the backend, so callers on any node racing for the same row get
+    one answer each, as if they had come one after another.
+    """
+
+    backend: str
+    """``"sqlite"`` or ``"postgresql"``."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect (the SQLite backend is open from its constructor)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close at once, from outside any event loop (what ``aclose`` does gracefully)."""
+
+    @property
+    def database(self) -> Database:
+        """SQLite's synchronous :class:`Database`, for tools and tests that set up a store
+        before serving; the PostgreSQL backend has none."""
+        raise StorageError(f"the {self.backend} store has no synchronous database.")
+
+    @abc.abstractmethod
+    async def signing_secret(self) -> bytes:
+        """The HS256 secret every node signs and checks tokens with."""
+
+    @abc.abstractmethod
+    async def commit_chunks(self, batch: Sequence[PendingChunk]) -> list[StoreOutcome]: ...
+
+    @abc.abstractmethod
+    async def client_ids(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def iter_chunks(self, client_id: str) -> AsyncIterator[StoredChunk]:
+        """Chunks of ``client_id`` in ``seq`` order (chunks without one last)."""
+
+    @abc.abstractmethod
+    async def chunk_count(self) -> int: ...
+
+    @abc.abstractmethod
+    async def add_user(self, username: str, password_hash: str) -> User: ...
+
+    @abc.abstractmethod
+    async def set_password(self, username: str, password_hash: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def find_user(self, username: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def user_by_id(self, user_id: str) -> User | None: ...
+
+    @abc.abstractmethod
+    async def start_session(
+        self, session_id: str, user_id: str, refresh_jti: str, refresh_expires_at: int
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def rotate_refresh(
+        self, old_jti: str, session_id: str, new_jti: str, new_expires_at: int
+    ) -> str: ...
+
+    @abc.abstractmethod
+    async def revoke_user_sessions(self, user_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def delete_user(self, username: str) -> tuple[User, int] | None: ...
+
+    @abc.abstractmethod
+    async def session_is_live(self, session_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def admit_guest(self, guest_id: str, client_id: str) -> Admission: ...
+
+    @abc.abstractmethod
+    async def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission: ...
+
+    @abc.abstractmethod
+    async def bind_at_login(
+        self,
+        user_id: str,
+        client_id: str,
+        guest_proof: str | None,
+        refresh_proof: RefreshProof | None,
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def end_session(
+        self, session_id: str, jti: str, user_id: str, client_id: str | None
+    ) -> str | None: ...
+
+
+class SqliteStore(Store):
+    """The SQLite :class:`Database` behind one FIFO thread, for asyncio callers."""
+
+    backend = "sqlite"
 
     def __init__(self, data_dir: Path) -> None:
-        self.database = Database(data_dir)
+        self.data_dir = data_dir
+        self._database = Database(data_dir)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="server-store")
+
+    @property
+    def database(self) -> Database:
+        return self._database
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -562,3 +738,116 @@ class ServerStore:
     def close(self) -> None:
         self._thread.shutdown(wait=True)
         self.database.close()
+
+    async def open(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def signing_secret(self) -> bytes:
+        return load_or_create_secret(self.data_dir)
+
+    async def commit_chunks(self, batch: Sequence[PendingChunk]) -> list[StoreOutcome]:
+        return await self.run(self.database.commit_chunks, batch)
+
+    async def client_ids(self) -> list[str]:
+        return await self.run(self.database.client_ids)
+
+    async def iter_chunks(self, client_id: str) -> AsyncIterator[StoredChunk]:
+        rows = self.database.iter_chunks(client_id)
+        while True:
+            # A page at a time on the store's thread: a dump of millions of chunks never
+            # sits in memory whole.
+            page = await self.run(lambda: list(itertools.islice(rows, 1000)))
+            if not page:
+                return
+            for row in page:
+                yield row
+
+    async def chunk_count(self) -> int:
+        return await self.run(self.database.chunk_count)
+
+    async def add_user(self, username: str, password_hash: str) -> User:
+        return await self.run(self.database.add_user, username, password_hash)
+
+    async def set_password(self, username: str, password_hash: str) -> bool:
+        return await self.run(self.database.set_password, username, password_hash)
+
+    async def find_user(self, username: str) -> User | None:
+        return await self.run(self.database.find_user, username)
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        return await self.run(self.database.user_by_id, user_id)
+
+    async def start_session(
+        self, session_id: str, user_id: str, refresh_jti: str, refresh_expires_at: int
+    ) -> None:
+        await self.run(
+            self.database.start_session, session_id, user_id, refresh_jti, refresh_expires_at
+        )
+
+    async def rotate_refresh(
+        self, old_jti: str, session_id: str, new_jti: str, new_expires_at: int
+    ) -> str:
+        return await self.run(
+            self.database.rotate_refresh, old_jti, session_id, new_jti, new_expires_at
+        )
+
+    async def revoke_user_sessions(self, user_id: str) -> int:
+        return await self.run(self.database.revoke_user_sessions, user_id)
+
+    async def delete_user(self, username: str) -> tuple[User, int] | None:
+        return await self.run(self.database.delete_user, username)
+
+    async def session_is_live(self, session_id: str) -> bool:
+        return await self.run(self.database.session_is_live, session_id)
+
+    async def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
+        return await self.run(self.database.claim_for_new_guest, client_id, hostname)
+
+    async def admit_guest(self, guest_id: str, client_id: str) -> Admission:
+        return await self.run(self.database.admit_guest, guest_id, client_id)
+
+    async def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
+        return await self.run(self.database.admit_user, user_id, session_id, client_id)
+
+    async def bind_at_login(
+        self,
+        user_id: str,
+        client_id: str,
+        guest_proof: str | None,
+        refresh_proof: RefreshProof | None,
+    ) -> bool:
+        return await self.run(
+            self.database.bind_at_login, user_id, client_id, guest_proof, refresh_proof
+        )
+
+    async def end_session(
+        self, session_id: str, jti: str, user_id: str, client_id: str | None
+    ) -> str | None:
+        return await self.run(self.database.end_session, session_id, jti, user_id, client_id)
+
+
+ServerStore = SqliteStore
+"""The name the embedded default's callers know."""
+
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgresql_url(database: str | None) -> bool:
+    return database is not None and database.startswith(POSTGRESQL_SCHEMES)
+
+
+def open_store(database: str | None, data_dir: Path) -> Store:
+    """The store a ``--database`` names: a PostgreSQL URL, or None for SQLite in
+    ``data_dir``. Not yet connected: call :meth:`Store.open` on the loop that uses it."""
+    if database is None:
+        return SqliteStore(open_data_dir(data_dir))
+    if is_postgresql_url(database):
+        from server.storage_postgres import PostgresStore
+
+        return PostgresStore(database)
+    raise StorageError(
+        "--database takes a postgresql:// URL (without it, the data dir's SQLite file is used)."
+    )

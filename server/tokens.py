@@ -59,9 +59,20 @@ class IssuedRefresh:
 
 
 class TokenAuthority:
-    def __init__(self, secret: bytes, access_ttl_seconds: float) -> None:
-        self._secret = secret
+    def __init__(self, secret: bytes | None, access_ttl_seconds: float) -> None:
+        self._secret_value = secret
         self.access_ttl_seconds = access_ttl_seconds
+
+    def use_secret(self, secret: bytes) -> None:
+        """The secret, once known (a PostgreSQL store reads it when it connects)."""
+        self._secret_value = secret
+
+    @property
+    def _secret(self) -> bytes:
+        # Never sign or check with no secret, or a short one, whatever the start order.
+        if self._secret_value is None or len(self._secret_value) < 32:
+            raise RuntimeError("the token authority has no signing secret yet")
+        return self._secret_value
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)

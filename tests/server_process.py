@@ -5,6 +5,8 @@ dir of the caller's, waits (with a deadline) for the ready file the server write
 listens, and stops it by its PID: politely with SIGTERM, or with SIGKILL to test crashes.
 ``descriptor_limit`` starts it with that RLIMIT_NOFILE (soft and hard), so a test reaches
 the descriptor limit with a few hundred connections instead of tens of thousands.
+``database`` (a ``postgresql://`` URL) runs it, and its command line (``run_cli``, ``dump``),
+on PostgreSQL instead of the data dir's SQLite file; ``redis`` joins it to other nodes.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ class ServerProcess:
         *extra_args: str,
         port: int = 0,
         descriptor_limit: int | None = None,
+        database: str | None = None,
+        redis: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.database = database
+        self.redis = redis
         self.extra_args = list(extra_args)
         self.port = port
         self.descriptor_limit = descriptor_limit
@@ -68,6 +74,8 @@ class ServerProcess:
                 "--ready-file",
                 str(ready),
                 "--verbose",
+                *(["--database", self.database] if self.database else []),
+                *(["--redis", self.redis] if self.redis else []),
                 *self.extra_args,
             ],
             cwd=REPOSITORY,
@@ -115,7 +123,7 @@ class ServerProcess:
     def run_cli(
         self, *args: str, input_text: str | None = None
     ) -> subprocess.CompletedProcess[bytes]:
-        return server_cli(self.data_dir, *args, input_text=input_text)
+        return server_cli(self.data_dir, *args, input_text=input_text, database=self.database)
 
     def dump(self, client_id: str | None = None) -> bytes:
         args = ["dump"] + (["--client-id", client_id] if client_id else [])
@@ -125,11 +133,21 @@ class ServerProcess:
 
 
 def server_cli(
-    data_dir: Path, *args: str, input_text: str | None = None
+    data_dir: Path, *args: str, input_text: str | None = None, database: str | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     command, *rest = args
+    on_database = ["--database", database] if database else []
     return subprocess.run(
-        [sys.executable, "-m", "server", command, "--data-dir", str(data_dir), *rest],
+        [
+            sys.executable,
+            "-m",
+            "server",
+            command,
+            "--data-dir",
+            str(data_dir),
+            *on_database,
+            *rest,
+        ],
         cwd=REPOSITORY,
         input=None if input_text is None else input_text.encode(),
         capture_output=True,

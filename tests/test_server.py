@@ -1,4 +1,8 @@
-"""The reference server, end to end: a real server process on loopback, real Socket.IO."""
+"""The reference server, end to end: a real server process on loopback, real Socket.IO.
+
+Every test that is about the protocol runs twice, on SQLite (the data dir) and on
+PostgreSQL (``--database``, a fresh database per test: ``tests/cluster_parts.py``); those
+about the data dir (its secret file, the command line's messages) on SQLite only."""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import jwt
 import pytest
 
 from server.auth import LoginThrottle
+from tests.cluster_parts import backend, postgres_engine, server_database, signing_secret
+
+__all__ = ["backend", "postgres_engine", "server_database"]  # fixtures of cluster_parts
 from tests.protocol_client import ProtocolClient, authenticated_guest
 from tests.server_process import ServerProcess, server_cli
 
@@ -24,8 +31,8 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "server").start()
+def server(tmp_path: Path, server_database: str | None) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "server", database=server_database).start()
     yield process
     process.stop()
 
@@ -156,9 +163,11 @@ def test_login_throttle_window_with_a_fake_clock() -> None:
 
 
 async def test_access_token_expiring_while_connected_gets_retry_auth(
-    tmp_path: Path, http: aiohttp.ClientSession
+    tmp_path: Path, http: aiohttp.ClientSession, server_database: str | None
 ) -> None:
-    server = ServerProcess(tmp_path / "server", "--access-ttl", "1.5").start()
+    server = ServerProcess(
+        tmp_path / "server", "--access-ttl", "1.5", database=server_database
+    ).start()
     try:
         add_user(server)
         tokens = await login(http, server)
@@ -194,7 +203,7 @@ async def test_badly_signed_and_unknown_tokens_at_handshake(server: ServerProces
 
     # A guest token correctly signed but naming a guest this server never registered is
     # replaced, not refused: the client just gets a new guest identity.
-    secret = (server.data_dir / "secret.key").read_bytes()
+    secret = await signing_secret(server.data_dir, server.database)
     unknown = jwt.encode({"typ": "guest", "sub": str(uuid.uuid4())}, secret, algorithm="HS256")
     stranger = await ProtocolClient(server.url, token=unknown).connect()
     assert "token" in await stranger.expect("guestToken")
@@ -226,8 +235,12 @@ async def test_resent_chunks_are_stored_once(server: ServerProcess) -> None:
     assert server.dump(client.client_id) == b"once\n"
 
 
-async def test_bad_payloads_are_answered_while_another_client_keeps_working(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "server", "--max-chunk-bytes", "1000").start()
+async def test_bad_payloads_are_answered_while_another_client_keeps_working(
+    tmp_path: Path, server_database: str | None
+) -> None:
+    server = ServerProcess(
+        tmp_path / "server", "--max-chunk-bytes", "1000", database=server_database
+    ).start()
     try:
         good = await authenticated_guest(server.url)
         bad = await authenticated_guest(server.url)
@@ -399,13 +412,17 @@ async def test_secrets_never_reach_the_log(
     assert "eyJ" not in log  # ...and no JWT of any kind
 
 
-def test_secret_file_is_private_and_stable(server: ServerProcess) -> None:
-    secret = server.data_dir / "secret.key"
-    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
-    before = secret.read_bytes()
-    server.stop()
-    server.start()
+def test_secret_file_is_private_and_stable(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server").start()
+    try:
+        secret = server.data_dir / "secret.key"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+        before = secret.read_bytes()
+        server.stop()
+        server.start()
+    finally:
+        server.stop()
     assert secret.read_bytes() == before
 
 
