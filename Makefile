@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint serve bench chaos clean
+.PHONY: run test lint serve cluster bench chaos clean
 
 $(STAMP): pyproject.toml scripts/system-deps.sh
 	bash scripts/system-deps.sh
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/log-monitor-server serve
+
+# PostgreSQL, Redis and three server nodes behind HAProxy, on loopback ports in temporary
+# directories; prints the URL to give `log-monitor run --server`; Ctrl-C stops it all.
+cluster: $(STAMP)
+	$(BIN)/python -m server.local_cluster --nodes 3
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

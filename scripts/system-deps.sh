@@ -26,6 +26,10 @@ packages=(
   xvfb weston logrotate desktop-file-utils dbus gnome-keyring libsecret-tools
   # strace: the test that records every byte the renderer host reads during a sign-in
   strace
+  # the reference server's other backends, for its tests and `make cluster`: PostgreSQL
+  # (initdb and postgres, run as its unprivileged user), Redis (the nodes' message
+  # queue) and HAProxy (the load balancer in front of the nodes)
+  postgresql redis-server haproxy
   # the desktop shell's tests: an XEmbed system tray (Qt's tray icon on X11), a
   # notification daemon (org.freedesktop.Notifications; dunstctl reads what it showed),
   # xdotool (clicks and keys through XTEST) and xwininfo (the X window tree)
