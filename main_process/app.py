@@ -183,6 +183,8 @@ class MainProcess:
             follow_symlinks=settings.follow_symlinks,
             forget_after=settings.forget_after_days * 86_400,
             rotation_dirs=rotation_dirs,
+            encoding=settings.encoding,
+            encodings=settings.encodings,
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None

@@ -214,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_token_store(run)
     run.add_argument(
+        "--encoding",
+        default=None,
+        metavar="ENC",
+        help="the followed files' encoding: utf-8 (the default), latin-1, cp1252, utf-16 (by "
+        "its byte-order mark), utf-16-le, utf-16-be; per pattern: the encodings setting",
+    )
+    run.add_argument(
         "--game",
         choices=GAMES,
         default=None,
@@ -487,6 +494,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         notify_unreachable_after=args.notify_unreachable_after,
         game=args.game,
         game_dir=args.game_dir,
+        encoding=args.encoding,
     )
     settings = _settings(args, flag_layer)
     # Absolute patterns: checkpoints name files by path, whatever the working directory.
@@ -494,6 +502,7 @@ def _settings_for_run(args: argparse.Namespace) -> Settings:
         settings,
         sources=tuple(_absolute(p) for p in settings.sources),
         backlog=tuple(_absolute(p) for p in settings.backlog),
+        encodings={_absolute(p): e for p, e in settings.encodings.items()},
     )
 
 

@@ -47,6 +47,7 @@ from main_process.file_identity import (
     backlog_content_key,
     describes,
     read_before,
+    read_exactly,
     read_head,
 )
 from main_process.line_chunker import (
@@ -57,6 +58,7 @@ from main_process.line_chunker import (
     TextChunk,
 )
 from main_process.spool import BacklogFile, Checkpoint, ChunkSource, Spool
+from main_process.text_codecs import DEFAULT_ENCODING, FileEncoding
 from main_process.windows_files import SymlinkRefused, deletion_pending, open_shared
 
 READ_SIZE = 1024 * 1024
@@ -89,6 +91,7 @@ class ChunkerOptions:
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     linger: float = DEFAULT_LINGER
     partial_line_linger: float = DEFAULT_PARTIAL_LINE_LINGER
+    encoding: FileEncoding = DEFAULT_ENCODING
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +240,10 @@ class FileFollower:
         self._bytes_read = 0
         self._head = head if head is not None else HeadFingerprint.of(read_head(fd))
         self._committed_offset = start_offset
-        self._chunker = self._new_chunker(start_offset)
+        # The codec waits for the file's first two bytes when it depends on them (a UTF-16
+        # byte-order mark); ``read`` settles it once they are there.
+        self._codec_settled = not options.encoding.needs_head or status.st_size >= 2
+        self._chunker = self._new_chunker(start_offset, fd)
         self._mirror = bytearray(read_before(fd, start_offset))
         self._mirror_start = start_offset - len(self._mirror)
         self.truncations = 0
@@ -340,6 +346,8 @@ class FileFollower:
         if size != self.size_seen:
             self.size_seen = size
             self.last_growth_at = now
+        if not self._codec_settled and size >= 2:
+            self._settle_codec(fd)
         end = size if limit is None else min(size, limit)
         if end <= self._chunker.next_offset:
             self._take(self._chunker.poll(now))
@@ -464,13 +472,23 @@ class FileFollower:
             raise RuntimeError(f"the follower of {self.path} is closed")
         return self._fd
 
-    def _new_chunker(self, start_offset: int) -> LineChunker:
+    def _new_chunker(self, start_offset: int, fd: int | None = None) -> LineChunker:
+        encoding = self._options.encoding
+        head = read_exactly(fd, 2, 0) if fd is not None and encoding.needs_head else b""
         return LineChunker(
             start_offset,
             max_chunk_bytes=self._options.max_chunk_bytes,
             linger=self._options.linger,
             partial_line_linger=self._options.partial_line_linger,
+            codec=encoding.for_file(head),
         )
+
+    def _settle_codec(self, fd: int) -> None:
+        """The file has its first two bytes now: choose the codec by them (before any
+        byte was fed, the chunker is made anew; later it was chosen already)."""
+        self._codec_settled = True
+        if self._chunker.next_offset == 0:
+            self._chunker = self._new_chunker(0, fd)
 
     def _same_content(self, fd: int) -> bool:
         """Whether the file still starts with the bytes read so far: its head matches
@@ -493,6 +511,7 @@ class FileFollower:
         self._take(self._chunker.flush())
         self._invalid_before += self._chunker.invalid_bytes_replaced
         self._chunker = self._new_chunker(0)
+        self._codec_settled = not self._options.encoding.needs_head
         self._mirror = bytearray()
         self._mirror_start = 0
         self._head = EMPTY_HEAD

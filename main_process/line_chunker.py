@@ -3,8 +3,10 @@
 Owns: grouping lines into chunks (up to ``max_chunk_bytes`` of UTF-8, or after
 ``linger`` seconds, whichever comes first), holding a partial last line until its newline
 or until it has been idle for ``partial_line_linger`` seconds, splitting a single line that
-is over the limit on a character boundary, decoding UTF-8 (invalid bytes become U+FFFD and
-are counted), and the file offsets each chunk covers.
+is over the limit on a character boundary, decoding (UTF-8 by default, or the file's
+encoding: ``text_codecs``; invalid bytes become U+FFFD and are counted), and the file
+offsets each chunk covers. The theory below is told for UTF-8; the other encodings keep it
+with their own newline and character boundaries.
 
 Must not: read files, look at a clock, or know about the spool. The caller feeds bytes
 with the file offset they start at and the current time, calls ``poll`` when
@@ -45,8 +47,9 @@ The rules, in order, applied after every ``feed`` and ``poll``:
 
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
+
+from main_process.text_codecs import UTF8, LineCodec
 
 DEFAULT_MAX_CHUNK_BYTES = 512 * 1024
 # Issue 5 named 200 ms; at 1,000 lines/s that alone puts p99 latency near 200 ms, twice
@@ -59,8 +62,6 @@ DEFAULT_PARTIAL_LINE_LINGER = 1.0
 # so that cutting a chunk shorter always ends.
 _MIN_MAX_CHUNK_BYTES = 16
 _MIN_CUT_SEARCH = 4
-_NEWLINE = 0x0A
-_REPLACEMENT_CHARACTER_UTF8 = "\ufffd".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,56 +78,6 @@ class TextChunk:
         return self.end_offset - self.start_offset
 
 
-def decode_utf8(data: bytes) -> tuple[str, int]:
-    """Decode with U+FFFD for invalid bytes; return the text and how many were replaced."""
-    try:
-        return data.decode("utf-8"), 0
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("utf-8", "replace")
-    # Every replacement adds one U+FFFD. A genuine U+FFFD in the input is the byte run
-    # EF BF BD, which always decodes as itself (EF cannot continue another sequence).
-    replaced = text.count("\ufffd") - data.count(_REPLACEMENT_CHARACTER_UTF8)
-    return text, replaced
-
-
-def _is_continuation(byte: int) -> bool:
-    return 0x80 <= byte <= 0xBF
-
-
-def _character_boundary_at_or_before(buffer: bytearray, limit: int) -> int:
-    """A cut position in ``[1, limit]`` (``limit >= 4``) that splits no UTF-8 sequence.
-
-    Decoding starts at the last non-continuation byte before ``limit`` (always the start
-    of a sequence) and stops before a trailing incomplete sequence, which is where the
-    whole-stream decoder is between two sequences too.
-    """
-    for start in range(limit - 1, limit - 5, -1):
-        if not _is_continuation(buffer[start]):
-            _, consumed = codecs.utf_8_decode(bytes(buffer[start:limit]), "replace", False)
-            # An incomplete sequence has at most 3 bytes, so with limit >= 4 this is >= 1.
-            return start + consumed
-    # Four continuation bytes in a row: no lead byte can claim buffer[limit - 1], so it
-    # was a stray byte (its own U+FFFD) and the decoder is between sequences at limit.
-    return limit
-
-
-def _incomplete_sequence_length(buffer: bytearray) -> int:
-    """Length of a trailing, still completable multi-byte sequence (0 to 3 bytes)."""
-    size = len(buffer)
-    for back in range(1, min(3, size) + 1):
-        byte = buffer[size - back]
-        if byte < 0x80:
-            return 0
-        if not _is_continuation(byte):
-            try:
-                _, consumed = codecs.utf_8_decode(bytes(buffer[size - back :]), "strict", False)
-            except UnicodeDecodeError:
-                return 0
-            return back - consumed
-    return 0
-
-
 class LineChunker:
     """Turns the bytes of one file into ``TextChunk``s; see the module docstring."""
 
@@ -137,12 +88,14 @@ class LineChunker:
         max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
         linger: float = DEFAULT_LINGER,
         partial_line_linger: float = DEFAULT_PARTIAL_LINE_LINGER,
+        codec: LineCodec = UTF8,
     ) -> None:
         if max_chunk_bytes < _MIN_MAX_CHUNK_BYTES:
             raise ValueError(f"max_chunk_bytes must be at least {_MIN_MAX_CHUNK_BYTES}")
         if start_offset < 0:
             raise ValueError("start_offset must not be negative")
         self._max = max_chunk_bytes
+        self._codec = codec
         self._linger = linger
         self._partial_linger = partial_line_linger
         self._buffer = bytearray()
@@ -184,11 +137,14 @@ class LineChunker:
         if data:
             previous_length = len(self._buffer)
             self._buffer += data
-            last_newline = data.rfind(b"\n")
-            if last_newline >= 0:
+            # From one byte back: a two-byte newline may straddle two reads.
+            line_end = self._codec.last_line_end(
+                self._buffer, max(0, previous_length - 1), len(self._buffer)
+            )
+            if line_end > self._complete_length:
                 if self._complete_length == 0:
                     self._complete_since = now
-                self._complete_length = previous_length + last_newline + 1
+                self._complete_length = line_end
             self._last_data_at = now
         return self._drain(now)
 
@@ -225,15 +181,15 @@ class LineChunker:
     # ------------------------------------------------------------------------ internals
 
     def _idle_emittable_length(self) -> int:
-        return len(self._buffer) - _incomplete_sequence_length(self._buffer)
+        return len(self._buffer) - self._codec.incomplete_tail(self._buffer)
 
     def _drain(self, now: float) -> list[TextChunk]:
         chunks: list[TextChunk] = []
         buffer = self._buffer
         while len(buffer) > self._max:
-            cut = buffer.rfind(b"\n", 0, self._max) + 1
+            cut = self._codec.last_line_end(buffer, 0, self._max)
             if cut == 0:
-                cut = _character_boundary_at_or_before(buffer, self._max)
+                cut = self._codec.boundary_at_or_before(buffer, self._max)
             chunks.append(self._emit_prefix(cut))
         if self._complete_length > 0 and now >= self._complete_since + self._linger:
             self._emit_through(self._complete_length, chunks)
@@ -252,17 +208,22 @@ class LineChunker:
         """Emit the first ``cut`` buffered bytes, or fewer if their text is over the limit."""
         buffer = self._buffer
         while True:
-            text, replaced = decode_utf8(bytes(buffer[:cut]))
+            text, replaced = self._codec.decode(bytes(buffer[:cut]))
             # Valid UTF-8 re-encodes to exactly its own length.
-            size = len(text.encode("utf-8")) if replaced else cut
+            same = self._codec.same_size_as_utf8 and not replaced
+            size = cut if same else len(text.encode("utf-8"))
             if size <= self._max:
                 break
             # Removing k raw bytes shrinks the text by k to 3k bytes; retry until it fits,
             # preferring a line boundary, else a character boundary.
             limit = max(_MIN_CUT_SEARCH, min(cut - 1, cut - (size - self._max + 2) // 3))
-            cut = buffer.rfind(b"\n", 0, limit) + 1 or _character_boundary_at_or_before(
+            cut = self._codec.last_line_end(buffer, 0, limit) or self._codec.boundary_at_or_before(
                 buffer, limit
             )
+        if self._buffer_offset == 0 and self._codec.byte_order_mark:
+            # The byte-order mark at the start of the file says how to read it; it is not
+            # part of the log (it decodes to U+FEFF).
+            text = text.removeprefix("\ufeff")
         chunk = TextChunk(text, self._buffer_offset, self._buffer_offset + cut)
         del buffer[:cut]
         self._buffer_offset += cut

@@ -21,6 +21,7 @@ by the platform's path separator, like ``PATH``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tomllib
@@ -33,6 +34,7 @@ import msgspec
 import platformdirs
 
 from main_process.file_follower import SymlinkPolicy
+from main_process.text_codecs import normalize as normalize_encoding
 
 CONFIG_ENV = "LOG_MONITOR_CONFIG"
 ENV_PREFIX = "LOG_MONITOR_"
@@ -131,6 +133,8 @@ class SettingsLayer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     forget_after_days: float | None = None
     game: GamePresetName | None = None
     game_dir: str | None = None
+    encoding: str | None = None
+    encodings: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,12 @@ class Settings:
     ``keychain``, ``file`` (``keychain.open_token_store``)."""
     notifications: bool = True
     """Desktop notifications for what needs a person (``notifications.NotificationPolicy``)."""
+    encoding: str = "utf-8"
+    """The encoding of the followed files (``text_codecs``): utf-8, latin-1, cp1252,
+    utf-16 (by its byte-order mark), utf-16-le, utf-16-be."""
+    encodings: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Per source or backlog pattern (as written in ``sources``/``backlog``): its files'
+    encoding, over ``encoding``."""
     game: GamePresetName | None = None
     """Also follow this game's logs (``star_citizen``), found under ``game_dir`` or in the
     usual places."""
@@ -270,6 +280,13 @@ def check_layer(layer: SettingsLayer, subject: Callable[[str], str]) -> Settings
             f"{subject('follow_symlinks')} must be {', '.join(SYMLINK_POLICIES[:-1])} or "
             f"{SYMLINK_POLICIES[-1]} (got {layer.follow_symlinks!r})."
         )
+    named = [] if layer.encoding is None else [(subject("encoding"), layer.encoding)]
+    named += [(f"{subject('encodings')}[{p!r}]", e) for p, e in (layer.encodings or {}).items()]
+    for where, value in named:
+        try:
+            normalize_encoding(value)
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}.") from None
     if layer.game is not None and layer.game not in GAMES:
         raise SettingsError(f"{subject('game')} must be {' or '.join(GAMES)} (got {layer.game!r}).")
     if layer.token_store is not None and layer.token_store not in TOKEN_STORES:
@@ -302,6 +319,8 @@ def _check(settings: Settings) -> None:
             follow_symlinks=settings.follow_symlinks,
             token_store=settings.token_store,
             game=settings.game,
+            encoding=settings.encoding,
+            encodings=dict(settings.encodings),
         ),
         lambda name: name,
     )

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import functools
 import glob
@@ -133,6 +134,8 @@ from main_process.rotation import (
     read_compressed_head,
 )
 from main_process.spool import BacklogFile, Checkpoint, ForgottenState, Spool, SpoolFull
+from main_process.text_codecs import FileEncoding
+from main_process.text_codecs import normalize as normalize_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +232,23 @@ class _BacklogEntry:
     decompressed bytes, is only known then): the identity of its compressed bytes."""
 
 
+def _pattern_of(path: str, patterns: Sequence[str]) -> str | None:
+    """The first of ``patterns`` that matches ``path`` (as it was given), or None."""
+    directory, name = os.path.split(path)
+    for pattern in patterns:
+        expanded = os.path.abspath(os.path.expanduser(pattern))
+        if not glob.has_magic(expanded):
+            if expanded == path or (os.path.isdir(expanded) and directory == expanded):
+                return pattern
+            continue
+        directory_pattern, name_pattern = os.path.split(expanded)
+        if fnmatch.fnmatchcase(name, name_pattern) and (
+            directory == directory_pattern or fnmatch.fnmatchcase(directory, directory_pattern)
+        ):
+            return pattern
+    return None
+
+
 def _ignore_appended() -> None:
     pass
 
@@ -288,6 +308,8 @@ class SourceSet:
         follow_symlinks: SymlinkPolicy = "named",
         forget_after: float = 30 * 86_400,
         rotation_dirs: Mapping[str, Sequence[str]] | None = None,
+        encoding: str = "utf-8",
+        encodings: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._patterns = tuple(patterns)
@@ -299,7 +321,12 @@ class SourceSet:
         self._on_chunk = on_chunk
         self._poll = poll
         self._from_end = from_end
-        self._options = ChunkerOptions(chunk_max_bytes, linger, partial_line_linger)
+        self._encoding = normalize_encoding(encoding)
+        self._encodings = {p: normalize_encoding(e) for p, e in (encodings or {}).items()}
+        """Per pattern (as given): the encoding of the files it matches."""
+        self._options = ChunkerOptions(
+            chunk_max_bytes, linger, partial_line_linger, FileEncoding(self._encoding)
+        )
         self._live_budget = live_read_budget
         self._backlog_budget = backlog_read_budget
         self._rescan_interval = rescan_interval
@@ -762,7 +789,7 @@ class SourceSet:
                 status,
                 start.offset,
                 role,
-                options=self._options,
+                options=self._options_for(start.lineage, self._patterns),
                 lineage=start.lineage,
             )
         except OSError as exc:
@@ -1018,7 +1045,7 @@ class SourceSet:
                     os.fstat(generation.fd),
                     step.start,
                     FollowerRole.DETACHED,
-                    options=self._options,
+                    options=self._options_for(lineage, self._patterns),
                     lineage=lineage,
                     key=generation.key,
                     decompressed=generation.decompressed,
@@ -1053,19 +1080,15 @@ class SourceSet:
 
     def _covered(self, path: str) -> bool:
         """Whether ``path`` is matched by a source pattern (or was, if it is gone now)."""
-        directory, name = os.path.split(path)
-        for pattern in self._patterns:
-            expanded = os.path.abspath(os.path.expanduser(pattern))
-            if not glob.has_magic(expanded):
-                if expanded == path:
-                    return True
-                continue
-            directory_pattern, name_pattern = os.path.split(expanded)
-            if fnmatch.fnmatchcase(name, name_pattern) and (
-                directory == directory_pattern or fnmatch.fnmatchcase(directory, directory_pattern)
-            ):
-                return True
-        return False
+        return _pattern_of(path, self._patterns) is not None
+
+    def _options_for(self, path: str, patterns: Sequence[str]) -> ChunkerOptions:
+        """The chunker options of a file: its pattern's encoding, else the default one."""
+        pattern = _pattern_of(path, patterns)
+        name = self._encodings.get(pattern, self._encoding) if pattern else self._encoding
+        if name == self._options.encoding.name:
+            return self._options
+        return dataclasses.replace(self._options, encoding=FileEncoding(name))
 
     # ------------------------------------------------------------------------ backlog
 
@@ -1180,7 +1203,7 @@ class SourceSet:
                     status,
                     start.offset,
                     FollowerRole.BACKLOG,
-                    options=self._options,
+                    options=self._options_for(entry.path, self._backlog_patterns),
                     lineage=start.lineage,
                     key=generation.key,
                     decompressed=generation.decompressed,
