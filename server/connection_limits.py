@@ -488,8 +488,14 @@ class _GuardedProtocol(asyncio.Protocol):
         if not real.can_write_eof():
             real.close()
             return
+        try:
+            real.write_eof()  # sent once what is buffered has gone
+        except OSError:
+            # The peer is gone already (ENOTCONN: a proxy's side reset): nothing to
+            # linger for.
+            real.abort()
+            return
         self.lingering = True
-        real.write_eof()  # sent once what is buffered has gone
         real.resume_reading()
         self._linger_deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, real.abort)
 

@@ -14,7 +14,7 @@ runs in well under a minute on two shared cores:
    keep-alive request waits ~42 ms), so in-process gets 200 times the examples in the
    budget; uvicorn's HTTP parser is not the target here.
 2. Socket events, sent by a real python-socketio client to a real server process
-   (``ServerProcess``, one per module): ``submit_log_chunk`` with random payloads and
+   (``ServerProcess``, one per module and backend: SQLite and PostgreSQL): ``submit_log_chunk`` with random payloads and
    argument counts (``chunkId``s of its own and of other installations), ``ping`` with
    anything, unknown and reserved event names. Every ``submit_log_chunk`` is answered
    (guarded by a timeout) with ``{"ok": true, ...}`` or ``{"error": ...}``, never an
@@ -51,10 +51,13 @@ from hypothesis import strategies as st
 from server.app import ServerApp, ServerConfig, build
 from server.http_api import MAX_BODY_BYTES
 from server.passwords import hash_password
+from tests.cluster_parts import BACKENDS, new_database, postgres_engine
 from tests.protocol_client import ProtocolClient, authenticated_guest
 from tests.server_process import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
+
+__all__ = ["postgres_engine"]  # a fixture of cluster_parts
 
 T = TypeVar("T")
 
@@ -332,10 +335,17 @@ def test_http_auth_bodies_never_fail_the_server(tmp_path: Path, server_errors: E
 # ----------------------------------------------------------------------------- socket
 
 
-@pytest.fixture(scope="module")
-def socket_server() -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def socket_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """One server per backend: the socket fuzzers run on SQLite and on PostgreSQL (whose
+    ``text`` cannot hold U+0000, and whose binding and dedup are their own code)."""
+    database = None
+    if request.param == "postgresql":
+        database = new_database(request.getfixturevalue("postgres_engine"))
     with tempfile.TemporaryDirectory(prefix="fuzz-server-") as directory:
-        server = ServerProcess(Path(directory) / "server", "--max-chunk-bytes", "4096").start()
+        server = ServerProcess(
+            Path(directory) / "server", "--max-chunk-bytes", "4096", database=database
+        ).start()
         try:
             yield server
         finally:
