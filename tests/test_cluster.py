@@ -25,7 +25,7 @@ import contextlib
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,10 @@ class LightClient:
         raise Retry("connection lost" if lost.is_set() else "no ack within 5 s")
 
 
+def all_acknowledged(size: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: status["bufferedChunks"] == 0 and status["sentBytes"] >= size
+
+
 def dump_records(database: str, data_dir: Path) -> list[dict[str, Any]]:
     result = server_cli(data_dir, "dump", "--json", database=database)
     assert result.returncode == 0, result.stderr
@@ -215,10 +219,9 @@ async def test_twenty_clients_through_haproxy_while_nodes_are_killed_store_every
             writer.stop()
         await asyncio.wait_for(streaming, 120)
         for runner, writer in zip(runners, writers, strict=True):
-            expected_bytes = writer.path.stat().st_size
             await asyncio.to_thread(
                 runner.wait_for_status,
-                lambda s, n=expected_bytes: s["bufferedChunks"] == 0 and s["sentBytes"] >= n,
+                all_acknowledged(writer.path.stat().st_size),
                 120,
                 "the real client to have everything acknowledged",
             )
