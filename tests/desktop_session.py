@@ -215,7 +215,7 @@ class DesktopSession:
 
     def start_tray(self) -> None:
         """trayer at the top right of the screen, a panel as high as a tray icon."""
-        self._spawn(
+        trayer = self._spawn(
             [
                 "trayer",
                 "--edge",
@@ -235,7 +235,14 @@ class DesktopSession:
             ],
             "trayer.log",
         )
-        wait_for(lambda: self.tray_panel() is not None, 20, "trayer's panel on the X server")
+
+        def panel_shown() -> bool:
+            if trayer.poll() is not None:
+                log = (self.directory / "trayer.log").read_text(errors="replace")
+                raise RuntimeError(f"trayer exited with {trayer.returncode}: {log[-2000:]}")
+            return self.tray_panel() is not None
+
+        wait_for(panel_shown, 30, "trayer's panel on the X server", interval=0.1)
 
     def window_tree(self) -> str:
         return subprocess.run(
