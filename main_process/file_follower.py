@@ -64,6 +64,10 @@ from main_process.windows_files import SymlinkRefused, deletion_pending, open_sh
 READ_SIZE = 1024 * 1024
 """Bytes asked of the OS per read call."""
 
+pread = os.pread
+"""How a file's bytes are read (a module attribute: the tests put a read that can be held
+in its place, to stand in for a stalled network file system)."""
+
 SymlinkPolicy: TypeAlias = Literal["named", "never", "always"]
 """Which followed files may be symbolic links (the ``follow_symlinks`` setting; ``SourceSet``
 applies it, ``open_log_file`` enforces it): ``named``, only a path the user named without a
@@ -357,7 +361,7 @@ class FileFollower:
             offset = self._chunker.next_offset
             if offset >= end:
                 break
-            data = os.pread(fd, min(READ_SIZE, budget - total, end - offset), offset)
+            data = pread(fd, min(READ_SIZE, budget - total, end - offset), offset)
             if not data:
                 break
             total += len(data)

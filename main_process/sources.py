@@ -87,7 +87,9 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import watchfiles
 
@@ -145,6 +147,10 @@ _WATCH_STEP_MS = 10
 _WATCH_DEBOUNCE_MS = 20
 _POLL_DELAY_MS = 100
 _RECENT_TRUNCATIONS = 16
+# Reads run in worker threads; the loop waits this long for one before going on without
+# it (a healthy disk answers in microseconds), and several can hang at once.
+_READ_WAIT = 0.02
+_READ_WORKERS = 8
 # How often gone files' state is looked for (at most; less when it is kept less long).
 _FORGET_LOOK_INTERVAL = 86_400.0
 # A lineage with a generation still being compressed is looked at again this often, and
@@ -209,6 +215,15 @@ class _HeldLineage:
     second argument (the last attempt) is true."""
     since: float
     next_try: float
+
+
+@dataclass(slots=True)
+class _ReadInFlight:
+    """A read of one follower running in a worker thread for longer than ``_READ_WAIT``."""
+
+    future: Future[tuple[int, Truncation | None]]
+    started: float
+    reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +323,7 @@ class SourceSet:
         follow_symlinks: SymlinkPolicy = "named",
         forget_after: float = 30 * 86_400,
         rotation_dirs: Mapping[str, Sequence[str]] | None = None,
+        read_stall_after: float = 5.0,
         encoding: str = "utf-8",
         encodings: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -334,6 +350,12 @@ class SourceSet:
         self._full_retry_interval = full_retry_interval
         self._symlinks = follow_symlinks
         self._forget_after = forget_after
+        self._read_stall_after = read_stall_after
+        self._reads: dict[FileKey, _ReadInFlight] = {}
+        """Reads that did not return within ``_READ_WAIT``: their follower is left alone
+        (not committed, not closed) until they do."""
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._rotation_dirs = {
             os.path.abspath(path): tuple(os.path.abspath(g) for g in globs)
             for path, globs in (rotation_dirs or {}).items()
@@ -448,6 +470,10 @@ class SourceSet:
             raise RuntimeError("SourceSet.run is already running")
         self._running = True
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(
+            max_workers=_READ_WORKERS, thread_name_prefix="log-read"
+        )
         try:
             now = self._clock()
             self._rescan(now, initial=True)
@@ -469,7 +495,14 @@ class SourceSet:
         finally:
             await self._stop_watching()
             for follower in self._open_followers():
+                if follower.key in self._reads:
+                    # Still inside a read that has not returned: closing its descriptor
+                    # could hand the number to another file under that read. It is the
+                    # process's end anyway.
+                    continue
                 self._forget(follower)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._reads.clear()
             self._followers.clear()
             self._lineages.clear()
             self._backlog_active = None
@@ -538,12 +571,15 @@ class SourceSet:
         read up to it and cut every complete line at once. Returns (more bytes right now,
         caught up and committed)."""
         try:
-            count, truncation = follower.read(self._live_budget, now, limit)
+            result = self._read(follower, self._live_budget, now, limit)
         except OSError as exc:
             self._report(follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}.")
             self._remove_member(follower)
             self._forget(follower)
             return False, True
+        if result is None:
+            return False, False  # the read has not returned: newer generations wait
+        count, truncation = result
         if truncation is not None:
             self._after_truncation(follower, truncation, now)
             self._commit(follower)
@@ -565,7 +601,10 @@ class SourceSet:
                 return False
         if not follower.finished:
             try:
-                count, _ = follower.read(self._backlog_budget, now)
+                result = self._read(follower, self._backlog_budget, now, None)
+                if result is None:
+                    return False
+                count, _ = result
                 if count < self._backlog_budget and follower.at_end():
                     follower.finish(
                         BacklogFile(follower.content_key(), follower.path, follower.read_offset)
@@ -592,9 +631,51 @@ class SourceSet:
             self._forget(follower)
         return True
 
+    def _read(
+        self, follower: FileFollower, budget: int, now: float, limit: int | None
+    ) -> tuple[int, Truncation | None] | None:
+        """``follower.read`` in a worker thread: its result, or None while it has not
+        returned. A read that takes longer than ``_READ_WAIT`` (a stalled network file
+        system) is left to finish on its own; the loop goes on with every other file, and
+        after ``read_stall_after`` seconds the stall is reported."""
+        assert self._executor is not None
+        job = self._reads.get(follower.key)
+        if job is None:
+            future = self._executor.submit(follower.read, budget, now, limit)
+            try:
+                return future.result(timeout=_READ_WAIT)
+            except TimeoutError:  # concurrent.futures.TimeoutError is this one since 3.11
+                self._reads[follower.key] = _ReadInFlight(future, now)
+                future.add_done_callback(self._read_returned)
+                return None
+        if not job.future.done():
+            waited = now - job.started
+            if not job.reported and waited >= self._read_stall_after:
+                job.reported = True
+                self._report(
+                    follower.path,
+                    f"Reading {follower.path} has not returned for {waited:.0f} s (a stalled "
+                    "network file system?); the other files go on, and it resumes by itself.",
+                )
+            return None
+        del self._reads[follower.key]
+        if job.reported:
+            self._clear_trouble(follower.path)
+            logger.info("reading %s returned after %.1f s", follower.path, now - job.started)
+        return job.future.result()
+
+    def _read_returned(self, future: Future[Any]) -> None:
+        """A late read returned (in its worker thread): wake the loop to use it."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
+
     def _commit_waiting(self) -> bool:
         """Commit chunks left over from a full spool; True when none is left."""
         for follower in self._open_followers():
+            if follower.key in self._reads:
+                continue
             if follower.pending and not self._commit(follower):
                 return False
         if self._paused_reason is not None:
@@ -628,9 +709,9 @@ class SourceSet:
 
     def _close_idle_detached(self, now: float) -> None:
         for follower in [f for members in self._lineages.values() for f in members]:
-            if follower.role is not FollowerRole.DETACHED or not follower.at_end():
+            if follower.role is not FollowerRole.DETACHED or follower.key in self._reads:
                 continue
-            if follower.lineage in self._held:
+            if not follower.at_end() or follower.lineage in self._held:
                 continue
             idle_since = follower.last_growth_at if follower.last_growth_at is not None else now
             if now - idle_since < self._detached_idle_close and not follower.holds_a_deleted_name():
@@ -654,6 +735,8 @@ class SourceSet:
         now = self._clock()
         deadline = self._next_rescan_at
         for follower in self._open_followers():
+            if follower.key in self._reads:
+                continue  # its read wakes the loop when it returns
             chunk_deadline = follower.next_deadline()
             if chunk_deadline is not None:
                 deadline = min(deadline, chunk_deadline)
