@@ -70,9 +70,7 @@ def test_a_sign_out_by_the_server_is_one_notification_until_signed_in_again(noti
         assert policy.on_status(status(last_error=notice), clock.advance(1)) == []
     # Signed in again, then signed out again: a new episode.
     assert policy.on_status(signed_in(), clock.advance(1)) == []
-    assert kinds(policy.on_status(status(last_error=notice), clock.advance(120))) == [
-        "signed_out"
-    ]
+    assert kinds(policy.on_status(status(last_error=notice), clock.advance(120))) == ["signed_out"]
 
 
 def test_a_sign_out_asked_for_is_not_notified() -> None:
