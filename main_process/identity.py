@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from main_process.disk_reserve import DiskReserve
 from main_process.paths import CLIENT_ID_FILENAME, ensure_private_dir, set_aside
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,7 @@ class TokenStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._reserve = self._path.with_name(self._path.name + ".reserve")
+        self._reserve = DiskReserve(self._path, TOKEN_RESERVE_BYTES)
 
     @property
     def path(self) -> Path:
@@ -255,7 +256,7 @@ class TokenStore:
     def load(self) -> Tokens:
         path = self._path
         if path.parent.is_dir():
-            self._keep_reserve()
+            self._reserve.keep()
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
@@ -310,31 +311,10 @@ class TokenStore:
             raise IdentityError(
                 f"Cannot write the token file {self._path}: {why}.", reason=f"{why} ({self._path})"
             ) from exc
-        self._keep_reserve()
-
-    def _keep_reserve(self) -> None:
-        """Set the reserve aside when it is missing (best effort: the disk may be full)."""
-        if self._reserve.exists():
-            return
-        try:
-            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-        except OSError:
-            return
-        try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, TOKEN_RESERVE_BYTES)
-            else:  # pragma: no cover - Windows and macOS: real bytes, not a sparse file
-                os.write(fd, bytes(TOKEN_RESERVE_BYTES))
-        except OSError:
-            os.close(fd)
-            self._reserve.unlink(missing_ok=True)
-            return
-        os.close(fd)
+        self._reserve.keep()
 
     def _release_reserve(self) -> bool:
-        try:
-            self._reserve.unlink()
-        except OSError:
+        if not self._reserve.release():
             return False
         logger.warning(
             "the disk under %s is full; gave up the token file's reserve to save tokens",

@@ -50,7 +50,6 @@ Must not: read log files, talk to the server, or decide when to send or retry.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sqlite3
 import time
@@ -60,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
+
+from main_process.disk_reserve import DiskReserve
 
 logger = logging.getLogger(__name__)
 
@@ -311,8 +312,8 @@ class Spool:
         except BaseException:
             self._connection.close()
             raise
-        self._reserve = self._path.with_name(self._path.name + ".reserve")
-        self._keep_reserve()
+        self._reserve = DiskReserve(self._path, RESERVE_BYTES)
+        self._reserve.keep()
 
     # ----------------------------------------------------------------- open and close
 
@@ -585,27 +586,8 @@ class Spool:
                     raise
                 done = operation(*args)
         if self._buffered_chunks == 0:
-            self._keep_reserve()
+            self._reserve.keep()
         return done
-
-    def _keep_reserve(self) -> None:
-        """Set the reserve aside again when it is missing (best effort: the disk may be full)."""
-        if self._reserve.exists():
-            return
-        try:
-            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError:
-            return
-        try:
-            if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            else:  # pragma: no cover - Windows and macOS: real bytes, not a sparse file
-                os.write(fd, bytes(RESERVE_BYTES))
-        except OSError:
-            os.close(fd)
-            self._reserve.unlink(missing_ok=True)
-            return
-        os.close(fd)
 
     def _truncate_wal(self) -> None:
         try:
@@ -614,9 +596,7 @@ class Spool:
             logger.warning("could not checkpoint the spool's WAL on a full disk: %s", exc)
 
     def _release_reserve(self) -> bool:
-        try:
-            self._reserve.unlink()
-        except FileNotFoundError:
+        if not self._reserve.release():
             return False
         logger.warning(
             "the disk under %s is full; released the spool's reserve to drain it", self._path
