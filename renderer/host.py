@@ -266,7 +266,9 @@ class RendererHost:
         (``ask_for_window``: the main process decides, and counts it)."""
         for window in self.windows():
             if window.bring_to_front():
+                log.info("raised window %d", window.number)
                 return
+        log.info("no window open: asking for one")
         ask_for_window()
 
     # ---- closing --------------------------------------------------------------------------

@@ -29,10 +29,11 @@ import pytest
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import TOPIC_TRAY, Connect, Ok, TrayState, WindowGeometry
 from ipc.subscriber import Delivery, SubscriberThread
+from main_process.log_file import log_path
 from renderer.inspection import ask_windows
 from tests.desktop_session import DesktopSession
 from tests.processes import alive
-from tests.server_process import ServerProcess
+from tests.server_process import ServerProcess, wait_for
 from tests.test_renderer_live import START_TIMEOUT_S, LiveMain
 
 pytestmark = pytest.mark.timeout(300)
@@ -241,6 +242,18 @@ def test_a_click_opens_a_window_and_closing_it_leaves_the_tray(
     [ref] = main.wait_windows(1)
     assert ref.host == tray.host  # opened in the tray's host
     assert main.watch.status().windows == 1
+    # With a window open, a click raises it rather than opening another.
+    host_log = log_path(main.data_dir, "windows")
+    desktop.xdotool("mousemove", *centre, "click", "1")
+    wait_for(
+        lambda: f"raised window {ref.window}" in host_log.read_text(errors="replace"),
+        15,
+        "the host to raise the window",
+    )
+    since = time.time()
+    main.watch.wait(lambda: main.watch.statuses[-1][0] >= since + 2.0, 30, "2 s of statuses")
+    assert main.watch.status().windows == 1
+    assert main.watch.ready_windows() == [ref]
     # Closed as a person would (the page's window.close()): the host lives on, tray shown.
     ask_windows(main.data_dir, "evaluate", script="window.close(); true", windows=(ref,), timeout=5)
     main.watch.wait(lambda: ref in main.watch.closed, 20, "the window to close")
