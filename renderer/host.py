@@ -3,9 +3,9 @@
 Owns the Qt application (through pywebview) and the set of ``RendererWindow``s in it:
 
 * **opening**: ``open()`` asks for one more window, from any thread, at any time: the
-  windows asked for before the GUI loop runs are created when it starts (pywebview shows
-  the first, then the others), later ones at once (pywebview's ``create_window`` from a
-  thread of ours). ``open_requests(total)`` is the main process's ``HostControl``: it
+  windows asked for before the GUI loop runs are created when it starts, later ones at
+  once (on Qt the host's ``QtLoop`` makes each on the GUI thread; elsewhere pywebview's
+  ``create_window`` from a thread of ours). ``open_requests(total)`` is the main process's ``HostControl``: it
   opens as many windows as ``total`` is ahead of the requests already handled, so a
   repeated or late-delivered count opens nothing twice.
 * **one browser**: on Qt every window's page lives in one off-the-record profile
