@@ -44,6 +44,7 @@ from renderer.inspection import ask_windows
 from renderer.ipc_link import DEFAULT_SILENCE_S
 from tests.processes import alive, descendants
 from tests.server_process import REPOSITORY, ServerProcess, server_cli
+from tests.test_star_citizen import make_install
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -232,6 +233,7 @@ class LiveMain:
 class Shared:
     server: ServerProcess
     tmp: Path
+    game_dir: Path
     main: LiveMain | None = None
     generation: int = 0
 
@@ -243,7 +245,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     added = server_cli(server_dir, "add-user", USER, "--password-stdin", input_text=PASSWORD + "\n")
     assert added.returncode == 0, added.stderr
     server = ServerProcess(server_dir).start()
-    holder = Shared(server, tmp)
+    game_dir = tmp / "wine-prefix"
+    make_install(game_dir, ("LIVE", "PTU"))
+    holder = Shared(server, tmp, game_dir)
     try:
         yield holder
     finally:
@@ -261,7 +265,14 @@ def live(shared: Shared) -> LiveMain:
         if shared.main is not None:
             shared.main.close()
         shared.generation += 1
-        shared.main = LiveMain(shared.tmp / f"client{shared.generation}", 3, shared.server.url)
+        shared.main = LiveMain(
+            shared.tmp / f"client{shared.generation}",
+            3,
+            shared.server.url,
+            # A Star Citizen install (two channels, in a Wine prefix) the windows name.
+            extra=("--game", "star-citizen", "--game-dir", str(shared.game_dir)),
+        )
+        shared.main.wait_windows(3)  # before counting what is missing: they are coming
     main = shared.main
     missing = 3 - len(main.watch.ready_windows())
     for _ in range(max(0, missing)):
@@ -387,6 +398,29 @@ def test_windows_json_lists_every_window_and_what_its_page_shows(live: LiveMain)
     assert text.returncode == 0, text.stderr
     assert f"renderer host pid {host}" in text.stdout
     assert len(text.stdout.splitlines()) == 2 + len(refs)
+
+
+def test_every_window_says_which_game_is_followed_and_where_the_tokens_are(
+    live: LiveMain,
+) -> None:
+    status = live.watch.status()
+    shared_dir = live.data_dir.parent / "wine-prefix"
+    assert status.game.startswith("Star Citizen: LIVE, PTU in ")
+    assert str(shared_dir) in status.game
+    assert status.credential_store  # "file" or "keychain (…)", whatever this machine has
+    refs = live.watch.ready_windows()
+    script = (
+        "(function () { const shown = (id) => {"
+        " const node = document.getElementById(id);"
+        " return node.hidden ? null : node.textContent; };"
+        " return JSON.stringify("
+        "[shown('game-label'), shown('game'), shown('credential-store')]); })()"
+    )
+    answers = ask_windows(live.data_dir, "evaluate", script=script, windows=tuple(refs))
+    assert {a.ref for a in answers} == set(refs)
+    for answer in answers:
+        assert answer.ok, answer.error
+        assert json.loads(answer.result) == ["Game", status.game, status.credential_store]
 
 
 def test_screenshot_saves_a_png_of_every_window(live: LiveMain, tmp_path: Path) -> None:

@@ -140,11 +140,17 @@ def test_identity_server_client_and_counters(window: DemoWindowProcess) -> None:
             sentBytes=3_000_000,
             deadLettered=2,
             windows=3,
+            credentialStore="keychain (SecretService Keyring)",
+            game="Star Citizen: LIVE, PTU in /games/<b>StarCitizen</b>",
         ),
         "alice's status",
         lambda d: d["identityText"] == "alice",
     )
     assert seen["identity"] == "user"
+    assert seen["credentialStore"] == "keychain (SecretService Keyring)"
+    # The game's installs as text (a path holding markup stays characters).
+    assert seen["game"] == "Star Citizen: LIVE, PTU in /games/<b>StarCitizen</b>"
+    assert window.evaluate("document.querySelectorAll('#game b').length") == 0
     assert seen["server"] == "http://logs.example:3000"
     assert seen["clientId"] == "c-42"
     assert seen["windows"] == 3
@@ -171,11 +177,21 @@ def test_identity_server_client_and_counters(window: DemoWindowProcess) -> None:
 
     guest = show(
         window,
-        status(identity="guest", authenticated=False, lastError="server said no", spoolFull=True),
+        status(
+            identity="guest",
+            authenticated=False,
+            lastError="server said no",
+            spoolFull=True,
+            credentialStore="file",
+            game="",
+        ),
         "a guest",
         lambda d: d["identity"] == "guest",
     )
     assert guest["identityText"] == "Guest"
+    # No game followed: its row is gone; the store as the status says.
+    assert guest["game"] == ""
+    assert guest["credentialStore"] == "file"
     assert guest["signInShown"] is True
     assert guest["signOutShown"] is False
     assert guest["lastError"] == "Last error: server said no"

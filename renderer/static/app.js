@@ -33,6 +33,9 @@
     server: byId("server"),
     clientId: byId("client-id"),
     windows: byId("windows"),
+    credentialStore: byId("credential-store"),
+    gameLabel: byId("game-label"),
+    game: byId("game"),
     bufferedChunks: byId("buffered-chunks"),
     bufferedBytes: byId("buffered-bytes"),
     sentChunks: byId("sent-chunks"),
@@ -240,6 +243,19 @@
     if ("windows" in s) {
       const w = asNumber(s.windows);
       setValue(el.windows, w ?? "", w === null ? "–" : String(w));
+    }
+    if ("credentialStore" in s) {
+      // "file" or "keychain (<backend>)": where the main process keeps the tokens (never
+      // a token: the page is not given any).
+      const store = asText(s.credentialStore);
+      setValue(el.credentialStore, store, store || "–");
+    }
+    if ("game" in s) {
+      // Which game installs and channels are followed; the row only with a game.
+      const game = asText(s.game);
+      setValue(el.game, game, game);
+      el.game.hidden = !game;
+      el.gameLabel.hidden = !game;
     }
     applyCounters(s);
     if ("lastError" in s) {
@@ -571,6 +587,8 @@
       server: el.server.textContent,
       clientId: el.clientId.textContent,
       windows: dataNumber(el.windows),
+      credentialStore: el.credentialStore.dataset.value || null,
+      game: el.game.hidden ? "" : el.game.textContent,
       counters: {
         bufferedChunks: dataNumber(el.bufferedChunks),
         bufferedBytes: dataNumber(el.bufferedBytes),
