@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -41,6 +42,9 @@ from main_process.notifications import Notification
 log = logging.getLogger("log_monitor.notifications")
 
 CALL_TIMEOUT_S = 5.0
+# How many delivered notifications are remembered (how, what), for diagnostics and tests:
+# a main process runs for weeks, so not all of them.
+DELIVERED_KEPT = 64
 APP_NAME = "Log monitor"
 DESKTOP_ENTRY = "log-monitor"
 _URGENCY = {"normal": 1, "critical": 2}
@@ -116,7 +120,7 @@ class DesktopNotifier:
         self._notify = notify
         self._queue: asyncio.Queue[Notification] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.delivered: list[tuple[str, Notification]] = []
+        self.delivered: deque[tuple[str, Notification]] = deque(maxlen=DELIVERED_KEPT)
 
     def start(self) -> None:
         self._queue = asyncio.Queue()

@@ -19,6 +19,7 @@ import pytest
 from ipc.messages import Status
 from main_process.connection_state import CLIENT_MISMATCH_MESSAGE, SIGNED_OUT_MESSAGE
 from main_process.desktop_notifications import (
+    DELIVERED_KEPT,
     DesktopNotifier,
     NoNotificationService,
     notify_over_dbus,
@@ -238,6 +239,22 @@ async def test_delivery_is_in_order_and_falls_back_to_the_tray_then_the_log() ->
     assert shown_by_service == ["Signed out", "Cannot reach the log server"]
     assert by_tray == ["Cannot reach the log server"]
     assert [how for how, _ in notifier.delivered] == ["dbus", "dbus", "tray", "log"]
+
+
+async def test_only_the_latest_deliveries_are_remembered() -> None:
+    async def notify(notification: Notification) -> int:
+        return 1
+
+    notifier = DesktopNotifier(lambda notification: False, notify)
+    notifier.start()
+    try:
+        for number in range(DELIVERED_KEPT + 10):
+            notifier.submit(Notification("unreachable", f"#{number}", "body"))
+        await _delivered(notifier, DELIVERED_KEPT)
+    finally:
+        await notifier.close()
+    assert notifier.delivered[0][1].title == "#10"
+    assert notifier.delivered[-1][1].title == f"#{DELIVERED_KEPT + 9}"
 
 
 async def _delivered(notifier: DesktopNotifier, count: int) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from ipc.host import connect_sync_client
+from ipc.messages import Connect, Ok
 from main_process.connection_state import SIGNED_OUT_MESSAGE
 from tests.desktop_session import DesktopSession
 from tests.server_process import ServerProcess, server_cli, wait_for
@@ -122,8 +124,97 @@ def test_an_unreachable_server_is_one_notification_after_the_setting(
         assert seen["summary"] == "Cannot reach the log server"
         assert server.url in seen["body"]
         print(f"\nunreachable notification shown {took:.1f} s after the server began to stop")
+        # Back, then gone again: a new episode, one more notification.
+        server.start()
+        with connect_sync_client(main.data_dir) as client:  # Connect skips the backoff's wait
+            assert isinstance(client.request(Connect(), timeout=10), Ok)
+        connected(main)
+        publishing_for(main, 3.0)
+        assert desktop.notifications_seen() == 1  # nothing for coming back
+        server.stop()
+        wait_for(lambda: desktop.notifications_seen() >= 2, 30, "a second notification")
+        publishing_for(main, 3.0)
+        assert [n["summary"] for n in desktop.notification_history()] == [
+            "Cannot reach the log server"
+        ] * 2
     finally:
         main.close()
+
+
+def test_a_full_spool_is_one_notification_until_the_server_takes_it_all(
+    desktop: DesktopSession, server: ServerProcess, tmp_path: Path
+) -> None:
+    # 3 MiB of lines for a 1 MiB spool, with the server away: reading pauses.
+    big = tmp_path / "big.log"
+    line = "x" * 1000 + "\n"
+    big.write_text(line * (3 * 1024))
+    server.stop()
+    main = LiveMain(
+        tmp_path / "client",
+        0,
+        server.url,
+        display=desktop_env(desktop),
+        extra=("--spool-max-mb", "1", str(big)),
+    )
+    try:
+        main.watch.wait(
+            lambda: bool(main.watch.statuses) and main.watch.status().paused,
+            START_TIMEOUT_S,
+            "reading paused on a full spool",
+        )
+        wait_for(lambda: desktop.notifications_seen() >= 1, 15, "dunst to show a notification")
+        [seen] = desktop.notification_history()
+        assert seen["summary"] == "Reading paused: the local buffer is full"
+        assert server.url in seen["body"]
+        # The server comes back and takes it all; the spool fills and drains again on the
+        # way (reading goes on from where it paused): still that one notification.
+        server.start()
+        with connect_sync_client(main.data_dir) as client:
+            assert isinstance(client.request(Connect(), timeout=10), Ok)
+        main.watch.wait(
+            lambda: (
+                main.watch.status().sent_bytes >= big.stat().st_size
+                and main.watch.status().buffered_chunks == 0
+                and not main.watch.status().paused
+            ),
+            120,
+            "every line of the big file sent",
+        )
+        assert any(s.paused for _, s in main.watch.statuses)
+        publishing_for(main, 2.0)
+        assert desktop.notifications_seen() == 1
+    finally:
+        main.close()
+
+
+def test_chunks_refused_for_good_are_one_notification(tmp_path: Path) -> None:
+    # A server that takes chunks of 1,000 bytes at most: lines of 4,000 are refused.
+    server = ServerProcess(tmp_path / "server", "--max-chunk-bytes", "1000").start()
+    long_lines = tmp_path / "long.log"
+    long_lines.write_text("".join(f"{i:04d}" + "y" * 3995 + "\n" for i in range(5)))
+    with DesktopSession(tmp_path / "desktop", tray=False) as desktop:
+        main = LiveMain(
+            tmp_path / "client",
+            0,
+            server.url,
+            display=desktop_env(desktop),
+            extra=(str(long_lines),),
+        )
+        try:
+            main.watch.wait(
+                lambda: bool(main.watch.statuses) and main.watch.status().dead_lettered >= 1,
+                START_TIMEOUT_S,
+                "the long lines dead-lettered",
+            )
+            wait_for(lambda: desktop.notifications_seen() >= 1, 15, "dunst to show a notification")
+            publishing_for(main, 3.0)
+            [seen] = desktop.notification_history()
+            assert seen["summary"] == "Chunks refused by the server"
+            assert "kept aside on disk" in seen["body"]
+            assert main.watch.status().state == "connected"  # and shipping goes on
+        finally:
+            main.close()
+            server.stop()
 
 
 def test_no_notifications_when_they_are_turned_off(
