@@ -33,8 +33,8 @@ from main_process.log_file import log_path
 from renderer.inspection import ask_windows
 from tests.desktop_session import DesktopSession
 from tests.processes import alive
-from tests.server_process import ServerProcess, wait_for
-from tests.test_renderer_live import START_TIMEOUT_S, LiveMain
+from tests.server_process import ServerProcess, server_cli, wait_for
+from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -272,11 +272,10 @@ def test_a_click_opens_a_window_and_closing_it_leaves_the_tray(
     )
 
 
-def test_quit_in_the_menu_stops_the_main_process(
-    tray_main: TrayMain, desktop: DesktopSession, tmp_path: Path
-) -> None:
-    main = tray_main.main
-    tray = placed(tray_main, desktop)
+def choose_in_menu(desktop: DesktopSession, tray: TrayState, *keys: str) -> None:
+    """Open the icon's menu with a right click, as a person would, and choose an entry
+    with the keyboard: ``keys`` move from no entry selected (Down: the first, Up: the
+    last; the separator is skipped), then Return takes the entry."""
     geometry = tray.geometry
     assert geometry is not None
     before = set(desktop.top_level_windows())
@@ -299,14 +298,118 @@ def test_quit_in_the_menu_stops_the_main_process(
     while not menu():
         assert time.monotonic() < deadline, "the menu did not open"
         time.sleep(0.05)  # polling the X server's window tree: there is no event to wait on
-    # Up from no entry selects the last one, Quit; Return takes it.
-    desktop.xdotool("key", "Up", "Return")
+    desktop.xdotool("key", *keys, "Return")
+
+
+def menu_texts(tray: TrayState) -> list[str]:
+    return [item.text for item in tray.menu]
+
+
+def test_quit_in_the_menu_stops_the_main_process(
+    tray_main: TrayMain, desktop: DesktopSession, tmp_path: Path
+) -> None:
+    main = tray_main.main
+    tray = placed(tray_main, desktop)
+    choose_in_menu(desktop, tray, "Up")  # the last entry: Quit
     assert main.process.wait(30) == 0
     assert not main.running
     host_gone = time.monotonic() + 10
     while alive(tray.host):
         assert time.monotonic() < host_gone, "the renderer host outlived the main process"
         time.sleep(0.05)  # polling /proc with a deadline: there is no event to wait on
+
+
+def test_the_menu_disconnects_connects_and_signs_out_only_a_signed_in_user(
+    desktop: DesktopSession, tmp_path: Path
+) -> None:
+    server_dir = tmp_path / "server"
+    added = server_cli(server_dir, "add-user", USER, "--password-stdin", input_text=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    server = ServerProcess(server_dir).start()
+    tray_main = TrayMain(tmp_path / "client", desktop, server.url)
+    main, watch = tray_main.main, tray_main.tray
+    try:
+        tray = placed(tray_main, desktop)
+        # A guest: no Sign out.
+        assert menu_texts(tray) == ["Open window", "Disconnect", "Quit"]
+        # Disconnect (the second entry): the icon and the menu say so, and it stays so.
+        choose_in_menu(desktop, tray, "Down", "Down")
+        stopped = watch.wait(
+            lambda t: t.shown and t.state == "disconnected" and "Connect" in menu_texts(t),
+            15,
+            "the tray to show disconnected with Connect",
+        )
+        assert menu_texts(stopped) == ["Open window", "Connect", "Quit"]
+        main.watch.wait(
+            lambda: main.watch.status().state == "disconnected", 10, "the main process stopped"
+        )
+        report = tray_main.windows_json()["tray"]
+        assert (report["state"], report["icon"]) == ("disconnected", "tray-disconnected")
+        # Connect (the same place): connected again.
+        choose_in_menu(desktop, stopped, "Down", "Down")
+        watch.wait(shown("connected"), 30, "the tray to show connected again")
+
+        # Signed in: Sign out is in the menu, before Quit.
+        login = main.command("login", "--identifier", USER, "--password-stdin", input_text=PASSWORD)
+        assert login.returncode == 0, login.stderr
+        signed_in = watch.wait(
+            lambda t: shown("connected")(t) and "Sign out" in menu_texts(t),
+            15,
+            "Sign out in the menu",
+        )
+        assert menu_texts(signed_in) == ["Open window", "Disconnect", "Sign out", "Quit"]
+        assert f"Signed in as {USER}" in signed_in.tooltip.splitlines()
+        report = tray_main.windows_json()["tray"]
+        assert [item["text"] for item in report["menu"]] == menu_texts(signed_in)
+        # Sign out (Up: Quit, Up again: over the separator to Sign out): a guest again.
+        choose_in_menu(desktop, signed_in, "Up", "Up")
+        main.watch.wait(
+            lambda: (
+                main.watch.status().identity == "guest" and main.watch.status().state == "connected"
+            ),
+            20,
+            "the main process signed out, connected as a guest",
+        )
+        guest = watch.wait(
+            lambda t: shown("connected")(t) and "Sign out" not in menu_texts(t),
+            15,
+            "no Sign out in the menu",
+        )
+        assert "As a guest" in guest.tooltip.splitlines()
+        assert main.running  # Sign out is not Quit
+    finally:
+        tray_main.close()
+        server.stop()
+
+
+def test_without_a_tray_closing_the_last_window_ends_the_host_as_before(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with DesktopSession(tmp_path / "bare", tray=False, notifications=False) as bare:
+        main = LiveMain(tmp_path / "client", 1, server.url, display=desktop_env(bare))
+        try:
+            [ref] = main.wait_windows(1)
+            ask_windows(
+                main.data_dir, "evaluate", script="window.close(); true", windows=(ref,), timeout=5
+            )
+            main.watch.wait(lambda: ref in main.watch.closed, 20, "the window to close")
+            deadline = time.monotonic() + 20
+            while alive(ref.host):
+                assert time.monotonic() < deadline, "the host outlived its last window"
+                time.sleep(0.05)  # polling /proc with a deadline: there is no event to wait on
+            main.watch.wait(lambda: main.watch.status().windows == 0, 10, "no window counted")
+            # The main process ships on alone, as before there was a tray.
+            sent = main.watch.status().sent_chunks
+            main.watch.wait(
+                lambda: main.watch.status().sent_chunks > sent, 30, "more chunks shipped"
+            )
+            assert main.running
+            assert main.watch.status().last_error is None
+            result = main.command("windows", "--json")
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout) == {"host": None, "tray": None, "windows": []}
+        finally:
+            main.close()
 
 
 def test_a_killed_tray_host_comes_back_with_its_tray(tray_main: TrayMain) -> None:
