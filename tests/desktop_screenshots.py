@@ -3,9 +3,12 @@
 ``python -m tests.desktop_screenshots DIR`` starts Xvfb with a plain background, Debian's
 ``trayer`` and ``dunst`` on a private session bus (``tests.desktop_session``), the real
 server with a user, and ``log-monitor run --demo --windows 0`` (the tray alone, as at
-login); it signs the user in, opens the tray's menu with a right click and saves
-``DIR/tray-menu.png``, then has the server revoke the user's sessions and saves the
-notification the desktop shows as ``DIR/notification.png``. Every wait has a deadline.
+login, following a generated Star Citizen install); it signs the user in, opens the
+tray's menu with a right click and saves ``DIR/tray-menu.png``, takes the menu's Open
+window and, once the window's chart holds a minute of shipping, saves the window as
+``DIR/window.png`` (``log-monitor screenshot``), closes it, then has the server revoke the
+user's sessions and saves the notification the desktop shows as ``DIR/notification.png``.
+Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -13,17 +16,28 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ipc.host import connect_sync_client
+from ipc.messages import Connect, Ok
 from main_process.connection_state import SIGNED_OUT_MESSAGE
+from renderer.inspection import ask_windows
 from tests.desktop_session import DesktopSession
 from tests.server_process import ServerProcess, server_cli, wait_for
 from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER
+from tests.test_star_citizen import make_install
 from tests.test_tray import TrayMain, embedded_at, shown
+
+# The window's chart when it is taken: CHART_SECONDS of shipping, with the server away
+# for OUTAGE_S from the OUTAGE_AT_S'th second.
+CHART_SECONDS = 75
+OUTAGE_AT_S = 25
+OUTAGE_S = 20
 
 # A window at the bottom of the stack painted a calm colour, so the shots are not black.
 _BACKGROUND = """
@@ -65,7 +79,17 @@ def make(directory: Path) -> None:
             wait_for(lambda: '"background"' in desktop.window_tree(), 30, "the background")
             desktop.start_tray()
             desktop.start_notifications()
-            tray_main = TrayMain(work / "client", desktop, server.url)
+            wine_prefix = work / "home" / "Games" / "star-citizen"
+            make_install(wine_prefix, ("LIVE", "PTU"))
+            tray_main = TrayMain(
+                work / "client",
+                desktop,
+                server.url,
+                "--game",
+                "star-citizen",
+                "--game-dir",
+                str(wine_prefix),
+            )
             main = tray_main.main
             tray_main.tray.wait(shown("connected"), START_TIMEOUT_S, "the tray")
             login = main.command(
@@ -78,12 +102,13 @@ def make(directory: Path) -> None:
                 30,
                 "Sign out in the menu",
             )
-            # The menu, as a right click opens it.
+            # The menu, as a right click opens it (at the icon's lower edge: the menu opens
+            # where the pointer is, and should not hide the icon).
             before = set(desktop.top_level_windows())
             desktop.xdotool(
                 "mousemove",
                 str(where.x + where.width // 2),
-                str(where.y + where.height // 2),
+                str(where.y + where.height - 1),
                 "click",
                 "3",
             )
@@ -102,7 +127,38 @@ def make(directory: Path) -> None:
             time.sleep(0.5)  # let the highlighted entry paint: a picture, not a test
             left = min(x, where.x) - 160
             desktop.grab(directory / "tray-menu.png", left, 0, 1280 - left, y + height + 40)
-            desktop.xdotool("key", "Escape")
+
+            # The highlighted Open window, taken: a window whose chart shows shipping, the
+            # server away for a while (chunks wait) and the catching up when it is back.
+            desktop.xdotool("key", "Return")
+            [ref] = main.wait_windows(1)
+
+            def chart_samples() -> int:
+                return int(main.watch.windows[ref].view["chart"]["samples"])
+
+            main.watch.wait(lambda: chart_samples() >= OUTAGE_AT_S, 60, "shipping drawn")
+            server.stop()
+            time.sleep(OUTAGE_S)  # the length of the outage drawn: a picture, not a test
+            server.start()
+            with connect_sync_client(main.data_dir) as client:
+                assert isinstance(client.request(Connect(), timeout=10), Ok)
+            main.watch.wait(
+                lambda: (
+                    chart_samples() >= CHART_SECONDS
+                    and main.watch.status().state == "connected"
+                    and main.watch.status().buffered_chunks == 0
+                ),
+                CHART_SECONDS + 60,
+                f"{CHART_SECONDS} s of history in the window's chart, caught up",
+            )
+            shots = work / "shots"
+            taken = main.command("screenshot", str(shots))
+            assert taken.returncode == 0, taken.stderr
+            shutil.copyfile(shots / f"window-{ref.host}-{ref.window}.png", directory / "window.png")
+            ask_windows(
+                main.data_dir, "evaluate", script="window.close(); true", windows=(ref,), timeout=5
+            )
+            main.watch.wait(lambda: ref in main.watch.closed, 20, "the window to close")
 
             # The server ends alice's sessions: a notification says she is signed out.
             revoked = server_cli(server_dir, "revoke", USER)
