@@ -37,7 +37,13 @@ from pathlib import Path
 import platformdirs
 
 from main_process.version import client_version
-from server.app import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_PORT, RunningServer, ServerConfig
+from server.app import (
+    DEFAULT_MAX_CHUNK_BYTES,
+    DEFAULT_PORT,
+    RunningServer,
+    ServerConfig,
+    tune_garbage_collector,
+)
 from server.cluster import announce_sessions_ended, user_room
 from server.connection_limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="milliseconds a commit waits for more chunks (default 0: it takes what "
         "arrived while the previous one ran)",
+    )
+    serve.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help="compress WebSocket messages with clients that offer it (permessage-deflate; "
+        "default off: it saves bandwidth but costs CPU at both ends and memory per connection)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log every connection")
 
@@ -431,6 +443,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"{PROG}: listening on {args.host}, beyond this machine", file=sys.stderr)
     raise_descriptor_limit(args.max_connections)
+    tune_garbage_collector()
     if args.database is not None and not is_postgresql_url(args.database):
         raise UsageError("--database takes a postgresql:// URL.")
     config = ServerConfig(
@@ -452,6 +465,7 @@ def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         redis=args.redis,
         commit_max_batch=args.commit_batch,
         commit_wait=args.commit_wait,
+        ws_compression=args.ws_compression,
     )
     try:
         server = RunningServer(config)
