@@ -187,16 +187,21 @@ class RendererHost:
         with self._lock:
             first = list(self._waiting)
             self._waiting.clear()
-        if not first and self._tray_maker is None:
+        if self._tray_maker is not None:
+            try:
+                self._tray = self._tray_maker(self, None)
+            except Exception:
+                # pystray missing or failing: the windows go on as before there was a tray.
+                log.exception("the tray icon could not be made; going on without it")
+        if not first and self._tray is None:
             log.info("no window to show")
-            return EXIT_CLOSED
+            return EXIT_CLOSED if self._tray_maker is None else EXIT_NOTHING_TO_SHOW
         for window in first:
             window.create()
-        if self._tray_maker is not None:
+        if self._tray is not None:
             self._anchor = webview.create_window(
                 self._title, html=ANCHOR_HTML, hidden=True, width=200, height=100
             )
-            self._tray = self._tray_maker(self, None)
             threading.Thread(target=self._watch_showing, name="showing", daemon=True).start()
         webview.start(self._gui_started, gui=self._gui, private_mode=True)
         if self._tray is not None:

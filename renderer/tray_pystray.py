@@ -53,6 +53,8 @@ log = logging.getLogger("renderer.tray")
 ICON_NAME = "log-monitor"
 # How long close() waits for pystray's loop to end (it ends on a message to itself).
 STOP_WAIT_S = 3.0
+# How long the icon waits for the first status before it shows without one.
+FIRST_STATUS_WAIT_S = 5.0
 
 # Makes the pystray icon: ``pystray.Icon`` (tests pass a stand-in backend).
 IconMaker = Callable[..., Any]
@@ -96,6 +98,7 @@ class PystrayTray:
         self._messages = 0
         self._last_message: str | None = None
         self._look = tray_look(None)
+        self._first_applied = threading.Event()
         maker = pystray.Icon if icon_maker is None else icon_maker
         self._latin1_titles = maker.__module__ == "pystray._xorg"
         self._icon = maker(
@@ -156,7 +159,12 @@ class PystrayTray:
         self._report()
 
     def _shown(self, icon: Any) -> None:
-        # pystray calls this on a thread of its own once its loop is ready.
+        # pystray calls this on a thread of its own once its loop is ready. The icon is
+        # shown with the first status's picture already set (it comes at once, from the
+        # cached state), not changed right after: on X11 each change of picture asks the
+        # tray to embed the icon again, and a tray still embedding it can lose it.
+        if not self._first_applied.wait(FIRST_STATUS_WAIT_S):
+            log.info("no status yet; showing the tray icon without one")
         try:
             icon.visible = True
         except Exception:
@@ -181,6 +189,7 @@ class PystrayTray:
                 ):
                     self._wake.wait()
                 if self._closing:
+                    self._first_applied.set()
                     return
                 status, self._pending = self._pending, None
                 notices, self._notices = self._notices, []
@@ -188,6 +197,7 @@ class PystrayTray:
             try:
                 if status is not None:
                     self._apply(tray_look(status))
+                    self._first_applied.set()
                 for title, body in notices:
                     self._show_message(title, body)
             except Exception:

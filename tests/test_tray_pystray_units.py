@@ -162,7 +162,14 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-def make_tray(pystray: Any, recorder: Recorder, *, notifications: bool = True) -> Any:
+def make_tray(
+    pystray: Any,
+    recorder: Recorder,
+    *,
+    notifications: bool = True,
+    first: Status | None = None,
+) -> Any:
+    """The tray, given its first status (by default, connecting), once it is shown."""
     from renderer.tray_pystray import PystrayTray
 
     def open_or_raise() -> None:
@@ -177,6 +184,7 @@ def make_tray(pystray: Any, recorder: Recorder, *, notifications: bool = True) -
         reporter=RecordingReporter(recorder),  # type: ignore[arg-type]
         icon_maker=recording_icon_class(pystray, recorder, notifications),
     )
+    tray.update(first or status(state="connecting"))
     recorder.wait(lambda: bool(recorder.reports) and recorder.reports[-1].shown, "the icon shown")
     return tray
 
@@ -269,10 +277,19 @@ def test_the_icon_shows_each_status_picture_tooltip_and_menu(
 ) -> None:
     tray = make_tray(pystray_module, recorder)
     try:
-        first = recorder.reports[-1]
-        assert (first.host, first.shown, first.state, first.icon) == (4242, True, None, "icon")
-        assert [item.text for item in first.menu] == ["Open window", "Quit"]
-        assert pictures_set(recorder)[-1].tobytes() == tray._pictures["icon"].tobytes()
+        # Before any status: the app's icon, Open window and Quit, not shown yet.
+        before = recorder.reports[0]
+        assert (before.host, before.shown, before.state, before.icon) == (4242, False, None, "icon")
+        assert [item.text for item in before.menu] == ["Open window", "Quit"]
+        # Shown with the first status's picture already set: no picture drawn before it.
+        assert [kind for kind, _ in recorder.calls if kind in ("picture", "show")][:2] == [
+            "picture",
+            "show",
+        ]
+        connecting = tray._pictures["tray-connecting"].tobytes()
+        assert pictures_set(recorder)[0].tobytes() == connecting
+        shown_report = recorder.reports[-1]
+        assert (shown_report.shown, shown_report.state) == (True, "connecting")
 
         for state in ("connected", "connecting", "disconnected", "error"):
             tray.update(status(state=state))
@@ -410,3 +427,23 @@ def test_on_windows_a_notification_falls_back_to_the_tray(
     assert asyncio.run(deliver()) == [("tray", notification)]
     assert handed == [notification]
     assert "no notification service (no D-Bus session bus); shown by the tray" in caplog.text
+
+
+def test_a_tray_that_cannot_be_made_leaves_a_tray_only_host_nothing_to_show() -> None:
+    # The host's native path (Windows) with a tray maker that fails (pystray missing, or
+    # failing to start) and no window asked for: it ends with "nothing to show", the exit
+    # the main process takes as no failure, without starting pywebview's loop.
+    from renderer.host import EXIT_NOTHING_TO_SHOW, RendererHost, TrayControl
+
+    made: list[str] = []
+
+    def no_parts(number: int) -> Any:
+        raise AssertionError("no window was asked for")
+
+    def failing_tray(host: RendererHost, loop: object) -> TrayControl:
+        made.append("tried")
+        raise ImportError("No module named 'pystray'")
+
+    host = RendererHost(no_parts, gui=None, tray_maker=failing_tray)
+    assert host.run() == EXIT_NOTHING_TO_SHOW
+    assert made == ["tried"]
