@@ -25,7 +25,8 @@ Qt so they are unit-tested as plain data.
   (what a click on the icon does), a separator before Quit; and its tooltip
   (``short_tooltip``): Windows keeps at most 127 characters of a tray icon's tip, so the
   lines that do not fit are left out, from the last (a line cut short only if the first
-  alone is too long).
+  alone is too long); a notice's title and text likewise (``short_notice``: 63 and 255
+  characters, Windows' limits for a notification balloon).
 
 Must not: import Qt or pystray, or show anything secret (a status holds none).
 """
@@ -52,6 +53,9 @@ TRAY_PICTURES = (APP_ICON, *(f"tray-{state}" for state in TRAY_STATES))
 # The most characters Windows shows in a tray icon's tooltip (NOTIFYICONDATA's szTip has
 # 128, with the terminating NUL).
 TOOLTIP_LIMIT = 127
+# ... and in a notification balloon's title and text (szInfoTitle, szInfo).
+NOTICE_TITLE_LIMIT = 63
+NOTICE_BODY_LIMIT = 255
 # The PNGs' size: Windows asks for 16 to 32 pixels in its tray (up to 64 at 200 %), and
 # scales down from a larger bitmap better than up.
 PICTURE_SIZE = 64
@@ -167,5 +171,14 @@ def short_tooltip(tooltip: str, limit: int = TOOLTIP_LIMIT) -> str:
             break
         kept.append(line)
     if not kept:
-        return tooltip[: limit - 1] + "…"
+        return _cut(tooltip, limit)
     return "\n".join(kept)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_notice(title: str, body: str) -> tuple[str, str]:
+    """A notice's title and text in what a Windows notification balloon holds."""
+    return _cut(title, NOTICE_TITLE_LIMIT), _cut(body, NOTICE_BODY_LIMIT)

@@ -44,6 +44,7 @@ from renderer.tray_model import (
     MenuAction,
     TrayLook,
     menu_entries,
+    short_notice,
     short_tooltip,
     tray_look,
 )
@@ -241,7 +242,8 @@ class PystrayTray:
         if not self._showing or not self.has_notifications:
             log.info("a notice with no tray message to show it: %s", title)
             return
-        self._icon.notify(body, title)
+        shown_title, shown_body = short_notice(title, body)
+        self._icon.notify(shown_body, shown_title)
         self._messages += 1
         self._last_message = title
 

@@ -41,10 +41,13 @@ from main_process.desktop_notifications import DesktopNotifier
 from main_process.notifications import Notification
 from renderer.page import static_dir
 from renderer.tray_model import (
+    NOTICE_BODY_LIMIT,
+    NOTICE_TITLE_LIMIT,
     PICTURE_SIZE,
     TOOLTIP_LIMIT,
     TRAY_PICTURES,
     menu_entries,
+    short_notice,
     short_tooltip,
     tray_look,
     tray_toolkit,
@@ -380,6 +383,24 @@ def test_a_notice_is_the_trays_notification_and_is_counted(
     closed = recorder.reports[-1]
     assert (closed.host, closed.closed) == (4242, True)
     assert ("hide", None) in recorder.calls
+
+
+def test_a_long_notice_fits_in_a_windows_balloon(pystray_module: Any, recorder: Recorder) -> None:
+    tray = make_tray(pystray_module, recorder)
+    try:
+        title = "Cannot reach the log server " + "x" * 80
+        body = "Not connected to http://" + "a" * 300 + " for 6 minutes."
+        tray.notice(title, body)
+        last_report(recorder, lambda r: r.messages == 1, "the notice counted")
+        [(shown_title, shown_body)] = [value for kind, value in recorder.calls if kind == "notify"]
+        assert (len(shown_title), len(shown_body)) == (NOTICE_TITLE_LIMIT, NOTICE_BODY_LIMIT)
+        assert shown_title == title[: NOTICE_TITLE_LIMIT - 1] + "…"
+        assert shown_body.startswith("Not connected to http://aaa")
+        assert recorder.reports[-1].last_message == title
+        # What fits is shown as it is.
+        assert short_notice("Signed out", "Sign in again.") == ("Signed out", "Sign in again.")
+    finally:
+        tray.close()
 
 
 def test_a_backend_without_notifications_logs_the_notice_only(
