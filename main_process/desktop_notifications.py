@@ -12,7 +12,7 @@ decided, and it delivers each one, in order, without ever holding up the main lo
    Windows and macOS), as the tray icon's own message when the renderer host reports a
    tray shown: ``fallback`` publishes a ``TrayNotice`` for it (Qt's
    ``QSystemTrayIcon.showMessage`` on Linux, pystray's ``Icon.notify`` on Windows: a
-   balloon, or a toast from Windows 10 on);
+   balloon, or a toast from Windows 10 on; on macOS an ``osascript`` notification);
 3. else only the log line, which every notification gets anyway.
 
 Why the main process delivers, not the renderer host: a notification matters most when
@@ -20,9 +20,9 @@ nothing else is on the screen, no window and perhaps no host at all (a desktop w
 tray runs none); the main process is the one process that is always there. The host is
 used only for the tray's own messages, which only it can show.
 
-Windows and macOS have no such bus: on Windows the tray's messages (a host with a tray
-runs there whenever the main process runs with a tray), on macOS, which has no tray yet,
-only the log. Never a secret in a notification: the policy writes only the
+Windows and macOS have no such bus: there the tray's messages (a host with a tray runs
+there whenever the main process runs with a tray; on macOS pystray's message is an
+``osascript`` ``display notification``), else only the log. Never a secret in a notification: the policy writes only the
 server's address, a user name and counts.
 
 Must not: block the event loop (D-Bus is spoken asynchronously, each notification in a

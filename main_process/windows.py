@@ -101,13 +101,13 @@ def can_show_windows() -> bool:
 
 def can_show_tray() -> bool:
     """Whether a tray icon could appear: on Windows (pystray's, in the notification area
-    every Windows desktop has); on Linux with a display (Qt's, never on Qt's offscreen
-    platform; or pystray's where asked for); never on macOS (``tray_toolkit``)."""
+    every Windows desktop has) and macOS (pystray's, in the menu bar); on Linux with a
+    display (Qt's, never on Qt's offscreen platform; or pystray's where asked for)."""
     gui = "qt" if sys.platform.startswith("linux") else None
     toolkit = tray_toolkit(sys.platform, gui, os.environ)
     if toolkit is None:
         return False
-    if sys.platform == "win32":
+    if sys.platform in ("win32", "darwin"):
         return True
     if toolkit == "qt" and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         return False

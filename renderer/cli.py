@@ -307,13 +307,15 @@ def _run_host(
 
         tray: TrayIcon | PystrayTray
         if toolkit == "pystray":
-            from renderer.tray_pystray import PystrayTray
+            from renderer.tray_pystray import PystrayTray, appkit_poster
 
             tray = PystrayTray(
                 host_pid=pid,
                 sender=page_sender,
                 open_or_raise=lambda: host.open_or_raise(ask_for_window),
                 reporter=TrayReporter(report_sender),
+                # AppKit's status item only from the main thread, pywebview's Cocoa loop.
+                poster=appkit_poster() if sys.platform == "darwin" else None,
             )
         else:
             from renderer.tray import TrayIcon

@@ -16,10 +16,10 @@ Qt so they are unit-tested as plain data.
 * **The toolkit** (``tray_toolkit``): Qt's ``QSystemTrayIcon`` where the host runs Qt
   (Linux); pystray on Windows, where the host runs pywebview's native engine
   (WinForms/WebView2) and pystray's win32 backend keeps its own message loop on a thread
-  of its own. None on macOS yet: pystray's darwin backend makes and changes its
-  ``NSStatusItem`` on whichever thread calls it, while AppKit allows that only on the main
-  thread, which pywebview's Cocoa loop owns; every change (statuses come on ipc threads)
-  would have to be handed to that loop, and none of it can be run here.
+  of its own; pystray on macOS too, where its darwin backend makes and changes its
+  ``NSStatusItem`` on whichever thread calls it while AppKit allows that only on the main
+  thread, which pywebview's Cocoa loop owns: there every such call is handed to that
+  loop (``renderer.tray_pystray``'s main-thread poster).
   ``LOG_MONITOR_TRAY=pystray`` asks for pystray anywhere (a diagnostic: the tests run
   it on Linux, under an XEmbed tray).
 * **The pystray menu** (``menu_entries``): the same entries, Open window its default
@@ -157,7 +157,7 @@ def tray_toolkit(platform: str, gui: str | None, environ: Mapping[str, str]) -> 
         return "pystray"
     if gui == "qt":
         return "qt"
-    if platform == "win32":
+    if platform in ("win32", "darwin"):
         return "pystray"
     return None
 

@@ -1,4 +1,4 @@
-"""The renderer host's tray icon where the host runs no Qt (Windows): pystray's.
+"""The renderer host's tray icon where the host runs no Qt (Windows, macOS): pystray's.
 
 Owns ``PystrayTray``, the ``renderer.host.TrayControl`` the host makes when
 ``renderer.tray_model.tray_toolkit`` says pystray. It shows what the Qt tray
@@ -10,13 +10,27 @@ menu) and with the same effects (``renderer.tray_link``: the menu's commands, th
   message loop of its own, beside WinForms' thread; on X11 its own X connection, docked
   in the XEmbed tray), and the icon is shown once it is ready. pystray knows no "is
   there a tray": the icon counts as shown once pystray showed it without an error.
+* **On macOS** AppKit allows its status item to be made and changed only on the main
+  thread, which pywebview's Cocoa loop (``NSApplication.run``) owns, and pystray's darwin
+  backend calls AppKit from whichever thread calls it. There the tray takes a
+  ``MainThreadPoster`` (``appkit_poster``: PyObjC's ``AppHelper.callAfter``, which queues
+  a call on the main thread's run loop) and hands it every pystray call that touches
+  AppKit, in order: making the icon with ``run_detached`` (pystray's detached mode runs
+  no loop of its own: pywebview's serves it), showing it, setting its picture, tooltip
+  and menu, and hiding it on close. ``stop`` is never called there: darwin's stops the
+  ``NSApplication``, which is pywebview's. A notice's ``notify`` is not handed over:
+  darwin's runs ``osascript`` (``display notification``) and touches no AppKit, and the
+  GUI must not wait for it. No posted call is ever waited for: the tray is made on the
+  main thread before the loop runs, and closed on it after the loop ended (the icon
+  goes with the process then).
 * **What it shows** follows the latest ``Status``: the picture (the PNGs drawn from the
   SVGs, ``static/<name>.png``), the tooltip (the title, as much as Windows shows:
   ``short_tooltip``) and the menu (rebuilt only when its entries change). Statuses arrive on the subscription's thread; only the latest is
   applied, on a thread of this tray's own, so pystray is never called from two threads
   at once and the subscription never waits for it.
-* **Acting.** A click on the icon does the menu's default entry, Open window; each entry
-  does ``act_on_menu`` on a thread of its own.
+* **Acting.** A click on the icon does the menu's default entry, Open window (on macOS,
+  where pystray's status item has no default action, a click opens the menu, Open
+  window in bold); each entry does ``act_on_menu`` on a thread of its own.
 * **Notices.** ``notice(title, body)`` shows the main process's ``TrayNotice`` as
   pystray's notification (a balloon, or a toast from Windows 10 on), where the backend
   has one (X11's has none: there it is logged only).
@@ -59,6 +73,18 @@ FIRST_STATUS_WAIT_S = 5.0
 
 # Makes the pystray icon: ``pystray.Icon`` (tests pass a stand-in backend).
 IconMaker = Callable[..., Any]
+# Runs a call on the GUI's main thread, later and in the order posted (never waits).
+MainThreadPoster = Callable[[Callable[[], None]], None]
+
+
+def appkit_poster() -> MainThreadPoster:
+    """The poster onto AppKit's main thread: PyObjC's ``AppHelper.callAfter`` (macOS)."""
+    from PyObjCTools import AppHelper  # type: ignore[import-not-found,unused-ignore]
+
+    def post(call: Callable[[], None]) -> None:
+        AppHelper.callAfter(call)
+
+    return post
 
 
 def load_pictures() -> dict[str, Image.Image]:
@@ -81,6 +107,7 @@ class PystrayTray:
         open_or_raise: Callable[[], None],
         reporter: TrayReporter,
         icon_maker: IconMaker | None = None,
+        poster: MainThreadPoster | None = None,
     ) -> None:
         import pystray
 
@@ -100,17 +127,26 @@ class PystrayTray:
         self._last_message: str | None = None
         self._look = tray_look(None)
         self._first_applied = threading.Event()
+        self._poster = poster
         maker = pystray.Icon if icon_maker is None else icon_maker
         self._latin1_titles = maker.__module__ == "pystray._xorg"
-        self._icon = maker(
+        first_look = (
             ICON_NAME,
             self._pictures[APP_ICON],
             self._title(self._look.tooltip),
             self._menu(self._look),
         )
-        self.has_notifications = bool(self._icon.HAS_NOTIFICATION)
-        self._loop = threading.Thread(target=self._run_loop, name="tray-loop", daemon=True)
-        self._loop.start()
+        self._loop: threading.Thread | None = None
+        if poster is None:
+            self._icon = maker(*first_look)
+            self.has_notifications = bool(self._icon.HAS_NOTIFICATION)
+            self._loop = threading.Thread(target=self._run_loop, name="tray-loop", daemon=True)
+            self._loop.start()
+        else:
+            # Made on the main thread; every later posted call comes after this one.
+            self._icon = None
+            self.has_notifications = bool(getattr(maker, "HAS_NOTIFICATION", False))
+            poster(lambda: self._make_detached(maker, first_look))
         self._applier = threading.Thread(target=self._apply_each, name="tray-apply", daemon=True)
         self._applier.start()
         self._report()
@@ -140,13 +176,49 @@ class PystrayTray:
             self._closing = True
             self._wake.notify()
         self._applier.join(STOP_WAIT_S)
-        try:
-            self._icon.stop()
-        except Exception as exc:  # the loop may have failed already
-            log.info("stopping the tray icon: %s", exc)
-        self._loop.join(STOP_WAIT_S)
+        if self._loop is None:
+            self._on_icon(self._hide)
+        else:
+            try:
+                self._icon.stop()
+            except Exception as exc:  # the loop may have failed already
+                log.info("stopping the tray icon: %s", exc)
+            self._loop.join(STOP_WAIT_S)
         self._showing = False
         self._reporter.send_now(TrayState(host=self._host_pid, closed=True))
+
+    # ---- the main thread (with a poster) -------------------------------------------------
+
+    def _make_detached(self, maker: IconMaker, first_look: tuple[Any, ...]) -> None:
+        # Kept only once running: the posted calls after a failure find no icon.
+        try:
+            icon = maker(*first_look)
+            icon.run_detached(setup=self._shown)
+        except Exception:
+            log.exception("the tray icon could not be made")
+            return
+        self._icon = icon
+
+    def _on_icon(self, change: Callable[[Any], None]) -> None:
+        """Run ``change`` on the icon: here without a poster, else on the main thread."""
+        if self._poster is None:
+            change(self._icon)
+            return
+
+        def posted() -> None:
+            # Nothing may escape into the main thread's run loop.
+            if self._icon is None:
+                return  # making it failed (logged)
+            try:
+                change(self._icon)
+            except Exception:
+                log.exception("updating the tray icon failed")
+
+        self._poster(posted)
+
+    @staticmethod
+    def _hide(icon: Any) -> None:
+        icon.visible = False
 
     # ---- pystray's thread ----------------------------------------------------------------
 
@@ -166,6 +238,9 @@ class PystrayTray:
         # tray to embed the icon again, and a tray still embedding it can lose it.
         if not self._first_applied.wait(FIRST_STATUS_WAIT_S):
             log.info("no status yet; showing the tray icon without one")
+        self._on_icon(self._show)
+
+    def _show(self, icon: Any) -> None:
         try:
             icon.visible = True
         except Exception:
@@ -207,13 +282,22 @@ class PystrayTray:
 
     def _apply(self, look: TrayLook) -> None:
         previous, self._look = self._look, look
+        picture = None
         if look.icon != previous.icon:
-            self._icon.icon = self._pictures.get(look.icon, self._pictures[APP_ICON])
-        self._icon.title = self._title(look.tooltip)
+            picture = self._pictures.get(look.icon, self._pictures[APP_ICON])
+        title = self._title(look.tooltip)
         # Rebuilt only when its entries change: a menu open on the screen must not be
         # taken away under the pointer by a status that changed only a counter.
-        if look.actions != previous.actions:
-            self._icon.menu = self._menu(look)
+        menu = self._menu(look) if look.actions != previous.actions else None
+
+        def change(icon: Any) -> None:
+            if picture is not None:
+                icon.icon = picture
+            icon.title = title
+            if menu is not None:
+                icon.menu = menu
+
+        self._on_icon(change)
 
     def _title(self, tooltip: str) -> str:
         title = short_tooltip(tooltip)

@@ -250,10 +250,10 @@ def test_the_tooltip_fits_in_what_windows_shows_whole_lines_first() -> None:
     assert (len(cut), cut[-1]) == (TOOLTIP_LIMIT, "…")
 
 
-def test_the_toolkit_is_qt_where_the_host_runs_qt_pystray_on_windows_none_on_macos() -> None:
+def test_the_toolkit_is_qt_where_the_host_runs_qt_pystray_on_windows_and_macos() -> None:
     assert tray_toolkit("linux", "qt", {}) == "qt"
     assert tray_toolkit("win32", None, {}) == "pystray"
-    assert tray_toolkit("darwin", None, {}) is None
+    assert tray_toolkit("darwin", None, {}) == "pystray"
     # Linux with pywebview's own loop and nothing asked: no tray (Qt's needs the host's Qt).
     assert tray_toolkit("linux", None, {}) is None
     assert tray_toolkit("linux", "qt", {"LOG_MONITOR_TRAY": "pystray"}) == "pystray"
