@@ -8,9 +8,11 @@ decided, and it delivers each one, in order, without ever holding up the main lo
    notifyd…), with jeepney (pure Python, already there as keyring's Secret Service
    client). The call is bounded by ``CALL_TIMEOUT_S``; the bus may start the service on
    demand, as a desktop's does;
-2. where there is no such service (no session bus, or nothing owns the name), as the
-   tray icon's own message (``QSystemTrayIcon.showMessage``) when the renderer host
-   reports a tray: ``fallback`` publishes a ``TrayNotice`` for it;
+2. where there is no such service (no session bus, or nothing owns the name; always on
+   Windows and macOS), as the tray icon's own message when the renderer host reports a
+   tray shown: ``fallback`` publishes a ``TrayNotice`` for it (Qt's
+   ``QSystemTrayIcon.showMessage`` on Linux, pystray's ``Icon.notify`` on Windows: a
+   balloon, or a toast from Windows 10 on; on macOS an ``osascript`` notification);
 3. else only the log line, which every notification gets anyway.
 
 Why the main process delivers, not the renderer host: a notification matters most when
@@ -18,8 +20,9 @@ nothing else is on the screen, no window and perhaps no host at all (a desktop w
 tray runs none); the main process is the one process that is always there. The host is
 used only for the tray's own messages, which only it can show.
 
-macOS and Windows have no such bus: there, only the tray's messages (when a host with a
-Qt tray runs) and the log. Never a secret in a notification: the policy writes only the
+Windows and macOS have no such bus: there the tray's messages (a host with a tray runs
+there whenever the main process runs with a tray; on macOS pystray's message is an
+``osascript`` ``display notification``), else only the log. Never a secret in a notification: the policy writes only the
 server's address, a user name and counts.
 
 Must not: block the event loop (D-Bus is spoken asynchronously, each notification in a

@@ -26,8 +26,9 @@ from their reports, and what to do when the host ends. Its exit is noticed by po
   (none at all, or it went away). Not a failure, and not started again: that desktop
   gets what it got before there was a tray, the main process alone.
 
-**The tray.** A host on Linux with a display shows a tray icon when the desktop has a
-tray (``TrayState`` reports say so; ``tray``), and then outlives its last window. With
+**The tray.** A host on Linux with a display, or on Windows, shows a tray icon when the
+desktop has a tray (``TrayState`` reports say so; ``tray``), and then outlives its last
+window (macOS has none yet: ``renderer.tray_model.tray_toolkit`` says why). With
 no window wanted (``log-monitor run --windows 0``, what autostart runs),
 ``show_tray()`` starts a host with no window to find out: it reports its tray, or ends
 with *nothing to show*. A host whose tray was shown counts as started, so one that dies
@@ -70,6 +71,7 @@ from ipc.messages import (
     WindowState,
 )
 from renderer.start_failure import explain_start_failure
+from renderer.tray_model import tray_toolkit
 
 log = logging.getLogger("log_monitor.windows")
 
@@ -98,9 +100,16 @@ def can_show_windows() -> bool:
 
 
 def can_show_tray() -> bool:
-    """Whether a tray icon could appear: the host's tray is Qt's, which it runs on Linux
-    only, and never on Qt's offscreen platform."""
-    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+    """Whether a tray icon could appear: on Windows (pystray's, in the notification area
+    every Windows desktop has) and macOS (pystray's, in the menu bar); on Linux with a
+    display (Qt's, never on Qt's offscreen platform; or pystray's where asked for)."""
+    gui = "qt" if sys.platform.startswith("linux") else None
+    toolkit = tray_toolkit(sys.platform, gui, os.environ)
+    if toolkit is None:
+        return False
+    if sys.platform in ("win32", "darwin"):
+        return True
+    if toolkit == "qt" and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         return False
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 

@@ -4,8 +4,9 @@ Two modes run the same ``RendererHost`` (``renderer.host``):
 
 * ``--data-dir D`` (what the main process spawns, once per data dir): ``--windows N``
   windows at start (``--geometry`` restores where the first ones were; ``--windows 0``
-  for the tray alone), more whenever the main process asks (``HostControl``), and on
-  Linux a tray icon where the desktop has a tray (``renderer.tray``; ``--no-tray``: none).
+  for the tray alone), more whenever the main process asks (``HostControl``), and a tray
+  icon where the desktop has a tray: Qt's on Linux (``renderer.tray``), pystray's on
+  Windows (``renderer.tray_pystray``); ``--no-tray``: none.
   Each window has its own feed from ``ipc`` and its own reporter (``renderer.ipc_link``,
   ``renderer.reporter``); the host answers diagnostics for them and closes them all when
   the main process is gone: its pid exits (``--main-pid``, else the pid in the data
@@ -26,9 +27,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ipc.messages import WindowGeometry
+
+if TYPE_CHECKING:
+    from renderer.tray import TrayIcon
+    from renderer.tray_pystray import PystrayTray
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -271,6 +276,7 @@ def _run_host(
 
     # Imported only now: pywebview and Qt read the environment prepared above.
     from renderer.host import EXIT_MAIN_PROCESS_GONE, RendererHost, TrayControl
+    from renderer.tray_model import tray_toolkit
     from renderer.window import WindowParts
 
     def make_parts(number: int) -> WindowParts:
@@ -291,18 +297,35 @@ def _run_host(
             on_closed=closed,
         )
 
+    toolkit = tray_toolkit(sys.platform, choice.gui, os.environ)
+
     def make_tray(host: RendererHost, loop: Any) -> TrayControl:
-        from renderer.tray import TrayIcon, TrayReporter
+        from renderer.tray_link import TrayReporter
 
         def ask_for_window() -> None:
             page_sender.send(OpenWindow(), 5.0)
 
-        tray = TrayIcon(
-            host_pid=pid,
-            sender=page_sender,
-            open_or_raise=lambda: host.open_or_raise(ask_for_window),
-            reporter=TrayReporter(report_sender),
-        )
+        tray: TrayIcon | PystrayTray
+        if toolkit == "pystray":
+            from renderer.tray_pystray import PystrayTray, appkit_poster
+
+            tray = PystrayTray(
+                host_pid=pid,
+                sender=page_sender,
+                open_or_raise=lambda: host.open_or_raise(ask_for_window),
+                reporter=TrayReporter(report_sender),
+                # AppKit's status item only from the main thread, pywebview's Cocoa loop.
+                poster=appkit_poster() if sys.platform == "darwin" else None,
+            )
+        else:
+            from renderer.tray import TrayIcon
+
+            tray = TrayIcon(
+                host_pid=pid,
+                sender=page_sender,
+                open_or_raise=lambda: host.open_or_raise(ask_for_window),
+                reporter=TrayReporter(report_sender),
+            )
         subscription.window_source().attach(tray.update)
         for_tray.bind(tray)
         return tray
@@ -315,7 +338,9 @@ def _run_host(
         started_at=started_at,
         # Qt's offscreen platform has no tray to show an icon in.
         tray_maker=None
-        if args.no_tray or os.environ.get("QT_QPA_PLATFORM") == "offscreen"
+        if args.no_tray
+        or toolkit is None
+        or (toolkit == "qt" and os.environ.get("QT_QPA_PLATFORM") == "offscreen")
         else make_tray,
     )
     for number in range(args.windows):

@@ -6,6 +6,9 @@ Owns: choosing the GUI backend and the environment variables Qt WebEngine reads 
   can be shipped under any licence; PyQt6 is GPL). ``QT_API=pyside6`` makes qtpy, which
   pywebview uses, pick PySide6 even if PyQt is also installed, so one process never loads
   two Qt libraries. Windows and macOS use pywebview's native backends (WebView2, WKWebKit).
+  ``LOG_MONITOR_GUI=native`` has the Linux host run as it does there, pywebview's own
+  loop with no Qt of the host's own (pywebview picks its backend, ``PYWEBVIEW_GUI``): a
+  diagnostic, with which the tests run the Windows host's path on Linux.
 * Without a display (no ``DISPLAY`` nor ``WAYLAND_DISPLAY``) Qt's default platform plugin
   would abort the process; ``offscreen`` renders into memory instead, so diagnostics
   (describe, screenshots) and tests still work. Offscreen there is no GPU to draw with:
@@ -31,6 +34,8 @@ from typing import Literal, TypeAlias
 
 # The pywebview backends this package starts explicitly (None: the platform default).
 Gui: TypeAlias = Literal["qt"]
+# ``native``: the host runs pywebview's own loop on Linux too (see the module docstring).
+GUI_VARIABLE = "LOG_MONITOR_GUI"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,7 @@ def choose_gui(
         euid = os.geteuid()
     if euid == 0:
         set_default("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox")
-    return GuiChoice(gui="qt", changed=changed)
+    return GuiChoice(gui=None if environ.get(GUI_VARIABLE) == "native" else "qt", changed=changed)
 
 
 def prepare(force_offscreen: bool = False) -> GuiChoice:

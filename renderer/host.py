@@ -21,16 +21,18 @@ Owns the Qt application (through pywebview) and the set of ``RendererWindow``s i
   closes every window and ``run()`` returns ``EXIT_MAIN_PROCESS_GONE``; should the GUI
   not close within ``FORCED_EXIT_AFTER_S``, the process ends anyway. A window never
   outlives its main process by more than a few seconds.
-* **the tray** (Qt only, made by ``tray_maker`` once the application exists): with no
-  window open and no tray shown for ``TRAY_WAIT_S`` (a host started for the tray alone on
-  a desktop without one, or a tray that went away), the host ends with
-  ``EXIT_NOTHING_TO_SHOW``, which the main process takes as no failure. The wait lets a
-  panel that starts after us at login come up first.
+* **the tray** (made by ``tray_maker``: on Qt once the application exists, Qt's own; with
+  pywebview's native loop before it starts, pystray's, see
+  ``renderer.tray_model.tray_toolkit``): with no window open and no tray shown for
+  ``TRAY_WAIT_S`` (a host started for the tray alone on a desktop without one, or a tray
+  that went away), the host ends with ``EXIT_NOTHING_TO_SHOW``, which the main process
+  takes as no failure. The wait lets a panel that starts after us at login come up first.
 
 On Qt the host runs its own GUI loop (``renderer.qt_shell.QtLoop``): pywebview's
 ``webview.start`` ends the loop with the last window and can create a window only
-through another. On the other platforms pywebview's own loop runs the windows, as
-before, and there is no tray.
+through another. On the other platforms pywebview's own loop runs the windows; with a
+tray, a hidden window of no content (the *anchor*) keeps that loop, and so the host,
+alive while no window is open, and destroying it is how the host ends its loop.
 
 Must not: hold tokens or passwords, talk to sockets (the windows' parts do), or block the
 GUI thread.
@@ -41,6 +43,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -85,8 +88,11 @@ class TrayControl(Protocol):
         ...
 
 
-# Makes the tray once the Qt application exists (on the GUI thread).
-TrayMaker = Callable[["RendererHost", "QtLoop"], TrayControl]
+# Makes the tray: on Qt once the application exists (on the GUI thread, given the loop);
+# with pywebview's native loop on the main thread before the loop starts (given None).
+TrayMaker = Callable[["RendererHost", "QtLoop | None"], TrayControl]
+# The anchor: what pywebview's native loop needs to keep running with no window open.
+ANCHOR_HTML = "<!doctype html><title>Log monitor</title>"
 
 
 class RendererHost:
@@ -104,10 +110,11 @@ class RendererHost:
         tray_wait_s: float = TRAY_WAIT_S,
     ) -> None:
         self._make_parts = make_parts
-        self._tray_maker = tray_maker if gui == "qt" else None
+        self._tray_maker = tray_maker
         self._tray: TrayControl | None = None
         self._tray_wait_s = tray_wait_s
         self._loop: QtLoop | None = None
+        self._anchor: webview.Window | None = None
         self._gui = gui
         self._title = title
         self._size = size
@@ -180,12 +187,25 @@ class RendererHost:
         with self._lock:
             first = list(self._waiting)
             self._waiting.clear()
-        if not first:
+        if self._tray_maker is not None:
+            try:
+                self._tray = self._tray_maker(self, None)
+            except Exception:
+                # pystray missing or failing: the windows go on as before there was a tray.
+                log.exception("the tray icon could not be made; going on without it")
+        if not first and self._tray is None:
             log.info("no window to show")
-            return EXIT_CLOSED
+            return EXIT_CLOSED if self._tray_maker is None else EXIT_NOTHING_TO_SHOW
         for window in first:
             window.create()
+        if self._tray is not None:
+            self._anchor = webview.create_window(
+                self._title, html=ANCHOR_HTML, hidden=True, width=200, height=100
+            )
+            threading.Thread(target=self._watch_showing, name="showing", daemon=True).start()
         webview.start(self._gui_started, gui=self._gui, private_mode=True)
+        if self._tray is not None:
+            self._tray.close()
         return self._after_loop()
 
     def _run_qt(self) -> int:
@@ -228,6 +248,8 @@ class RendererHost:
     def _gui_started(self) -> None:
         # pywebview runs this on a thread of its own as the GUI loop starts: from now on
         # a window is created the moment it is asked for.
+        if self._anchor is not None:
+            _keep_qt_after_the_last_shown_window()
         with self._lock:
             self._gui_running = True
             waiting = list(self._waiting)
@@ -255,11 +277,20 @@ class RendererHost:
                 return
 
     def _exit(self, code: int) -> None:
+        if code != EXIT_CLOSED or self._exit_code == EXIT_CLOSED:
+            self._exit_code = code
         loop = self._loop
         if loop is not None:
-            if code != EXIT_CLOSED or self._exit_code == EXIT_CLOSED:
-                self._exit_code = code
             loop.exit(self._exit_code)
+            return
+        anchor, self._anchor = self._anchor, None
+        if anchor is not None:
+            # pywebview's native loop ends with its last window: the anchor, once the
+            # host's windows are gone.
+            try:
+                anchor.destroy()
+            except Exception:
+                log.exception("closing the anchor window failed")
 
     def open_or_raise(self, ask_for_window: Callable[[], None]) -> None:
         """Bring the first open window to the front, or, with none open, ask for one
@@ -280,7 +311,7 @@ class RendererHost:
         log.info("window %d closed; %d left", window.number, left)
         if not self._main_gone.is_set():
             window.parts.on_closed()
-        if left or self._loop is None:
+        if left or (self._loop is None and self._anchor is None):
             return  # (pywebview's own loop ends by itself with its last window)
         if self._main_gone.is_set():
             self._exit(EXIT_MAIN_PROCESS_GONE)
@@ -323,6 +354,19 @@ class RendererHost:
     def window(self, number: int) -> RendererWindow | None:
         with self._lock:
             return self._windows.get(number)
+
+
+def _keep_qt_after_the_last_shown_window() -> None:
+    """Where pywebview's own loop is its Qt backend (Linux with ``LOG_MONITOR_GUI=native``),
+    Qt quits with the last window *shown*, which the hidden anchor is not; pywebview's
+    backends themselves (Qt's, WinForms', which ends only when told) end their loop only
+    once no window of theirs is left, anchor included, which is what the anchor needs."""
+    widgets = sys.modules.get("qtpy.QtWidgets")
+    if widgets is None:
+        return
+    application = widgets.QApplication.instance()
+    if application is not None:
+        application.setQuitOnLastWindowClosed(False)
 
 
 def _gui_thread_poster() -> Poster:

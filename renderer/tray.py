@@ -1,9 +1,9 @@
 """The renderer host's tray icon: Qt's ``QSystemTrayIcon``, driven by the status.
 
 Owns ``TrayIcon``, made on the GUI thread once the host's Qt application exists
-(``renderer.host.RendererHost``'s ``tray_maker``), and ``TrayReporter``, the thread that
-tells the main process what the tray shows (``ReportTray``; the main process re-publishes
-it as the cached ``tray`` state, which ``log-monitor windows`` prints).
+(``renderer.host.RendererHost``'s ``tray_maker``); it tells the main process what it shows
+through a ``renderer.tray_link.TrayReporter``. Where the host runs no Qt (Windows), the
+same model drives ``renderer.tray_pystray.PystrayTray`` instead.
 
 * **Showing.** Qt puts the icon in an XEmbed tray on X11 (the ``_NET_SYSTEM_TRAY``
   selection: trayer, stalonetray, xfce4-panel, MATE's and LXQt's panels…) or a
@@ -14,10 +14,9 @@ it as the cached ``tray`` state, which ``log-monitor windows`` prints).
 * **What it shows** follows the latest ``Status`` (``renderer.tray_model.tray_look``):
   picture, tooltip and menu. Statuses arrive on the subscription's thread; only the
   latest is applied, in one job for the GUI thread.
-* **Acting.** The menu's entries and a click on the icon send commands on a thread of
-  their own (never on the GUI thread): Open window (a click: raise an open window, or
-  ask for one), Connect, Disconnect, Sign out, Quit (``Shutdown``: the main process stops
-  cleanly, and the host with it).
+* **Acting.** The menu's entries and a click on the icon (Open window) do what
+  ``renderer.tray_link.act_on_menu`` says, on a thread of their own (never on the GUI
+  thread).
 * **Notices.** ``notice(title, body)`` shows a ``TrayNotice`` as the tray's own message,
   what the main process does only when the desktop has no notification service.
 
@@ -34,91 +33,17 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QAction, QIcon
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
-from ipc.messages import (
-    Command,
-    Connect,
-    Disconnect,
-    Failed,
-    Logout,
-    Published,
-    ReportTray,
-    Shutdown,
-    Status,
-    TrayState,
-    WindowGeometry,
-)
+from ipc.messages import Published, Status, TrayState, WindowGeometry
 from renderer.commands import CommandSender
 from renderer.page import static_dir
 from renderer.qt_capture import GuiThreadCall
+from renderer.tray_link import TrayReporter, act_on_menu_soon
 from renderer.tray_model import APP_ICON, MENU_TEXT, TRAY_STATES, MenuAction, TrayLook, tray_look
 
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_MS = 1000
-COMMAND_TIMEOUT_S = 5.0
-REPORT_TIMEOUT_S = 2.0
-REPORT_RETRY_S = 1.0
 MESSAGE_SHOWN_MS = 10_000
-
-_COMMANDS: dict[MenuAction, Command] = {
-    "connect": Connect(),
-    "disconnect": Disconnect(),
-    "logout": Logout(),
-    "quit": Shutdown(),
-}
-
-
-class TrayReporter:
-    """Sends the latest ``TrayState`` to the main process from a thread of its own,
-    again after a failure, and nothing twice."""
-
-    def __init__(self, sender: CommandSender) -> None:
-        self._sender = sender
-        self._wake = threading.Condition()
-        self._latest: TrayState | None = None
-        self._sent: TrayState | None = None
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="tray-reporter", daemon=True)
-        self._thread.start()
-
-    def report(self, state: TrayState) -> None:
-        with self._wake:
-            self._latest = state
-            self._wake.notify()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-
-    def send_now(self, state: TrayState) -> None:
-        """Send ``state`` on the caller's thread (the host's last word as it ends)."""
-        self.stop()
-        try:
-            self._sender.send(ReportTray(state=state), REPORT_TIMEOUT_S)
-        except Exception as exc:  # the main process may be gone
-            log.info("could not report the tray: %s", exc)
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping and (self._latest is None or self._latest == self._sent):
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                state = self._latest
-            assert state is not None
-            try:
-                reply = self._sender.send(ReportTray(state=state), REPORT_TIMEOUT_S)
-            except Exception as exc:
-                log.info("could not report the tray (%s); trying again", exc)
-                with self._wake:
-                    self._wake.wait(REPORT_RETRY_S)  # a pause before the retry
-                continue
-            if isinstance(reply, Failed):
-                log.warning("the main process refused the tray's report: %s", reply.message)
-            with self._wake:
-                self._sent = state
 
 
 class TrayIcon(QObject):
@@ -250,20 +175,7 @@ class TrayIcon(QObject):
             self._chosen("open")
 
     def _chosen(self, action: MenuAction) -> None:
-        log.info("tray: %s", MENU_TEXT[action])
-        threading.Thread(target=self._act, args=(action,), name="tray-action", daemon=True).start()
-
-    def _act(self, action: MenuAction) -> None:
-        try:
-            if action == "open":
-                self._open_or_raise()
-                return
-            reply = self._sender.send(_COMMANDS[action], COMMAND_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("tray: %s failed: %s", MENU_TEXT[action], exc)
-            return
-        if isinstance(reply, Failed):
-            log.warning("tray: %s refused: %s", MENU_TEXT[action], reply.message)
+        act_on_menu_soon(action, self._sender, self._open_or_raise)
 
     def _report(self) -> None:
         geometry = None

@@ -172,12 +172,17 @@ def test_the_tray_alone_is_looked_for_only_where_it_could_appear(
         ("linux", {"WAYLAND_DISPLAY": "wayland-0"}, True),
         ("linux", {"DISPLAY": ":0", "QT_QPA_PLATFORM": "offscreen"}, False),
         ("linux", {}, False),
-        ("darwin", {"DISPLAY": ":0"}, False),
-        ("win32", {}, False),
+        # Windows and macOS: pystray's icon in the notification area or the menu bar,
+        # which are always there.
+        ("win32", {}, True),
+        ("darwin", {}, True),
+        # pystray asked for on Linux still needs a display, but not Qt's platform.
+        ("linux", {"LOG_MONITOR_TRAY": "pystray", "DISPLAY": ":0"}, True),
+        ("linux", {"LOG_MONITOR_TRAY": "pystray"}, False),
     ]
     for platform, environ, expected in cases:
         monkeypatch.setattr(sys, "platform", platform)
-        for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "LOG_MONITOR_TRAY"):
             monkeypatch.delenv(name, raising=False)
         for name, value in environ.items():
             monkeypatch.setenv(name, value)
