@@ -544,7 +544,14 @@ def verdicts(results: Sequence[Result], idle_seconds: int) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter windows, one run each")
-    parser.add_argument("--repeat", type=int, default=None, help="runs per row (median)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        choices=range(1, 100),
+        default=None,
+        metavar="N",
+        help="runs per row, the median reported (default: 1 with --quick, else 3)",
+    )
     parser.add_argument(
         "--only", nargs="+", choices=GROUPS, default=None, help="measure only these rows"
     )
