@@ -541,13 +541,22 @@ def verdicts(results: Sequence[Result], idle_seconds: int) -> list[str]:
     return lines
 
 
+def _runs(text: str) -> int:
+    try:
+        runs = int(text)
+    except ValueError:
+        runs = 0
+    if runs < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of runs (1 or more)")
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter windows, one run each")
     parser.add_argument(
         "--repeat",
-        type=int,
-        choices=range(1, 100),
+        type=_runs,
         default=None,
         metavar="N",
         help="runs per row, the median reported (default: 1 with --quick, else 3)",
