@@ -4,8 +4,9 @@ how their chunks share the spool.
 Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched directory
 reports a new or vanished entry, and every ``rescan_interval`` as a safety net), one
 ``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
-the directory watcher (``watchfiles.awatch`` on the directories that can hold matches:
-inotify and friends, or polling with ``poll=True``), the *lineages* of followed logs
+the directory watcher (on the directories that can hold matches: on Linux an inotify
+descriptor read by the loop itself, ``inotify_watch``; elsewhere ``watchfiles.awatch``,
+FSEvents and ReadDirectoryChanges; polling with ``poll=True``), the *lineages* of followed logs
 (``rotation``: the generations of one log, read and committed oldest first; a file gone
 from every pattern is read to its end and closed once idle; a truncated file's rest is
 read from its ``copytruncate`` copy; generations rotated while the client was down, or
@@ -44,16 +45,22 @@ Everything happens in *rounds* on the event loop thread (the spool's thread):
    content is finished from its copy before its new content is read. Then the active
    backlog file reads up to ``backlog_read_budget``. Live files come first in every
    round and the backlog gets a bounded slice, so a big backlog never delays a live line
-   by more than one slice.
+   by more than one slice. A live file's complete lines are cut at once while
+   ``delivery_room()`` says a chunk would be sent at once (nothing waits for an
+   acknowledgement), else they wait up to the linger, grouping while the delivery is
+   busy;
+   ``notify_delivery_room()`` (an acknowledgement) wakes the loop to cut what waits.
 4. Every chunk is appended with the checkpoint it advances (one transaction). If any
    chunk was appended, ``on_appended()`` is called once.
 5. If some file still had bytes beyond its budget, the next round starts right after a
    yield; else the loop sleeps until a watcher event, the earliest chunker deadline
    (chunk linger, idle partial line), the next rescan, the close of an idle detached
-   file, ``notify_room()`` or, while paused, ``full_retry_interval``.
+   file, ``notify_room()``, ``notify_delivery_room()`` with lines waiting or, while
+   paused, ``full_retry_interval``.
 
-No quiet-period wait: the watcher runs with ``debounce``/``step`` of a few milliseconds,
-and an event only wakes the loop, which reads whatever is there.
+No quiet-period wait: an inotify event wakes the loop the moment the kernel has it (and
+``watchfiles`` runs with ``debounce``/``step`` of a few milliseconds); an event only
+wakes the loop, which reads whatever is there.
 
 Symbolic links
 --------------
@@ -93,6 +100,7 @@ from typing import Any
 
 import watchfiles
 
+from main_process import inotify_watch
 from main_process.file_follower import (
     ChunkerOptions,
     CommitTotals,
@@ -276,6 +284,10 @@ def _ignore_pause(reason: str | None) -> None:
     pass
 
 
+def _no_delivery_room() -> bool:
+    return False
+
+
 def _ignore_chunk(path: str, text: str) -> None:
     pass
 
@@ -310,6 +322,7 @@ class SourceSet:
         on_trouble: Callable[[str], None] = _ignore_message,
         on_pause_changed: Callable[[str | None], None] = _ignore_pause,
         on_chunk: Callable[[str, str], None] = _ignore_chunk,
+        delivery_room: Callable[[], bool] = _no_delivery_room,
         poll: bool = False,
         from_end: bool = False,
         chunk_max_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
@@ -335,6 +348,7 @@ class SourceSet:
         self._on_trouble = on_trouble
         self._on_pause_changed = on_pause_changed
         self._on_chunk = on_chunk
+        self._delivery_room = delivery_room
         self._poll = poll
         self._from_end = from_end
         self._encoding = normalize_encoding(encoding)
@@ -398,6 +412,7 @@ class SourceSet:
         self._watched_dirs: frozenset[str] | None = None
         self._watch_stop: asyncio.Event | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self._inotify: inotify_watch.InotifyWatcher | None = None
 
         self._lines = 0
         self._chunks_appended = 0
@@ -455,6 +470,14 @@ class SourceSet:
     def notify_room(self) -> None:
         """Call (on the loop thread) after acknowledgements freed spool room."""
         if self._paused_reason is not None and self._wake is not None:
+            self._wake.set()
+
+    def notify_delivery_room(self) -> None:
+        """Call (on the loop thread) when the delivery window may have room again (an
+        acknowledgement, a connection made): lines held for want of it go out now."""
+        if self._wake is None or self._wake.is_set():
+            return
+        if any(follower.holds_lines for follower in self._followers.values()):
             self._wake.set()
 
     def stop(self) -> None:
@@ -571,7 +594,9 @@ class SourceSet:
         read up to it and cut every complete line at once. Returns (more bytes right now,
         caught up and committed)."""
         try:
-            result = self._read(follower, self._live_budget, now, limit)
+            result = self._read(
+                follower, self._live_budget, now, limit, send_now=self._delivery_room()
+            )
         except OSError as exc:
             self._report(follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}.")
             self._remove_member(follower)
@@ -632,7 +657,13 @@ class SourceSet:
         return True
 
     def _read(
-        self, follower: FileFollower, budget: int, now: float, limit: int | None
+        self,
+        follower: FileFollower,
+        budget: int,
+        now: float,
+        limit: int | None,
+        *,
+        send_now: bool = False,
     ) -> tuple[int, Truncation | None] | None:
         """``follower.read`` in a worker thread: its result, or None while it has not
         returned. A read that takes longer than ``_READ_WAIT`` (a stalled network file
@@ -641,7 +672,7 @@ class SourceSet:
         assert self._executor is not None
         job = self._reads.get(follower.key)
         if job is None:
-            future = self._executor.submit(follower.read, budget, now, limit)
+            future = self._executor.submit(follower.read, budget, now, limit, send_now=send_now)
             try:
                 return future.result(timeout=_READ_WAIT)
             except TimeoutError:  # concurrent.futures.TimeoutError is this one since 3.11
@@ -1376,15 +1407,36 @@ class SourceSet:
             return
         if self._watch_stop is not None:
             self._watch_stop.set()
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
         self._watched_dirs = existing
         self._watch_tasks = [task for task in self._watch_tasks if not task.done()]
         if not existing:
             self._watch_stop = None
             return
-        self._watch_stop = asyncio.Event()
-        self._watch_tasks.append(asyncio.create_task(self._watch(existing, self._watch_stop)))
         # Events between the scan and the watcher's start would be lost: look again soon.
         self._rescan_requested = True
+        if not self._poll and inotify_watch.available():
+            try:
+                self._inotify = inotify_watch.InotifyWatcher(
+                    sorted(existing), self._on_changes, self._on_watch_lost
+                )
+                return
+            except OSError as exc:
+                # Out of watches (fs.inotify.max_user_watches) or a directory gone since
+                # the scan: watchfiles' own inotify (or its polling) may still do.
+                logger.info("inotify refused (%s); watching with watchfiles", exc)
+        self._watch_stop = asyncio.Event()
+        self._watch_tasks.append(asyncio.create_task(self._watch(existing, self._watch_stop)))
+
+    def _on_watch_lost(self) -> None:
+        """A watched directory went away, or the kernel dropped events: rescan, and
+        watch whatever directories there are then."""
+        self._watched_dirs = None
+        self._rescan_requested = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def _watch(self, directories: frozenset[str], stop_event: asyncio.Event) -> None:
         try:
@@ -1421,6 +1473,9 @@ class SourceSet:
             self._wake.set()
 
     async def _stop_watching(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
         if self._watch_stop is not None:
             self._watch_stop.set()
         for task in self._watch_tasks:
