@@ -75,6 +75,67 @@ def _libc() -> ctypes.CDLL | None:
 _LIBC = _libc()
 
 
+# File systems whose every change is made through this kernel, so that inotify reports
+# it. On a network or FUSE file system a change made elsewhere sends no event: there only
+# the owner's periodic rescan notices it.
+_LOCAL_FILESYSTEMS = frozenset(
+    {
+        "bcachefs",
+        "btrfs",
+        "exfat",
+        "ext2",
+        "ext3",
+        "ext4",
+        "f2fs",
+        "hfsplus",
+        "jfs",
+        "nilfs2",
+        "ntfs3",
+        "overlay",
+        "ramfs",
+        "reiserfs",
+        "tmpfs",
+        "vfat",
+        "xfs",
+        "zfs",
+    }
+)
+
+
+def _filesystem_types() -> dict[tuple[int, int], str]:
+    """(major, minor) of each mounted device → its file system type, from mountinfo."""
+    types: dict[tuple[int, int], str] = {}
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if "-" not in fields or len(fields) < 3:
+                    continue
+                major, _, minor = fields[2].partition(":")
+                fstype = fields[fields.index("-") + 1]
+                if major.isdigit() and minor.isdigit():
+                    types[int(major), int(minor)] = fstype
+    except OSError:
+        pass
+    return types
+
+
+def sees_every_change(directories: Iterable[str]) -> bool:
+    """Whether inotify reports every change in ``directories``: each is on a local file
+    system (its type is known and local). Unknown counts as not: the safe answer."""
+    types: dict[tuple[int, int], str] | None = None
+    for directory in directories:
+        try:
+            device = os.stat(directory).st_dev
+        except OSError:
+            return False
+        if types is None:
+            types = _filesystem_types()
+        if types.get((os.major(device), os.minor(device))) not in _LOCAL_FILESYSTEMS:
+            return False
+    return True
+
+
 def available() -> bool:
     """Whether inotify can be used here (Linux, with a C library that has it)."""
     return _LIBC is not None

@@ -2,7 +2,9 @@
 how their chunks share the spool.
 
 Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched directory
-reports a new or vanished entry, and every ``rescan_interval`` as a safety net), one
+reports a new or vanished entry, and every ``rescan_interval`` as a safety net, or every
+``quiet_rescan_interval`` while inotify watches every directory that can hold matches on a
+local file system, where it sees every change), one
 ``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
 the directory watcher (on the directories that can hold matches: on Linux an inotify
 descriptor read by the loop itself, ``inotify_watch``; elsewhere ``watchfiles.awatch``,
@@ -331,6 +333,7 @@ class SourceSet:
         live_read_budget: int = 4 * 1024 * 1024,
         backlog_read_budget: int = 512 * 1024,
         rescan_interval: float = 1.0,
+        quiet_rescan_interval: float | None = None,
         detached_idle_close: float = 5.0,
         full_retry_interval: float = 0.5,
         follow_symlinks: SymlinkPolicy = "named",
@@ -360,6 +363,11 @@ class SourceSet:
         self._live_budget = live_read_budget
         self._backlog_budget = backlog_read_budget
         self._rescan_interval = rescan_interval
+        self._quiet_rescan_interval = (
+            rescan_interval if quiet_rescan_interval is None else quiet_rescan_interval
+        )
+        # Whether the inotify watcher sees every change that can matter (see _update_watch).
+        self._watch_sees_all = False
         self._detached_idle_close = detached_idle_close
         self._full_retry_interval = full_retry_interval
         self._symlinks = follow_symlinks
@@ -784,7 +792,11 @@ class SourceSet:
 
     def _rescan(self, now: float, *, initial: bool = False) -> None:
         self._rescan_requested = False
-        self._next_rescan_at = now + self._rescan_interval
+        # The safety net matters where events can be missing (a network file system, a
+        # directory that does not exist yet, watchfiles' polling); where inotify sees
+        # every change it only has to catch what should never happen.
+        interval = self._quiet_rescan_interval if self._watch_sees_all else self._rescan_interval
+        self._next_rescan_at = now + interval
         matched: dict[FileKey, tuple[str, bool]] = {}
         watch_dirs: set[str] = set()
         for pattern in self._patterns:
@@ -1410,6 +1422,7 @@ class SourceSet:
         if self._inotify is not None:
             self._inotify.close()
             self._inotify = None
+        self._watch_sees_all = False
         self._watched_dirs = existing
         self._watch_tasks = [task for task in self._watch_tasks if not task.done()]
         if not existing:
@@ -1421,6 +1434,9 @@ class SourceSet:
             try:
                 self._inotify = inotify_watch.InotifyWatcher(
                     sorted(existing), self._on_changes, self._on_watch_lost
+                )
+                self._watch_sees_all = len(existing) == len(directories) and (
+                    inotify_watch.sees_every_change(existing)
                 )
                 return
             except OSError as exc:
@@ -1434,6 +1450,7 @@ class SourceSet:
         """A watched directory went away, or the kernel dropped events: rescan, and
         watch whatever directories there are then."""
         self._watched_dirs = None
+        self._watch_sees_all = False
         self._rescan_requested = True
         if self._wake is not None:
             self._wake.set()

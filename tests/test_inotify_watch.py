@@ -16,7 +16,8 @@ import watchfiles
 
 from main_process import inotify_watch
 from main_process.inotify_watch import Changes, InotifyWatcher
-from tests.sources_helpers import append_bytes
+from main_process.sources import SourceSet
+from tests.sources_helpers import RunningSources, append_bytes, open_spool, spooled_text
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 
@@ -103,3 +104,40 @@ async def test_a_missing_directory_is_refused_at_once(tmp_path: Path) -> None:
     seen = Seen()
     with pytest.raises(FileNotFoundError):
         InotifyWatcher([str(tmp_path / "absent")], seen.on_changes, seen.on_lost)
+
+
+def test_a_local_file_system_is_seen_whole_and_a_missing_directory_is_not(
+    tmp_path: Path,
+) -> None:
+    # The test directories are on the machine's own disk or a tmpfs.
+    assert inotify_watch.sees_every_change([str(tmp_path)])
+    assert not inotify_watch.sees_every_change([str(tmp_path), str(tmp_path / "absent")])
+
+
+async def test_the_quiet_rescan_waits_only_while_inotify_sees_every_directory(
+    tmp_path: Path,
+) -> None:
+    # A pattern whose directory does not exist yet has no watch: its files can only be
+    # found by the rescan, so the short interval holds there, not the quiet one.
+    later = tmp_path / "later"
+    spool = open_spool(tmp_path / "spool")
+    sources = SourceSet(
+        [str(tmp_path / "*.log"), str(later / "*.log")],
+        [],
+        spool,
+        linger=0.0,
+        rescan_interval=0.1,
+        quiet_rescan_interval=600.0,
+    )
+    async with RunningSources(sources) as running:
+        later.mkdir()
+        (later / "new.log").write_bytes(b"found by the rescan\n")
+        await running.wait_until(
+            lambda: "found by the rescan\n" in spooled_text(spool), 10, "the new directory's file"
+        )
+        # Now every directory is watched on a local file system: a new file is found by
+        # its event, with the next rescan ten minutes away.
+        (tmp_path / "app.log").write_bytes(b"found by its event\n")
+        await running.wait_until(
+            lambda: "found by its event\n" in spooled_text(spool), 10, "the event's file"
+        )
