@@ -113,6 +113,20 @@ KEYCHAIN_RETRY_SECONDS = 5.0
 EXIT_WINDOWS_FAILED = 1
 
 
+def last_lines(text: str, count: int) -> list[str]:
+    """The last ``count`` lines of ``text``, as ``str.splitlines`` cuts them, splitting
+    only the end of it: a 512 KiB chunk holds thousands of lines, and the viewers are
+    sent the last few hundred."""
+    start = len(text)
+    # After the (count + 1)-th newline from the end, at least ``count`` lines remain; a
+    # cut just after a newline is a line boundary for every separator splitlines knows.
+    for _ in range(count + 1):
+        start = text.rfind("\n", 0, start)
+        if start < 0:
+            return text.splitlines()[-count:] if count > 0 else []
+    return text[start + 1 :].splitlines()[-count:] if count > 0 else []
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """What ``log-monitor run`` was asked beyond the settings."""
@@ -324,13 +338,12 @@ class MainProcess:
 
     # ------------------------------------------------------------------ sources
 
-    def _on_appended(self, path: str, lines: list[str]) -> None:
-        for line in lines[-RECENT_LINES_PER_PUBLISH:]:
-            self._recent_lines.append(LogLine(path=path, text=line))
+    def _on_appended(self, path: str, text: str) -> None:
+        self._on_chunk(path, text)
         self._flush_wanted_set()
 
     def _on_chunk(self, path: str, text: str) -> None:
-        for line in text.splitlines()[-RECENT_LINES_PER_PUBLISH:]:
+        for line in last_lines(text, RECENT_LINES_PER_PUBLISH):
             self._recent_lines.append(LogLine(path=path, text=line))
         self._publish_wanted.set()
 
