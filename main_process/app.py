@@ -53,7 +53,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -86,7 +86,6 @@ from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
 from main_process.connection import ServerConnection
 from main_process.connection_state import ConnectionConfig, ConnectionStatus
 from main_process.desktop_notifications import DesktopNotifier
-from main_process.embedded_server import EmbeddedServer
 from main_process.identity import ClientIdFile, TokenStore
 from main_process.keychain import AnyTokenStore, KeychainUnavailable, open_token_store
 from main_process.notifications import Notification, NotificationPolicy
@@ -99,13 +98,33 @@ from main_process.star_citizen import star_citizen_preset
 from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
 from main_process.windows import HostEnded, WindowHost, can_show_windows
 
+if TYPE_CHECKING:
+    from main_process.embedded_server import EmbeddedServer
+
 log = logging.getLogger("log_monitor.main")
 
 STATUS_INTERVAL = 0.1
 STATS_INTERVAL = 1.0
+# The sources' safety-net rescan where inotify sees every change (local file systems):
+# each look costs a wake-up, ~0.06 % of a core at one a second, for nothing found.
+QUIET_RESCAN_INTERVAL = 10.0
 RECENT_LINES_PER_PUBLISH = 500
 KEYCHAIN_RETRY_SECONDS = 5.0
 EXIT_WINDOWS_FAILED = 1
+
+
+def last_lines(text: str, count: int) -> list[str]:
+    """The last ``count`` lines of ``text``, as ``str.splitlines`` cuts them, splitting
+    only the end of it: a 512 KiB chunk holds thousands of lines, and the viewers are
+    sent the last few hundred."""
+    start = len(text)
+    # After the (count + 1)-th newline from the end, at least ``count`` lines remain; a
+    # cut just after a newline is a line boundary for every separator splitlines knows.
+    for _ in range(count + 1):
+        start = text.rfind("\n", 0, start)
+        if start < 0:
+            return text.splitlines()[-count:] if count > 0 else []
+    return text[start + 1 :].splitlines()[-count:] if count > 0 else []
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,8 @@ class MainProcess:
         self._stopping = asyncio.Event()
         self._room_freed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
+        # Something to publish (a change, an ack, a window report): wakes the publisher.
+        self._publish_wanted = asyncio.Event()
         self.embedded: EmbeddedServer | None = None
         self.server_url = settings.server or ""
         self.host: IpcHost | None = None
@@ -176,11 +197,13 @@ class MainProcess:
             on_trouble=self._on_trouble,
             on_pause_changed=self._on_pause_changed,
             on_chunk=self._on_chunk,
+            delivery_room=self._delivery_room,
             poll=settings.poll,
             from_end=settings.from_end,
             chunk_max_bytes=settings.chunk_max_bytes,
             linger=settings.chunk_linger_ms / 1000,
             follow_symlinks=settings.follow_symlinks,
+            quiet_rescan_interval=QUIET_RESCAN_INTERVAL,
             forget_after=settings.forget_after_days * 86_400,
             rotation_dirs=rotation_dirs,
             encoding=settings.encoding,
@@ -188,7 +211,7 @@ class MainProcess:
         )
         self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
         self._last_status: Status | None = None
-        self._status_changed = True
+        self._status_dirty()
         self._source_warning: str | None = game_trouble
         # Why the last window could not start; cleared when a window shows its page.
         self._window_error: str | None = None
@@ -202,6 +225,10 @@ class MainProcess:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.stop)
         if self.settings.server is None:
+            # Imported only here: the reference server costs ~0.4 s to import (a scrypt
+            # hash among it), which a client shipping to a remote server never needs.
+            from main_process.embedded_server import EmbeddedServer
+
             self.embedded = EmbeddedServer(self.paths.server_data, self.settings.socketio_path)
             self.server_url = self.embedded.start()
         tasks: list[asyncio.Task[Any]] = []
@@ -219,6 +246,7 @@ class MainProcess:
                 client_ids=self.client_ids,
                 on_status=self._on_connection_status,
                 on_server_event=self._on_server_event,
+                on_delivered=self._on_delivered,
                 config=ConnectionConfig(
                     window=self.settings.window,
                     ack_timeout=self.settings.ack_timeout,
@@ -279,7 +307,7 @@ class MainProcess:
             return
         log.error("%s failed", task.get_name(), exc_info=task.exception())
         self._source_warning = f"internal error in {task.get_name()}; see the log"
-        self._status_changed = True
+        self._status_dirty()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -310,30 +338,45 @@ class MainProcess:
 
     # ------------------------------------------------------------------ sources
 
-    def _on_appended(self, path: str, lines: list[str]) -> None:
-        for line in lines[-RECENT_LINES_PER_PUBLISH:]:
-            self._recent_lines.append(LogLine(path=path, text=line))
+    def _on_appended(self, path: str, text: str) -> None:
+        self._on_chunk(path, text)
         self._flush_wanted_set()
 
     def _on_chunk(self, path: str, text: str) -> None:
-        for line in text.splitlines()[-RECENT_LINES_PER_PUBLISH:]:
+        for line in last_lines(text, RECENT_LINES_PER_PUBLISH):
             self._recent_lines.append(LogLine(path=path, text=line))
+        self._publish_wanted.set()
+
+    def _delivery_room(self) -> bool:
+        """Whether a chunk cut now would be sent at once (the sources cut lines at once
+        then, and group them while not)."""
+        connection = self.connection
+        return connection is not None and connection.has_delivery_room(self.spool.buffered_chunks)
 
     def _flush_wanted_set(self) -> None:
-        self._status_changed = True
+        self._status_dirty()
         self._flush_wanted.set()
+
+    def _on_delivered(self) -> None:
+        """A chunk left the spool (acknowledged, or refused for good): room for the
+        sources, new counters for the viewers."""
+        self.sources.notify_delivery_room()
+        if not self.spool.stats().full:
+            self._room_freed.set()
+            self.sources.notify_room()
+        self._publish_wanted.set()
 
     def _on_trouble(self, message: str) -> None:
         log.warning("%s", message)
         self._source_warning = message
-        self._status_changed = True
+        self._status_dirty()
 
     def _on_pause_changed(self, reason: str | None) -> None:
         if reason is None:
             log.info("reading resumed")
         else:
             log.warning("reading paused: %s", reason)
-        self._status_changed = True
+        self._status_dirty()
 
     async def _flush_when_appended(self) -> None:
         # One waiter coalesces any number of appends into one flush request at a time.
@@ -347,10 +390,13 @@ class MainProcess:
 
     def _status_dirty(self) -> None:
         self._status_changed = True
+        self._publish_wanted.set()
 
     def _on_connection_status(self, status: ConnectionStatus) -> None:
-        self._status_changed = True
+        self._status_dirty()
         self._publish_status(status)
+        if status.state == "connected":
+            self.sources.notify_delivery_room()
 
     async def _open_token_store(self) -> bool:
         """Choose where the tokens live and move them there (``keychain``); while the
@@ -441,13 +487,45 @@ class MainProcess:
         self._publish(TrayNotice(host=tray.host, title=notification.title, body=notification.body))
         return True
 
+    def _next_publish_wake(self, now: float, stats_due: float, countdown_due: float) -> float:
+        """Seconds until something is due with nothing else happening: the stats (and the
+        history chart) every ``STATS_INTERVAL``, the notifications' next deadline, the
+        retry countdown while one is shown, and a host that ended but is not reaped."""
+        due = stats_due
+        notification_due = self.notifications.next_deadline()
+        if notification_due is not None:
+            due = min(due, notification_due)
+        if self._last_status is not None and self._last_status.next_retry_ms is not None:
+            due = min(due, countdown_due)
+        if self.windows.waiting_to_reap():
+            due = min(due, now + STATUS_INTERVAL)
+        return max(0.0, due - now)
+
     async def _publish_periodically(self) -> None:
+        """Publish status, lines, stats and history when something changed or is due.
+
+        Nothing polls: changes (appends, acks, connection states, window reports, a host
+        ending) set ``_publish_wanted``, and the timeout is the next thing due. Status and
+        lines go out at most every ``STATUS_INTERVAL``, so an ack storm is one publish.
+        """
         last_stats = time.monotonic()
         last_sent = self.spool.stats()
         countdown_refresh = time.monotonic()
+        last_publish = -STATUS_INTERVAL
         while True:
-            await asyncio.sleep(STATUS_INTERVAL)
             now = time.monotonic()
+            if not self._publish_wanted.is_set():
+                timeout = self._next_publish_wake(
+                    now, last_stats + STATS_INTERVAL, countdown_refresh + 1
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._publish_wanted.wait(), timeout)
+                now = time.monotonic()
+            if now < last_publish + STATUS_INTERVAL:
+                await asyncio.sleep(last_publish + STATUS_INTERVAL - now)
+                now = time.monotonic()
+            self._publish_wanted.clear()
+            last_publish = now
             self._notify(self.notifications.tick(now))
             ended = self.windows.reap()
             if ended is not None:
@@ -509,7 +587,7 @@ class MainProcess:
                 # The person at the terminal sees nothing else: there is no window.
                 print(f"log-monitor: {sentence}", file=sys.stderr, flush=True)
                 self._window_error = sentence
-                self._status_changed = True
+                self._status_dirty()
         if self.settings.exit_with_windows and self.windows.count == 0:
             log.info("the last window closed; stopping (--exit-with-windows)")
             if ended.start_failure is not None:
@@ -548,7 +626,7 @@ class MainProcess:
         if isinstance(command, ReportWindow):
             if self.windows.on_report(command.state) and self._window_error is not None:
                 self._window_error = None  # a window shows its page: the display works
-                self._status_changed = True
+                self._status_dirty()
             self._publish(command.state)
             return Ok()
         if isinstance(command, ReportTray):

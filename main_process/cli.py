@@ -68,7 +68,6 @@ from main_process.settings import (
 )
 from main_process.spool import SpoolError
 from main_process.version import client_version
-from server.storage import StorageError
 
 PROG = "log-monitor"
 EXIT_FAILED = 1
@@ -968,12 +967,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.code
-    except (SpoolError, IdentityError, StorageError, EndpointError) as exc:
+    except (SpoolError, IdentityError, EndpointError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"{PROG}: {exc.strerror or exc} ({exc.filename or 'no file'}).", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:
+        if not _is_embedded_storage_error(exc):
+            raise
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _is_embedded_storage_error(exc: Exception) -> bool:
+    """Whether ``exc`` is the embedded server's storage failing. The server's modules
+    are imported only once the embedded server is used (``run`` with a remote server
+    never pays for them), so its error type is looked up rather than imported."""
+    storage = sys.modules.get("server.storage")
+    error_type = getattr(storage, "StorageError", None)
+    return isinstance(error_type, type) and isinstance(exc, error_type)
 
 
 if __name__ == "__main__":

@@ -312,6 +312,7 @@ class ServerConnection:
         client_ids: ClientIdStore | None = None,
         on_status: StatusCallback | None = None,
         on_server_event: ServerEventCallback | None = None,
+        on_delivered: Callable[[], None] | None = None,
         config: ConnectionConfig | None = None,
         socketio_path: str = DEFAULT_SOCKETIO_PATH,
         namespace: str = DEFAULT_NAMESPACE,
@@ -330,6 +331,7 @@ class ServerConnection:
         self._token_store = token_store
         self._on_status = on_status
         self._on_server_event = on_server_event
+        self._on_delivered = on_delivered
         self._socketio_path = socketio_path
         self._namespace = namespace
         self._hostname = hostname or socket.gethostname()
@@ -367,6 +369,10 @@ class ServerConnection:
 
     def status(self) -> ConnectionStatus:
         return self._machine.status(self._clock())
+
+    def has_delivery_room(self, unacknowledged: int) -> bool:
+        """Whether a chunk appended now would be sent at once (``ConnectionState``)."""
+        return self._machine.has_delivery_room(unacknowledged)
 
     async def start(self) -> None:
         """Start the driver task; idempotent. Needs a running event loop."""
@@ -560,6 +566,8 @@ class ServerConnection:
                 )
             case AcknowledgeChunk():
                 self._store.acknowledge(action.seq)
+                if self._on_delivered is not None:
+                    self._on_delivered()
             case DeadLetterChunk():
                 logger.warning(
                     "server rejected chunk %d permanently (%s); moved to dead letters",
@@ -567,6 +575,8 @@ class ServerConnection:
                     action.code,
                 )
                 self._store.dead_letter(action.seq, action.code, action.message or "")
+                if self._on_delivered is not None:
+                    self._on_delivered()
             case PersistTokens():
                 # The outcome is the machine's next event: what waits for the save (a
                 # refresh, a reconnect) goes on only after a ``TokensSaved``.

@@ -309,6 +309,11 @@ class FileFollower:
         return self._chunker.next_deadline()
 
     @property
+    def holds_lines(self) -> bool:
+        """Whether complete lines wait in the chunker (for room to send, or the linger)."""
+        return self._chunker.holds_lines
+
+    @property
     def mtime_ns(self) -> int:
         """The modification time seen at the last ``read``."""
         return self._mtime_seen
@@ -324,10 +329,11 @@ class FileFollower:
     # ------------------------------------------------------------------------- reading
 
     def read(
-        self, budget: int, now: float, limit: int | None = None
+        self, budget: int, now: float, limit: int | None = None, *, send_now: bool = False
     ) -> tuple[int, Truncation | None]:
         """Read up to ``budget`` new bytes (and not beyond offset ``limit``, when given)
-        and cut the chunks that are ready.
+        and cut the chunks that are ready: with ``send_now`` (the delivery window has
+        room) every complete line, once everything of this call is read.
 
         Returns the number of bytes read and, when the file turned out to be truncated or
         rewritten, where its previous content was left: then everything read before was
@@ -354,7 +360,7 @@ class FileFollower:
             self._settle_codec(fd)
         end = size if limit is None else min(size, limit)
         if end <= self._chunker.next_offset:
-            self._take(self._chunker.poll(now))
+            self._take(self._chunker.poll(now, send_now=send_now))
             return 0, None
         total = 0
         while total < budget:
@@ -367,6 +373,10 @@ class FileFollower:
             total += len(data)
             self._mirror += data
             self._take(self._chunker.feed(data, offset, now))
+        if send_now:
+            # After the whole read, not after each block of it: a burst read in several
+            # blocks still makes full-size chunks, not a small one per block.
+            self._take(self._chunker.poll(now, send_now=True))
         self._bytes_read += total
         self.size_seen = max(self.size_seen, self._chunker.next_offset)
         return total, None

@@ -1,7 +1,7 @@
 """Cut the bytes read from one file into chunks of whole lines of text.
 
-Owns: grouping lines into chunks (up to ``max_chunk_bytes`` of UTF-8, or after
-``linger`` seconds, whichever comes first), holding a partial last line until its newline
+Owns: grouping lines into chunks (up to ``max_chunk_bytes`` of UTF-8; at once while the
+caller says a chunk would go out at once, else after ``linger`` seconds), holding a partial last line until its newline
 or until it has been idle for ``partial_line_linger`` seconds, splitting a single line that
 is over the limit on a character boundary, decoding (UTF-8 by default, or the file's
 encoding: ``text_codecs``; invalid bytes become U+FFFD and are counted), and the file
@@ -39,8 +39,13 @@ The rules, in order, applied after every ``feed`` and ``poll``:
 1. Size: while more than ``max_chunk_bytes`` raw bytes are held, the first chunk is
    final: the complete lines within the first ``max_chunk_bytes`` bytes, or, when the
    first line alone is longer, its first ``max_chunk_bytes`` bytes (character boundary).
-2. Linger: complete lines held for ``linger`` seconds (counted from when the oldest of
-   them arrived) are emitted.
+2. Send now, else linger: complete lines are emitted at once when the caller says
+   ``send_now`` (the delivery has room: a chunk cut now is sent now, so waiting would
+   only add latency; ``ConnectionState.has_delivery_room`` decides), else once they have
+   been held for ``linger`` seconds (counted from when the oldest of them arrived).
+   While the delivery is busy, lines group into fewer, larger chunks, and the caller
+   polls again with ``send_now`` when an acknowledgement frees room: batching that
+   adapts to the load instead of a fixed wait.
 3. Idle partial line: when no byte has arrived for ``partial_line_linger`` seconds,
    everything held is emitted, the partial line included (minus an incomplete sequence).
 """
@@ -52,9 +57,9 @@ from dataclasses import dataclass
 from main_process.text_codecs import UTF8, LineCodec
 
 DEFAULT_MAX_CHUNK_BYTES = 512 * 1024
-# Issue 5 named 200 ms; at 1,000 lines/s that alone puts p99 latency near 200 ms, twice
-# the 100 ms target the same issue sets. 50 ms still groups a busy file into ~20 chunks a
-# second (measured in bench/e2e_pipeline.py), and `chunk_linger_ms` changes it.
+# The longest lines wait to be grouped while the delivery is busy (with room they leave
+# at once): a delivery that stays busy (a slow server, no connection) never holds a line
+# longer than this.
 DEFAULT_LINGER = 0.05
 DEFAULT_PARTIAL_LINE_LINGER = 1.0
 
@@ -126,8 +131,11 @@ class LineChunker:
         """Bytes fed but not emitted yet."""
         return len(self._buffer)
 
-    def feed(self, data: bytes, offset: int, now: float) -> list[TextChunk]:
-        """Add bytes read at file ``offset``; return the chunks that are ready at ``now``.
+    def feed(
+        self, data: bytes, offset: int, now: float, *, send_now: bool = False
+    ) -> list[TextChunk]:
+        """Add bytes read at file ``offset``; return the chunks that are ready at ``now``
+        (every complete line with ``send_now``; see rule 2).
 
         Raises ``ValueError`` when ``offset`` is not ``next_offset``: after a truncation or
         a seek the caller starts a new chunker (and decides what to do with the old one).
@@ -146,11 +154,12 @@ class LineChunker:
                     self._complete_since = now
                 self._complete_length = line_end
             self._last_data_at = now
-        return self._drain(now)
+        return self._drain(now, send_now)
 
-    def poll(self, now: float) -> list[TextChunk]:
-        """Return the chunks whose linger or idle time has passed at ``now``."""
-        return self._drain(now)
+    def poll(self, now: float, *, send_now: bool = False) -> list[TextChunk]:
+        """Return the chunks whose linger or idle time has passed at ``now`` (every
+        complete line with ``send_now``)."""
+        return self._drain(now, send_now)
 
     def flush(self) -> list[TextChunk]:
         """Emit everything held, partial line and incomplete character included.
@@ -168,6 +177,11 @@ class LineChunker:
         self._emit_through(self._complete_length, chunks)
         return chunks
 
+    @property
+    def holds_lines(self) -> bool:
+        """Whether complete lines wait (for room to send, or for the linger)."""
+        return self._complete_length > 0
+
     def next_deadline(self) -> float | None:
         """When ``poll`` next has something to do, or None while only waiting for bytes."""
         deadline: float | None = None
@@ -183,7 +197,7 @@ class LineChunker:
     def _idle_emittable_length(self) -> int:
         return len(self._buffer) - self._codec.incomplete_tail(self._buffer)
 
-    def _drain(self, now: float) -> list[TextChunk]:
+    def _drain(self, now: float, send_now: bool = False) -> list[TextChunk]:
         chunks: list[TextChunk] = []
         buffer = self._buffer
         while len(buffer) > self._max:
@@ -191,7 +205,7 @@ class LineChunker:
             if cut == 0:
                 cut = self._codec.boundary_at_or_before(buffer, self._max)
             chunks.append(self._emit_prefix(cut))
-        if self._complete_length > 0 and now >= self._complete_since + self._linger:
+        if self._complete_length > 0 and (send_now or now >= self._complete_since + self._linger):
             self._emit_through(self._complete_length, chunks)
         if len(buffer) > self._complete_length and now >= self._last_data_at + self._partial_linger:
             self._emit_through(self._idle_emittable_length(), chunks)

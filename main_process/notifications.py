@@ -145,6 +145,13 @@ class NotificationPolicy:
         due.extend(self._unreachable_due(now))
         return self._admit(due, now)
 
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do (the unreachable timer), if ever."""
+        episodes = self._episodes
+        if episodes.unreachable_since is None or episodes.unreachable_notified:
+            return None
+        return episodes.unreachable_since + self.unreachable_after
+
     def tick(self, now: float) -> list[Notification]:
         """Time passed with no new status (the unreachable timer runs on it)."""
         return self._admit(self._unreachable_due(now), now)

@@ -2,10 +2,13 @@
 how their chunks share the spool.
 
 Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched directory
-reports a new or vanished entry, and every ``rescan_interval`` as a safety net), one
+reports a new or vanished entry, and every ``rescan_interval`` as a safety net, or every
+``quiet_rescan_interval`` while inotify watches every directory that can hold matches on a
+local file system, where it sees every change), one
 ``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
-the directory watcher (``watchfiles.awatch`` on the directories that can hold matches:
-inotify and friends, or polling with ``poll=True``), the *lineages* of followed logs
+the directory watcher (on the directories that can hold matches: on Linux an inotify
+descriptor read by the loop itself, ``inotify_watch``; elsewhere ``watchfiles.awatch``,
+FSEvents and ReadDirectoryChanges; polling with ``poll=True``), the *lineages* of followed logs
 (``rotation``: the generations of one log, read and committed oldest first; a file gone
 from every pattern is read to its end and closed once idle; a truncated file's rest is
 read from its ``copytruncate`` copy; generations rotated while the client was down, or
@@ -44,16 +47,22 @@ Everything happens in *rounds* on the event loop thread (the spool's thread):
    content is finished from its copy before its new content is read. Then the active
    backlog file reads up to ``backlog_read_budget``. Live files come first in every
    round and the backlog gets a bounded slice, so a big backlog never delays a live line
-   by more than one slice.
+   by more than one slice. A live file's complete lines are cut at once while
+   ``delivery_room()`` says a chunk would be sent at once (nothing waits for an
+   acknowledgement), else they wait up to the linger, grouping while the delivery is
+   busy;
+   ``notify_delivery_room()`` (an acknowledgement) wakes the loop to cut what waits.
 4. Every chunk is appended with the checkpoint it advances (one transaction). If any
    chunk was appended, ``on_appended()`` is called once.
 5. If some file still had bytes beyond its budget, the next round starts right after a
    yield; else the loop sleeps until a watcher event, the earliest chunker deadline
    (chunk linger, idle partial line), the next rescan, the close of an idle detached
-   file, ``notify_room()`` or, while paused, ``full_retry_interval``.
+   file, ``notify_room()``, ``notify_delivery_room()`` with lines waiting or, while
+   paused, ``full_retry_interval``.
 
-No quiet-period wait: the watcher runs with ``debounce``/``step`` of a few milliseconds,
-and an event only wakes the loop, which reads whatever is there.
+No quiet-period wait: an inotify event wakes the loop the moment the kernel has it (and
+``watchfiles`` runs with ``debounce``/``step`` of a few milliseconds); an event only
+wakes the loop, which reads whatever is there.
 
 Symbolic links
 --------------
@@ -93,6 +102,7 @@ from typing import Any
 
 import watchfiles
 
+from main_process import inotify_watch
 from main_process.file_follower import (
     ChunkerOptions,
     CommitTotals,
@@ -276,6 +286,10 @@ def _ignore_pause(reason: str | None) -> None:
     pass
 
 
+def _no_delivery_room() -> bool:
+    return False
+
+
 def _ignore_chunk(path: str, text: str) -> None:
     pass
 
@@ -310,6 +324,7 @@ class SourceSet:
         on_trouble: Callable[[str], None] = _ignore_message,
         on_pause_changed: Callable[[str | None], None] = _ignore_pause,
         on_chunk: Callable[[str, str], None] = _ignore_chunk,
+        delivery_room: Callable[[], bool] = _no_delivery_room,
         poll: bool = False,
         from_end: bool = False,
         chunk_max_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
@@ -318,6 +333,7 @@ class SourceSet:
         live_read_budget: int = 4 * 1024 * 1024,
         backlog_read_budget: int = 512 * 1024,
         rescan_interval: float = 1.0,
+        quiet_rescan_interval: float | None = None,
         detached_idle_close: float = 5.0,
         full_retry_interval: float = 0.5,
         follow_symlinks: SymlinkPolicy = "named",
@@ -335,6 +351,7 @@ class SourceSet:
         self._on_trouble = on_trouble
         self._on_pause_changed = on_pause_changed
         self._on_chunk = on_chunk
+        self._delivery_room = delivery_room
         self._poll = poll
         self._from_end = from_end
         self._encoding = normalize_encoding(encoding)
@@ -346,6 +363,11 @@ class SourceSet:
         self._live_budget = live_read_budget
         self._backlog_budget = backlog_read_budget
         self._rescan_interval = rescan_interval
+        self._quiet_rescan_interval = (
+            rescan_interval if quiet_rescan_interval is None else quiet_rescan_interval
+        )
+        # Whether the inotify watcher sees every change that can matter (see _update_watch).
+        self._watch_sees_all = False
         self._detached_idle_close = detached_idle_close
         self._full_retry_interval = full_retry_interval
         self._symlinks = follow_symlinks
@@ -398,6 +420,7 @@ class SourceSet:
         self._watched_dirs: frozenset[str] | None = None
         self._watch_stop: asyncio.Event | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
+        self._inotify: inotify_watch.InotifyWatcher | None = None
 
         self._lines = 0
         self._chunks_appended = 0
@@ -455,6 +478,14 @@ class SourceSet:
     def notify_room(self) -> None:
         """Call (on the loop thread) after acknowledgements freed spool room."""
         if self._paused_reason is not None and self._wake is not None:
+            self._wake.set()
+
+    def notify_delivery_room(self) -> None:
+        """Call (on the loop thread) when the delivery window may have room again (an
+        acknowledgement, a connection made): lines held for want of it go out now."""
+        if self._wake is None or self._wake.is_set():
+            return
+        if any(follower.holds_lines for follower in self._followers.values()):
             self._wake.set()
 
     def stop(self) -> None:
@@ -571,7 +602,9 @@ class SourceSet:
         read up to it and cut every complete line at once. Returns (more bytes right now,
         caught up and committed)."""
         try:
-            result = self._read(follower, self._live_budget, now, limit)
+            result = self._read(
+                follower, self._live_budget, now, limit, send_now=self._delivery_room()
+            )
         except OSError as exc:
             self._report(follower.path, f"Reading {follower.path} failed: {exc.strerror or exc}.")
             self._remove_member(follower)
@@ -632,7 +665,13 @@ class SourceSet:
         return True
 
     def _read(
-        self, follower: FileFollower, budget: int, now: float, limit: int | None
+        self,
+        follower: FileFollower,
+        budget: int,
+        now: float,
+        limit: int | None,
+        *,
+        send_now: bool = False,
     ) -> tuple[int, Truncation | None] | None:
         """``follower.read`` in a worker thread: its result, or None while it has not
         returned. A read that takes longer than ``_READ_WAIT`` (a stalled network file
@@ -641,7 +680,7 @@ class SourceSet:
         assert self._executor is not None
         job = self._reads.get(follower.key)
         if job is None:
-            future = self._executor.submit(follower.read, budget, now, limit)
+            future = self._executor.submit(follower.read, budget, now, limit, send_now=send_now)
             try:
                 return future.result(timeout=_READ_WAIT)
             except TimeoutError:  # concurrent.futures.TimeoutError is this one since 3.11
@@ -753,7 +792,11 @@ class SourceSet:
 
     def _rescan(self, now: float, *, initial: bool = False) -> None:
         self._rescan_requested = False
-        self._next_rescan_at = now + self._rescan_interval
+        # The safety net matters where events can be missing (a network file system, a
+        # directory that does not exist yet, watchfiles' polling); where inotify sees
+        # every change it only has to catch what should never happen.
+        interval = self._quiet_rescan_interval if self._watch_sees_all else self._rescan_interval
+        self._next_rescan_at = now + interval
         matched: dict[FileKey, tuple[str, bool]] = {}
         watch_dirs: set[str] = set()
         for pattern in self._patterns:
@@ -1376,15 +1419,41 @@ class SourceSet:
             return
         if self._watch_stop is not None:
             self._watch_stop.set()
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+        self._watch_sees_all = False
         self._watched_dirs = existing
         self._watch_tasks = [task for task in self._watch_tasks if not task.done()]
         if not existing:
             self._watch_stop = None
             return
-        self._watch_stop = asyncio.Event()
-        self._watch_tasks.append(asyncio.create_task(self._watch(existing, self._watch_stop)))
         # Events between the scan and the watcher's start would be lost: look again soon.
         self._rescan_requested = True
+        if not self._poll and inotify_watch.available():
+            try:
+                self._inotify = inotify_watch.InotifyWatcher(
+                    sorted(existing), self._on_changes, self._on_watch_lost
+                )
+                self._watch_sees_all = len(existing) == len(directories) and (
+                    inotify_watch.sees_every_change(existing)
+                )
+                return
+            except OSError as exc:
+                # Out of watches (fs.inotify.max_user_watches) or a directory gone since
+                # the scan: watchfiles' own inotify (or its polling) may still do.
+                logger.info("inotify refused (%s); watching with watchfiles", exc)
+        self._watch_stop = asyncio.Event()
+        self._watch_tasks.append(asyncio.create_task(self._watch(existing, self._watch_stop)))
+
+    def _on_watch_lost(self) -> None:
+        """A watched directory went away, or the kernel dropped events: rescan, and
+        watch whatever directories there are then."""
+        self._watched_dirs = None
+        self._watch_sees_all = False
+        self._rescan_requested = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def _watch(self, directories: frozenset[str], stop_event: asyncio.Event) -> None:
         try:
@@ -1421,6 +1490,9 @@ class SourceSet:
             self._wake.set()
 
     async def _stop_watching(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
         if self._watch_stop is not None:
             self._watch_stop.set()
         for task in self._watch_tasks:

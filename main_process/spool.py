@@ -448,6 +448,11 @@ class Spool:
             max_bytes=self._max_bytes,
         )
 
+    @property
+    def buffered_chunks(self) -> int:
+        """Chunks not yet acknowledged (``stats().buffered_chunks``, without the copy)."""
+        return self._buffered_chunks
+
     def chunk_id(self, seq: int) -> str:
         return f"{self._client_id}:{seq}"
 

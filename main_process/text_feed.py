@@ -37,7 +37,7 @@ class TextFeed:
         stream: AsyncIterator[bytes],
         spool: Spool,
         *,
-        on_appended: Callable[[str, list[str]], None],
+        on_appended: Callable[[str, str], None],
         room_freed: asyncio.Event,
         max_chunk_bytes: int,
         linger: float,
@@ -97,7 +97,7 @@ class TextFeed:
                     self._room_freed.clear()
                     await self._room_freed.wait()
             self.paused = False
-            self._on_appended(self.name, chunk.text.splitlines())
+            self._on_appended(self.name, chunk.text)
 
 
 async def read_stdin(read_size: int = 64 * 1024) -> AsyncIterator[bytes]:

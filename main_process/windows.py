@@ -4,8 +4,9 @@ Owns, from the main process's side: starting ``python -m renderer --data-dir D``
 first window is wanted (Electron's layout: one browser process for all windows, a render
 process per page), asking the running host for more windows (a ``HostControl`` count,
 published: the main process never waits on the host), knowing which windows are open
-from their reports, and what to do when the host ends. Its exit is noticed by polling
-``Popen.poll`` (``reap``), and what ``reap`` finds is one of:
+from their reports, and what to do when the host ends. Its exit is noticed the moment
+it happens (a thread waits for the process and wakes the owner through ``on_change``, so
+nothing polls), the owner calls ``reap``, and what ``reap`` finds is one of:
 
 * **closed** (exit 0): the user closed the last window. Nothing more, unless windows were
   asked for meanwhile: a new host opens those.
@@ -49,6 +50,8 @@ reader thread, which may run ``ldd``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -188,6 +191,7 @@ class WindowHost:
         self._tray = tray
         self._host: _Host | None = None
         self._restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- what there is --------------------------------------------------------------------
 
@@ -261,11 +265,19 @@ class WindowHost:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         host = _Host(process, initial=count)
         self._host = host
+        with contextlib.suppress(RuntimeError):  # no loop (a unit test): the owner polls
+            self._loop = asyncio.get_running_loop()
         assert process.stderr is not None
         threading.Thread(
             target=self._read_stderr,
             args=(host, process.stderr),
             name=f"renderer-host-{process.pid}-stderr",
+            daemon=True,
+        ).start()
+        threading.Thread(
+            target=self._wait_for_exit,
+            args=(host,),
+            name=f"renderer-host-{process.pid}-exit",
             daemon=True,
         ).start()
         log.info("renderer host %d started with %d windows", process.pid, count)
@@ -394,6 +406,25 @@ class WindowHost:
             process.kill()
             process.wait(timeout)
 
+    def waiting_to_reap(self) -> bool:
+        """Whether the host has ended but ``reap`` still waits for the sentence saying
+        why (at most ``EXPLAIN_WAIT_S``): the owner calls ``reap`` again shortly."""
+        host = self._host
+        return host is not None and host.process.poll() is not None
+
+    def _wait_for_exit(self, host: _Host) -> None:
+        # Runs in a daemon thread: Popen's wait and poll share a lock, so this is safe
+        # beside ``reap``'s poll on the loop thread.
+        with contextlib.suppress(Exception):
+            host.process.wait()
+        self._notify_from_thread()
+
+    def _notify_from_thread(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._on_change)
+
     def _read_stderr(self, host: _Host, stream: IO[bytes]) -> None:
         # Runs until every holder of the pipe's write end (the host and any child that
         # inherited it) has closed it.
@@ -419,6 +450,7 @@ class WindowHost:
             log.exception("reading the stderr of renderer host %d failed", pid)
         finally:
             host.reader_done.set()
+            self._notify_from_thread()
 
 
 def _exit_status_text(code: int) -> str:
