@@ -326,6 +326,10 @@ class ClientNamespace:
             payload = msgspec.convert(args[0], type=SubmitLogChunk)
         except msgspec.ValidationError as exc:
             return self._invalid(str(exc))
+        except UnicodeEncodeError:
+            # The Socket.IO parser (the stdlib's json) lets a lone surrogate through, and
+            # msgspec refuses to read one as a string: that is malformed input, not a fault.
+            return self._invalid("a string holds a lone surrogate (not valid Unicode)")
         if connection.client_id is None or payload.clientId != connection.client_id:
             return self._invalid("clientId does not match the connection's clientId")
         if payload.chunkId is not None and not payload.chunkId.startswith(
@@ -415,7 +419,7 @@ class ClientNamespace:
         if args:
             try:
                 timestamp = msgspec.convert(args[0], type=Ping).timestamp
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, UnicodeEncodeError) as exc:
                 self.counters.invalid_pings += 1
                 log.info("invalid ping from %s answered with the server's clock: %.120s", sid, exc)
         if timestamp is None:
