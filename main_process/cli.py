@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="windows to open (default 1 with a display)",
+        help="windows to open (default 1 with a display; 0 with a tray: the tray alone)",
     )
     run.add_argument(
         "--exit-with-windows",
@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="MS",
-        help="how long lines wait to be grouped into a chunk (default 50)",
+        help="the longest lines wait to be grouped while a chunk awaits its ack (default 50; "
+        "with nothing awaiting an ack a line goes at once)",
     )
     run.add_argument(
         "--poll", action="store_true", default=None, help="poll files instead of waiting for events"
