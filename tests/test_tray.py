@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -272,32 +273,55 @@ def test_a_click_opens_a_window_and_closing_it_leaves_the_tray(
     )
 
 
+def viewable_windows(desktop: DesktopSession) -> set[str]:
+    """The top-level X windows named "Log monitor" that are mapped now (a menu while it
+    is open)."""
+    shown: set[str] = set()
+    for line in desktop.top_level_windows():
+        if '"Log monitor"' not in line or not re.search(r"\d+x\d+\+", line):
+            continue
+        window = line.split()[0]
+        info = subprocess.run(
+            ["xwininfo", "-id", window],
+            env=desktop.environment(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        if "IsViewable" in info.stdout:
+            shown.add(window)
+    return shown
+
+
 def choose_in_menu(desktop: DesktopSession, tray: TrayState, *keys: str) -> None:
     """Open the icon's menu with a right click, as a person would, and choose an entry
     with the keyboard: ``keys`` move from no entry selected (Down: the first, Up: the
     last; the separator is skipped), then Return takes the entry."""
     geometry = tray.geometry
     assert geometry is not None
-    before = set(desktop.top_level_windows())
-    desktop.xdotool(
-        "mousemove",
-        str(geometry.x + geometry.width // 2),
-        str(geometry.y + geometry.height // 2),
-        "click",
-        "3",
-    )
+    # Shown windows, not the window tree: Qt keeps a closed menu's window (unmapped), so
+    # a menu opened again can be the very window (same id and size) the tree held before.
+    before = viewable_windows(desktop)
 
-    def menu() -> list[str]:
-        return [
-            line
-            for line in set(desktop.top_level_windows()) - before
-            if '"Log monitor"' in line and re.search(r"\d+x\d+\+", line)
-        ]
+    def menu() -> set[str]:
+        return viewable_windows(desktop) - before
 
-    deadline = time.monotonic() + 15
-    while not menu():
+    # A right click just after a menu closed can be lost on its way (the menu's pointer
+    # grab is still being released): as a person would, click again, within the deadline.
+    deadline = time.monotonic() + 20
+    opened = False
+    while not opened:
         assert time.monotonic() < deadline, "the menu did not open"
-        time.sleep(0.05)  # polling the X server's window tree: there is no event to wait on
+        desktop.xdotool(
+            "mousemove",
+            str(geometry.x + geometry.width // 2),
+            str(geometry.y + geometry.height // 2),
+            "click",
+            "3",
+        )
+        click_deadline = time.monotonic() + 3
+        while not (opened := bool(menu())) and time.monotonic() < click_deadline:
+            time.sleep(0.05)  # polling the X server's window tree: there is no event to wait on
     desktop.xdotool("key", *keys, "Return")
 
 
