@@ -8,8 +8,10 @@ menu) and with the same effects (``renderer.tray_link``: the menu's commands, th
 
 * **Showing.** pystray's loop runs on a thread of its own (``icon.run``; on Windows a
   message loop of its own, beside WinForms' thread; on X11 its own X connection, docked
-  in the XEmbed tray), and the icon is shown once it is ready. pystray knows no "is
-  there a tray": the icon counts as shown once pystray showed it without an error.
+  in the XEmbed tray), and the icon is shown once it is ready; a show that fails is tried
+  again (doubling waits, up to ``SHOW_RETRY_LONGEST_S``) until it works or the tray
+  closes. pystray knows no "is there a tray": the icon counts as shown once pystray
+  showed it without an error.
 * **On macOS** AppKit allows its status item to be made and changed only on the main
   thread, which pywebview's Cocoa loop (``NSApplication.run``) owns, and pystray's darwin
   backend calls AppKit from whichever thread calls it. There the tray takes a
@@ -28,6 +30,9 @@ menu) and with the same effects (``renderer.tray_link``: the menu's commands, th
   ``short_tooltip``) and the menu (rebuilt only when its entries change). Statuses arrive on the subscription's thread; only the latest is
   applied, on a thread of this tray's own, so pystray is never called from two threads
   at once and the subscription never waits for it.
+* **X11's stuck calls.** A change handed to pystray's X11 loop can hang in python-xlib
+  (see ``_call_watched``); a call still running after ``STUCK_X11_CALL_S`` has its X
+  connection read once more, which frees it.
 * **Acting.** A click on the icon does the menu's default entry, Open window (on macOS,
   where pystray's status item has no default action, a click opens the menu, Open
   window in bold); each entry does ``act_on_menu`` on a thread of its own.
@@ -70,6 +75,11 @@ ICON_NAME = "log-monitor"
 STOP_WAIT_S = 3.0
 # How long the icon waits for the first status before it shows without one.
 FIRST_STATUS_WAIT_S = 5.0
+# Showing the icon again after a failure: the first wait, doubled up to the longest.
+SHOW_RETRY_FIRST_S = 0.05
+SHOW_RETRY_LONGEST_S = 2.0
+# How long a call into pystray's X11 backend may take before its X connection is nudged.
+STUCK_X11_CALL_S = 0.5
 
 # Makes the pystray icon: ``pystray.Icon`` (tests pass a stand-in backend).
 IconMaker = Callable[..., Any]
@@ -122,6 +132,7 @@ class PystrayTray:
         self._pending: Status | None = None
         self._notices: list[tuple[str, str]] = []
         self._closing = False
+        self._closed = threading.Event()
         self._showing = False
         self._messages = 0
         self._last_message: str | None = None
@@ -129,7 +140,8 @@ class PystrayTray:
         self._first_applied = threading.Event()
         self._poster = poster
         maker = pystray.Icon if icon_maker is None else icon_maker
-        self._latin1_titles = maker.__module__ == "pystray._xorg"
+        self._x11 = maker.__module__ == "pystray._xorg"
+        self._latin1_titles = self._x11
         first_look = (
             ICON_NAME,
             self._pictures[APP_ICON],
@@ -175,12 +187,13 @@ class PystrayTray:
         with self._wake:
             self._closing = True
             self._wake.notify()
+        self._closed.set()
         self._applier.join(STOP_WAIT_S)
         if self._loop is None:
             self._on_icon(self._hide)
         else:
             try:
-                self._icon.stop()
+                self._call_watched(self._icon.stop)
             except Exception as exc:  # the loop may have failed already
                 log.info("stopping the tray icon: %s", exc)
             self._loop.join(STOP_WAIT_S)
@@ -199,10 +212,10 @@ class PystrayTray:
             return
         self._icon = icon
 
-    def _on_icon(self, change: Callable[[Any], None]) -> None:
+    def _on_icon(self, change: Callable[[Any], object]) -> None:
         """Run ``change`` on the icon: here without a poster, else on the main thread."""
         if self._poster is None:
-            change(self._icon)
+            self._call_watched(lambda: change(self._icon))
             return
 
         def posted() -> None:
@@ -215,6 +228,36 @@ class PystrayTray:
                 log.exception("updating the tray icon failed")
 
         self._poster(posted)
+
+    def _call_watched(self, call: Callable[[], object]) -> None:
+        """Run a call that pystray hands to its loop's thread, and on X11 unstick it.
+
+        pystray's X11 backend runs a change on its loop's thread and waits for it; that
+        thread's next request to the X server can wait forever when python-xlib 0.33's
+        ``send_and_recv`` returns early from our thread's flush (the path for data that
+        arrived while another thread receives) without waking a request waiting on it.
+        Any later complete ``send_and_recv`` wakes it: a call that has not returned after
+        ``STUCK_X11_CALL_S`` has the connection read once (``pending_events``) from here.
+        """
+        if not self._x11:
+            call()
+            return
+        done = threading.Event()
+
+        def nudge_until_done() -> None:
+            while not done.wait(STUCK_X11_CALL_S):
+                log.debug("a call into pystray's X11 loop is stuck; nudging its X connection")
+                try:
+                    self._icon._display.pending_events()
+                except Exception:
+                    log.debug("nudging the X connection failed", exc_info=True)
+                    return
+
+        threading.Thread(target=nudge_until_done, name="tray-x11-nudge", daemon=True).start()
+        try:
+            call()
+        finally:
+            done.set()
 
     @staticmethod
     def _hide(icon: Any) -> None:
@@ -238,18 +281,37 @@ class PystrayTray:
         # tray to embed the icon again, and a tray still embedding it can lose it.
         if not self._first_applied.wait(FIRST_STATUS_WAIT_S):
             log.info("no status yet; showing the tray icon without one")
-        self._on_icon(self._show)
-
-    def _show(self, icon: Any) -> None:
-        try:
-            icon.visible = True
-        except Exception:
-            log.exception("pystray could not show the tray icon")
+        if self._poster is not None:
+            self._on_icon(self._show)
             return
+        # Tried again until it works: pystray 0.19.5's X11 backend calls this before its
+        # loop has recorded its own thread (``_run`` sets ``_thread`` after marking itself
+        # ready), so a show that comes too early fails with an AttributeError; left
+        # alone, the host would end for having nothing to show.
+        delay = SHOW_RETRY_FIRST_S
+        attempts = 1
+        while not self._show(icon, quiet=attempts > 1):
+            if self._closed.wait(delay):
+                return
+            delay = min(delay * 2, SHOW_RETRY_LONGEST_S)
+            attempts += 1
+        if attempts > 1:
+            log.info("the tray icon was shown at attempt %d", attempts)
+
+    def _show(self, icon: Any, quiet: bool = False) -> bool:
+        try:
+            self._call_watched(lambda: setattr(icon, "visible", True))
+        except Exception:
+            if quiet:
+                log.debug("pystray could not show the tray icon", exc_info=True)
+            else:
+                log.exception("pystray could not show the tray icon; trying again")
+            return False
         log.info("the tray icon is shown (pystray)")
         with self._wake:
             self._showing = True
             self._wake.notify()
+        return True
 
     # ---- this tray's applying thread -----------------------------------------------------
 

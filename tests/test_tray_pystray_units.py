@@ -120,8 +120,12 @@ class RecordingReporter:
         pass
 
 
-def recording_icon_class(pystray: Any, recorder: Recorder, notifications: bool) -> Any:
-    """A pystray ``Icon`` whose backend records instead of drawing."""
+def recording_icon_class(
+    pystray: Any, recorder: Recorder, notifications: bool, failing_shows: int = 0
+) -> Any:
+    """A pystray ``Icon`` whose backend records instead of drawing; its first
+    ``failing_shows`` shows fail as X11's does when asked before its loop is ready."""
+    failures = [failing_shows]
 
     class RecordingIcon(pystray.Icon):  # type: ignore[misc]
         HAS_NOTIFICATION = notifications
@@ -131,6 +135,11 @@ def recording_icon_class(pystray: Any, recorder: Recorder, notifications: bool) 
             self._stopped = threading.Event()
 
         def _show(self) -> None:
+            if failures[0]:
+                failures[0] -= 1
+                recorder.add("failed show", None)
+                # What pystray 0.19.5's X11 backend raises then: no ``_thread`` yet.
+                raise AttributeError("'Icon' object has no attribute '_thread'")
             recorder.add("show", None)
 
         def _hide(self) -> None:
@@ -171,6 +180,7 @@ def make_tray(
     *,
     notifications: bool = True,
     first: Status | None = None,
+    failing_shows: int = 0,
 ) -> Any:
     """The tray, given its first status (by default, connecting), once it is shown."""
     from renderer.tray_pystray import PystrayTray
@@ -185,7 +195,7 @@ def make_tray(
         sender=RecordingSender(recorder),
         open_or_raise=open_or_raise,
         reporter=RecordingReporter(recorder),  # type: ignore[arg-type]
-        icon_maker=recording_icon_class(pystray, recorder, notifications),
+        icon_maker=recording_icon_class(pystray, recorder, notifications, failing_shows),
     )
     tray.update(first or status(state="connecting"))
     recorder.wait(lambda: bool(recorder.reports) and recorder.reports[-1].shown, "the icon shown")
@@ -332,6 +342,70 @@ def test_the_icon_shows_each_status_picture_tooltip_and_menu(
         )
         last_report(recorder, lambda r: "7 chunks waiting" in r.tooltip, "the count in the tip")
         assert len([1 for kind, _ in recorder.calls if kind == "menu"]) == menu_count
+    finally:
+        tray.close()
+
+
+def test_a_show_that_fails_is_tried_again_until_the_icon_is_shown(
+    pystray_module: Any, recorder: Recorder
+) -> None:
+    # pystray's X11 loop can call the setup before it can take a show; the host would end
+    # after ``TRAY_WAIT_S`` with nothing shown if the tray gave up at the first failure.
+    tray = make_tray(pystray_module, recorder, failing_shows=3)
+    try:
+        shows = [kind for kind, _ in recorder.calls if kind.endswith("show")]
+        assert shows == ["failed show", "failed show", "failed show", "show"]
+        assert recorder.reports[-1].shown
+        assert tray.showing()
+    finally:
+        tray.close()
+    assert recorder.reports[-1].closed
+
+
+def test_an_x11_change_stuck_in_python_xlib_is_freed_by_reading_the_connection(
+    pystray_module: Any, recorder: Recorder
+) -> None:
+    # python-xlib 0.33 can leave pystray's X11 loop waiting forever for a reply another
+    # thread's flush took over; any later read of the connection frees it. The stand-in
+    # picture update waits as the stuck loop does, until the connection is read.
+    base = recording_icon_class(pystray_module, recorder, notifications=False)
+    read = threading.Event()
+
+    class StuckDisplay:
+        def pending_events(self) -> int:
+            recorder.add("connection read", None)
+            read.set()
+            return 0
+
+    class StuckX11Icon(base):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._display = StuckDisplay()
+
+        def _update_icon(self) -> None:
+            if self.visible and not read.wait(WAIT_S):
+                raise AssertionError("the stuck call was never freed")
+            super()._update_icon()
+
+    StuckX11Icon.__module__ = "pystray._xorg"  # what the tray takes for X11's backend
+    from renderer.tray_pystray import PystrayTray
+
+    tray = PystrayTray(
+        host_pid=4242,
+        sender=RecordingSender(recorder),
+        open_or_raise=lambda: None,
+        reporter=RecordingReporter(recorder),  # type: ignore[arg-type]
+        icon_maker=StuckX11Icon,
+    )
+    try:
+        tray.update(status(state="connecting"))
+        last_report(recorder, lambda r: r.shown and r.state == "connecting", "the icon shown")
+        assert ("connection read", None) not in recorder.calls  # nothing was stuck yet
+        tray.update(status(state="connected"))
+        last_report(recorder, state_is("connected"), "the connected state applied")
+        kinds = [kind for kind, _ in recorder.calls]
+        assert "connection read" in kinds
+        assert kinds.index("connection read") < len(kinds) - kinds[::-1].index("picture")
     finally:
         tray.close()
 
