@@ -1,9 +1,10 @@
-"""The bare python-socketio sender: the floor our client is measured against.
+"""The bare python-socketio sender: what the stack does with nothing of ours in the way.
 
 A ``socketio.AsyncClient`` (through the tests' bare protocol client, which adds nothing
 but an ack future per emit) runs the guest handshake, then sends COUNT chunks of
 CHUNK_BYTES with WINDOW acknowledgements in flight, exactly as ``bench/node/ship.js``
-does: no spool, no files, no product code. Run as its own process so its CPU is its own:
+does: no spool, no files; nothing of the product runs while it sends. Run as its own
+process so its CPU is its own:
 
     python -m bench.bare_sender URL CHUNK_BYTES COUNT WINDOW
 

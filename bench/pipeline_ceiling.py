@@ -274,7 +274,8 @@ def measure(
     # Interleaved, so drift in the machine's load spreads over every sender alike.
     for run in range(runs):
         for sender, send in senders.items():
-            print(f"pipeline_ceiling: {name}: {sender} run {run + 1}", file=sys.stderr)
+            plain = sender.replace("**", "")
+            print(f"pipeline_ceiling: {name}: {plain}, run {run + 1}", file=sys.stderr)
             samples[sender].append(send(run))
     return ServerRuns(name, {sender: median_result(r) for sender, r in samples.items()})
 
