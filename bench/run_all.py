@@ -37,12 +37,12 @@ BENCHMARKS = (
     Benchmark(
         "ship_throughput",
         "Ship throughput and CPU per GB: spool → acknowledged",
-        "no number set (issue 4); ratios vs the original strategy and the Node.js socket.io-client peer are reported",
+        "no number set; ratios vs the original strategy and the Node.js socket.io-client peer are reported",
     ),
     Benchmark(
         "e2e_pipeline",
         "End to end: file append → acknowledged at the server",
-        "at least 10x the original-shaped pipeline's throughput (issue 5), and p99 latency under 15 ms at 1,000 lines/s with adaptive batching (issue 15)",
+        "at least 10x the original-shaped pipeline's throughput, and p99 latency under 15 ms at 1,000 lines/s with adaptive batching",
     ),
     Benchmark(
         "pipeline_ceiling",
@@ -57,12 +57,12 @@ BENCHMARKS = (
         "idle_cpu",
         "Idle CPU of the main process, and run → connected with a remote server",
         "main process idle ≤ 0.1 % of a core (one followed file, connected), ≤ 0.3 % with one "
-        "window; run → connected < 0.5 s with a remote server (issue 15)",
+        "window; run → connected < 0.5 s with a remote server",
     ),
     Benchmark(
         "ipc_fanout",
         "Status fan-out to subscriber processes (msgspec vs json vs pickle bodies)",
-        "p99 under 1 ms to 16 subscribers (issue 3)",
+        "p99 under 1 ms to 16 subscribers",
     ),
     Benchmark(
         "window_latency",
@@ -70,12 +70,12 @@ BENCHMARKS = (
         "(PSS), first and later window, status → DOM, idle CPU",
         "marginal ≤ 30 MiB PSS per window, 8 windows ≤ 600 MiB PSS in all, a later window "
         "painted < 250 ms after it is asked for, status → DOM p99 < 10 ms at 8 windows, host "
-        "idle ≤ 0.2 % of a core (issue 12)",
+        "idle ≤ 0.2 % of a core",
     ),
     Benchmark(
         "main_memory",
         "Main process memory: empty spool vs a backlog waiting on disk",
-        "flat: the spool is on disk (issue 7)",
+        "flat: the spool is on disk",
     ),
     Benchmark(
         "server_ingest",

@@ -97,7 +97,7 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--remote-debugging-port=0",
 )
-# Targets (the issue that built the host).
+# Targets the renderer host was built to.
 TARGET_MARGINAL_MIB = 30.0
 TARGET_TOTAL_8_MIB = 600.0
 TARGET_LATER_WINDOW_MS = 250.0
