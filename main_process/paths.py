@@ -30,7 +30,7 @@ TOKENS_FILENAME = "tokens.json"
 SERVER_DIRNAME = "server"
 
 # The app's icon (launchers, notifications), shipped among the renderer's static files and
-# found by its path: the main process reads the file and never imports the renderer.
+# found by its path: the main process reads the file and loads no code of the renderer.
 APP_ICON_FILE = Path(__file__).resolve().parent.parent / "renderer" / "static" / "icon.svg"
 
 

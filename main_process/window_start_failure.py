@@ -23,9 +23,9 @@ and aborts (exit status -6, SIGABRT). Those lines are recognised here:
 Anything else gets the exit status and the process's last line.
 
 It lives in the main process, the only side that reads the host's stderr, and knows Qt
-only by the text Qt prints. Must not: import Qt or anything of ``renderer`` (the main
-process never loads either), or take long: it runs on a window's stderr reader thread,
-``ldd`` is bounded by a timeout.
+only by the text Qt prints. Must not: load Qt or any code of ``renderer`` (the main
+process never does), or take long: it runs on a window's stderr reader thread, ``ldd`` is
+bounded by a timeout.
 """
 
 from __future__ import annotations
