@@ -10,4 +10,7 @@ Modules, one job each:
 * ``endpoints``: the private runtime directory, socket addresses, CURVE keys.
 * ``instance``: ``InstanceLock`` (single instance per data directory) and the handoff.
 * ``host``: ``IpcHost`` wiring for the main process, ``connect_*`` for viewers.
+* ``inspection``: asking the windows something (``log-monitor windows``, ``screenshot``).
+* ``host_launch``: the renderer host's command line and exit statuses, for both sides.
+* ``atomic_file``: ``write_file_atomically``, the one way any package replaces a file.
 """

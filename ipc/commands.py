@@ -64,6 +64,7 @@ from ipc.messages import (
     COMMAND_DECODER,
     DECODE_ERRORS,
     REPLY_DECODER,
+    REPLY_TYPES,
     TOPIC_STATUS,
     Command,
     Failed,
@@ -72,7 +73,6 @@ from ipc.messages import (
     Ping,
     Reply,
     Snapshot,
-    SnapshotReply,
     Status,
     encode,
 )
@@ -237,7 +237,7 @@ class CommandServer:
     async def _run_handler(self, identity: bytes, request_id: bytes, command: Command) -> None:
         try:
             reply = await self._handler(command)
-            if not isinstance(reply, Ok | Failed | SnapshotReply):
+            if not isinstance(reply, REPLY_TYPES):
                 raise TypeError(f"handler returned {type(reply).__name__}, not a Reply")
         except asyncio.CancelledError:
             raise

@@ -54,6 +54,8 @@ import platformdirs
 import zmq
 import zmq.auth
 
+from ipc.atomic_file import write_file_atomically
+
 APP_NAME: Final = "log-monitor"
 PUBLISHER_SOCKET: Final = "pub.sock"
 COMMANDS_SOCKET: Final = "cmd.sock"
@@ -344,11 +346,7 @@ class Endpoints:
             "commands": self.commands,
             "pid": os.getpid(),
         }
-        temporary = target.with_name(f".{ENDPOINTS_FILE}.{os.getpid()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
-        os.replace(temporary, target)
+        write_file_atomically(target, json.dumps(document).encode("utf-8"), mode=0o600)
         return target
 
     def remove_saved(self) -> None:

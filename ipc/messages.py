@@ -1,8 +1,9 @@
 """Every message that crosses IPC between the main process and its viewers.
 
 Owns: the message types (msgspec ``Struct``s, frozen, tagged with a ``"type"`` field and
-grouped in three tagged unions: ``Published``, ``Command``, ``Reply``), the topic each
-published message travels on, which topics are *state* topics (their last value is cached
+grouped in three tagged unions: ``Published``, ``Command``, ``Reply``), the window report
+that ``log-monitor windows`` assembles from them (``WindowsReport``, ``WindowAnswer``: typed
+here, printed as JSON in one shape), the topic each published message travels on, which topics are *state* topics (their last value is cached
 and re-sent to late joiners), and the typed encoders/decoders, built once here so every
 process decodes with the same rules.
 
@@ -501,10 +502,7 @@ class ReportTray(_Message, frozen=True, tag="report_tray"):
 
 
 class ControlWindows(_Message, frozen=True, tag="control_windows"):
-    """Publish ``control`` to the windows; answered ``Ok(data={"host": pid, "windows":
-    [{"host": pid, "window": n}, ...], "tray": {...} | None})`` with the renderer host's
-    pid (or None), the windows the main process knows are open, and the host's last
-    ``TrayState`` (None when no tray is reported)."""
+    """Publish ``control`` to the windows; answered ``WindowsInventory``."""
 
     control: WindowControl
 
@@ -565,7 +563,113 @@ class SnapshotReply(_Message, frozen=True, tag="snapshot_reply"):
     entries: tuple[SnapshotEntry, ...] = ()
 
 
-Reply: TypeAlias = Ok | Failed | SnapshotReply
+class WindowsInventory(_Message, frozen=True, tag="windows_inventory"):
+    """The reply to ``ControlWindows``: the renderer host's pid (None: no host runs), the
+    windows the main process knows are open, and what the host last reported of its tray
+    (None: no tray reported)."""
+
+    host: int | None = None
+    windows: tuple[WindowRef, ...] = ()
+    tray: TrayState | None = None
+
+
+Reply: TypeAlias = Ok | Failed | SnapshotReply | WindowsInventory
+REPLY_TYPES: Final = (Ok, Failed, SnapshotReply, WindowsInventory)
+
+# ----------------------------------------------------------------------------- the window report
+
+
+class WindowAnswer(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel", kw_only=True
+):
+    """One window in a ``WindowsReport``: its last reported state and whether it answered
+    this request (``answered`` false: listed from its last cached state)."""
+
+    ref: WindowRef
+    ready: bool
+    title: str | None
+    answered: bool
+    view: WindowView | None = None
+
+    @property
+    def host(self) -> int:
+        return self.ref.host
+
+    @property
+    def window(self) -> int:
+        return self.ref.window
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The view as JSON-able fields (camelCase names), empty if none was reported."""
+        if self.view is None:
+            return {}
+        fields = msgspec.to_builtins(self.view)
+        assert isinstance(fields, dict)
+        return fields
+
+    @property
+    def control(self) -> ControlOutcome | None:
+        return None if self.view is None else self.view.control
+
+    @property
+    def ok(self) -> bool:
+        control = self.control
+        return self.answered and control is not None and control.ok
+
+    @property
+    def result(self) -> Any:
+        control = self.control
+        return None if control is None else control.result
+
+    @property
+    def error(self) -> str | None:
+        if not self.answered:
+            return "the window did not answer in time"
+        control = self.control
+        return None if control is None or control.ok else str(control.error)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``log-monitor windows --json`` prints for this window: its ref, ``ready``,
+        ``title`` and ``answered``, then the view's fields (none without a view), then the
+        view's ``control``."""
+        fields = self.fields
+        control = fields.pop("control", None)
+        return {
+            "host": self.ref.host,
+            "window": self.ref.window,
+            "ready": self.ready,
+            "title": self.title,
+            "answered": self.answered,
+            **fields,
+            "control": control,
+        }
+
+
+class WindowsReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+    """What ``log-monitor windows`` shows: the renderer host (its pid, or None), its tray
+    icon (None: no tray reported) and its windows' answers, in window order.
+
+    Not itself sent: ``ipc.inspection`` assembles it from the ``WindowsInventory`` reply
+    and the windows' ``WindowState`` messages."""
+
+    host: int | None
+    tray: TrayState | None
+    windows: tuple[WindowAnswer, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """What ``log-monitor windows --json`` prints: ``host``, ``tray`` (the
+        ``TrayState`` fields without its tag and ``closed``) and ``windows``."""
+        tray = None if self.tray is None else msgspec.to_builtins(self.tray)
+        if isinstance(tray, dict):
+            tray.pop("type", None)
+            tray.pop("closed", None)
+        return {
+            "host": self.host,
+            "tray": tray,
+            "windows": [answer.as_dict() for answer in self.windows],
+        }
+
 
 # ----------------------------------------------------------------------------- codecs
 

@@ -55,8 +55,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from ipc.host import IpcHost
 from ipc.messages import (
     Command,
@@ -79,6 +77,7 @@ from ipc.messages import (
     Status,
     TrayNotice,
     TrayState,
+    WindowsInventory,
     WindowState,
 )
 from ipc.messages import Reply as IpcReply
@@ -637,14 +636,10 @@ class MainProcess:
             # The windows answer on their own topics (ReportWindow); the asker waits there
             # for the windows named here.
             self._publish(command.control)
-            windows = [{"host": ref.host, "window": ref.window} for ref in self.windows.windows()]
-            tray = self.windows.tray
-            return Ok(
-                data={
-                    "host": self.windows.host_pid,
-                    "windows": windows,
-                    "tray": None if tray is None else msgspec.to_builtins(tray),
-                }
+            return WindowsInventory(
+                host=self.windows.host_pid,
+                windows=tuple(self.windows.windows()),
+                tray=self.windows.tray,
             )
         if isinstance(command, Shutdown):
             # Answer first, then stop: the asker should hear that it worked.

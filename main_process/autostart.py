@@ -27,7 +27,6 @@ the data dir). Must not: start or stop anything.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import plistlib
 import sys
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from main_process.paths import default_data_dir, instance_suffix
+from ipc.atomic_file import write_file_atomically
+from main_process.paths import APP_ICON_FILE, default_data_dir, instance_suffix
 
 APP_ID = "log-monitor"
 LAUNCH_AGENT_LABEL = "org.log-monitor.client"
@@ -44,7 +44,6 @@ RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
 MARKER_KEY = "X-Log-Monitor-Written-By"
 """The line ``on`` puts in every .desktop file it writes (``off`` removes only those)."""
 MARKER_VALUE = "log-monitor autostart"
-ICON = importlib.resources.files("renderer") / "static" / "icon.svg"
 
 
 class AutostartError(Exception):
@@ -176,7 +175,7 @@ class FreedesktopAutostart:
         )
         try:
             self.icon_file.parent.mkdir(parents=True, exist_ok=True)
-            self.icon_file.write_bytes(ICON.read_bytes())
+            self.icon_file.write_bytes(APP_ICON_FILE.read_bytes())
         except OSError as exc:
             raise AutostartError(f"cannot write {self.icon_file}: {exc.strerror or exc}.") from None
         return self.status()
@@ -230,9 +229,8 @@ def _write_ours(path: Path, text: str) -> None:
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        # Readable by all, as a desktop entry is: the desktop reads it, it holds no secret.
+        write_file_atomically(path, text.encode("utf-8"), mode=0o644)
     except OSError as exc:
         raise AutostartError(f"cannot write {path}: {exc.strerror or exc}.") from None
 

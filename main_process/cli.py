@@ -34,6 +34,7 @@ import msgspec
 from ipc.commands import CommandTimeoutError, ReplyError, SyncCommandClient
 from ipc.endpoints import EndpointError
 from ipc.host import connect_subscriber, connect_sync_client
+from ipc.inspection import InspectionError, inspect_windows
 from ipc.instance import InstanceLock, ask_primary_to_open_window
 from ipc.messages import (
     TOPIC_STATS,
@@ -48,8 +49,12 @@ from ipc.messages import (
     Shutdown,
     Stats,
     Status,
+    TrayState,
     WindowAction,
+    WindowAnswer,
+    WindowsReport,
 )
+from main_process.embedded_server import EmbeddedServer, EmbeddedServerError
 from main_process.identity import IdentityError, load_or_create_client_id
 from main_process.keychain import AnyTokenStore
 from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
@@ -731,7 +736,6 @@ def _offline(
     are where ``run`` would keep them (``keychain.open_token_store``).
     """
     from main_process.connection import ServerAddress
-    from main_process.embedded_server import EmbeddedServer
     from main_process.keychain import open_token_store
 
     server = settings.server
@@ -792,9 +796,9 @@ def _sign_out_offline(base: str, store: AnyTokenStore, client_id: str) -> None:
         store.save(signed_out(tokens, handed_back))
 
 
-def _inspect_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> Any:
-    from renderer.inspection import InspectionError, inspect_windows
-
+def _inspect_windows(
+    args: argparse.Namespace, action: WindowAction, **options: Any
+) -> WindowsReport:
     data_dir = _data_dir(args)
     if not is_running(data_dir):
         raise CommandError(f"log-monitor is not running for {data_dir}.")
@@ -806,12 +810,13 @@ def _inspect_windows(args: argparse.Namespace, action: WindowAction, **options: 
         raise CommandError(f"the main process for {data_dir} did not answer in time.") from None
 
 
-def _ask_windows(args: argparse.Namespace, action: WindowAction, **options: Any) -> list[Any]:
-    windows: list[Any] = _inspect_windows(args, action, **options).windows
-    return windows
+def _ask_windows(
+    args: argparse.Namespace, action: WindowAction, **options: Any
+) -> tuple[WindowAnswer, ...]:
+    return _inspect_windows(args, action, **options).windows
 
 
-def format_tray(tray: Any) -> str:
+def format_tray(tray: TrayState) -> str:
     """One line saying what the tray icon shows (a ``TrayState``)."""
     if not tray.shown:
         return "tray: not shown" + ("" if tray.available else " (the desktop has no tray)")
@@ -968,26 +973,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.code
-    except (SpoolError, IdentityError, EndpointError) as exc:
+    except (SpoolError, IdentityError, EndpointError, EmbeddedServerError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         print(f"{PROG}: {exc.strerror or exc} ({exc.filename or 'no file'}).", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as exc:
-        if not _is_embedded_storage_error(exc):
-            raise
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def _is_embedded_storage_error(exc: Exception) -> bool:
-    """Whether ``exc`` is the embedded server's storage failing. The server's modules
-    are imported only once the embedded server is used (``run`` with a remote server
-    never pays for them), so its error type is looked up rather than imported."""
-    storage = sys.modules.get("server.storage")
-    error_type = getattr(storage, "StorageError", None)
-    return isinstance(error_type, type) and isinstance(exc, error_type)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from main_process.notifications import Notification
+from main_process.paths import APP_ICON_FILE
 
 log = logging.getLogger("log_monitor.notifications")
 
@@ -59,7 +60,7 @@ TrayFallback = Callable[[Notification], bool]
 
 def icon_path() -> Path:
     """The app's SVG icon shipped in the package (the notification's picture)."""
-    return Path(__file__).resolve().parent.parent / "renderer" / "static" / "icon.svg"
+    return APP_ICON_FILE
 
 
 class NoNotificationService(Exception):

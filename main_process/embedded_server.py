@@ -6,6 +6,12 @@ machine with nothing else installed. It runs on its own thread with its own even
 a slow commit on the server side then never delays the main loop's sources, spool or
 status, and the main process's signals stay the main process's.
 
+This module is the main process's only door to ``server/``: nothing else in
+``main_process`` imports it, and the server's errors stop here, translated into the
+client's ``EmbeddedServerError``. The server is imported when one is made, never when
+this module is: it costs ~0.4 s to import (a scrypt hash among it), which a client
+shipping to a remote server never needs.
+
 Must not: be used when the user named a server; it is a convenience, not a deployment.
 """
 
@@ -16,19 +22,32 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server.app import RunningServer, ServerConfig
+if TYPE_CHECKING:
+    from server.app import RunningServer
 
 log = logging.getLogger("log_monitor.embedded_server")
 
 
+class EmbeddedServerError(Exception):
+    """The embedded server cannot use its data dir; the message is one sentence."""
+
+
 class EmbeddedServer:
     def __init__(self, data_dir: Path, socketio_path: str = "/socket.io/") -> None:
+        from server.app import RunningServer, ServerConfig
+        from server.storage import StorageError
+
         # Binding happens here, on the caller's thread, so the URL is known at once and a
         # bind failure surfaces as an exception of the caller's.
-        self._server = RunningServer(
-            ServerConfig(data_dir=data_dir, host="127.0.0.1", port=0, socketio_path=socketio_path)
+        config = ServerConfig(
+            data_dir=data_dir, host="127.0.0.1", port=0, socketio_path=socketio_path
         )
+        try:
+            self._server: RunningServer = RunningServer(config)
+        except StorageError as exc:
+            raise EmbeddedServerError(str(exc)) from exc
         self.url = self._server.url
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="embedded-server", daemon=True)

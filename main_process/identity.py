@@ -1,9 +1,8 @@
 """Who this installation is: the client id and the tokens, stored on disk.
 
 Owns: the client id file (a UUID v4 created once per data directory), the token file
-(``tokens.json``, mode 0600), and how both are written: atomically (a temporary file in
-the same directory, created 0600, fsynced, renamed over the old one, directory fsynced),
-so a crash at any instant leaves either the old file or the new one, never half of one.
+(``tokens.json``, mode 0600), both written whole (``ipc.atomic_file``: a crash at any
+instant leaves either the old file or the new one, never half of one).
 
 A client id is replaced only when the server holds it for credentials this installation
 no longer has (``ClientIdFile.renew``, asked by the connection): the old file is kept as
@@ -29,7 +28,6 @@ connection does), or hold tokens anywhere but the returned ``Tokens`` value.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -40,12 +38,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ipc.atomic_file import PRIVATE_FILE_MODE, write_file_atomically
 from main_process.disk_reserve import DiskReserve
 from main_process.paths import CLIENT_ID_FILENAME, ensure_private_dir, set_aside
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_FILE_MODE = 0o600
 _TOKEN_FILE_VERSION = 1
 TOKEN_RESERVE_BYTES = 16 * 1024
 """Room kept for the token file on a full disk: several copies of a token file (~2 KB)."""
@@ -62,47 +60,6 @@ class IdentityError(Exception):
     def __init__(self, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason if reason is not None else message
-
-
-def write_file_atomically(path: Path, data: bytes, *, mode: int = PRIVATE_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new content only.
-
-    The temporary file is created with ``mode`` from its first instant (``os.open`` with
-    O_EXCL), so a secret is never readable by others, not even briefly. Raises ``OSError``.
-    """
-    directory = path.parent
-    tmp = directory / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            # The umask may have removed bits from ``mode``; set it exactly.
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; Windows has no directory fsync)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- client id

@@ -43,13 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
+from ipc.atomic_file import write_file_atomically
 from main_process.identity import (
     IdentityError,
     Tokens,
     TokenStore,
     parse_tokens,
     token_document,
-    write_file_atomically,
 )
 from main_process.settings import TokenStorePreference
 

@@ -3,7 +3,8 @@
 Owns: choosing the data directory (``--data-dir`` flag, else ``LOG_MONITOR_DATA_DIR``,
 else ``platformdirs.user_data_dir("log-monitor")``), the names of the files inside it,
 creating it private (0700) when it does not exist yet, and moving a damaged file aside
-under a timestamped name so it is kept for the user instead of deleted.
+under a timestamped name so it is kept for the user instead of deleted; and where the
+app's icon, shipped with it, is (``APP_ICON_FILE``).
 
 Must not: read or write the files themselves (``identity.py`` and ``spool.py`` do), or
 change the permissions of a directory the user already had.
@@ -27,6 +28,10 @@ SPOOL_FILENAME = "spool.sqlite3"
 CLIENT_ID_FILENAME = "client-id"
 TOKENS_FILENAME = "tokens.json"
 SERVER_DIRNAME = "server"
+
+# The app's icon (launchers, notifications), shipped among the renderer's static files and
+# found by its path: the main process reads the file and loads no code of the renderer.
+APP_ICON_FILE = Path(__file__).resolve().parent.parent / "renderer" / "static" / "icon.svg"
 
 
 def default_data_dir() -> Path:

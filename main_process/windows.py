@@ -2,7 +2,7 @@
 
 Owns, from the main process's side: starting ``python -m renderer --data-dir D`` when the
 first window is wanted (Electron's layout: one browser process for all windows, a render
-process per page), asking the running host for more windows (a ``HostControl`` count,
+process per page; the command line and the exit statuses are ``ipc.host_launch``'s), asking the running host for more windows (a ``HostControl`` count,
 published: the main process never waits on the host), knowing which windows are open
 from their reports, and what to do when the host ends. Its exit is noticed the moment
 it happens (a thread waits for the process and wakes the owner through ``on_change``, so
@@ -13,7 +13,7 @@ nothing polls), the owner calls ``reap``, and what ``reap`` finds is one of:
 * **did not start** (ended before any window showed its page): its stderr, read here
   through a pipe by a daemon thread (each line goes on to the log as
   ``renderer host <pid>: …``, the last ``STDERR_TAIL_LINES`` are kept), becomes one
-  sentence (``renderer.start_failure``: Qt's platform plugin, a missing library, no
+  sentence (``main_process.window_start_failure``: Qt's platform plugin, a missing library, no
   display server). Nothing starts the host again by itself: another start would fail
   the same way, so only a person's request (``OpenWindow``) does.
 * **died** (a signal or an error exit after windows were shown: ``kill -9``, a crash): it
@@ -29,7 +29,7 @@ nothing polls), the owner calls ``reap``, and what ``reap`` finds is one of:
 
 **The tray.** A host on Linux with a display, or on Windows, shows a tray icon when the
 desktop has a tray (``TrayState`` reports say so; ``tray``), and then outlives its last
-window (macOS has none yet: ``renderer.tray_model.tray_toolkit`` says why). With
+window (``ipc.host_launch.tray_toolkit`` says which toolkit draws it). With
 no window wanted (``log-monitor run --windows 0``, what autostart runs),
 ``show_tray()`` starts a host with no window to find out: it reports its tray, or ends
 with *nothing to show*. A host whose tray was shown counts as started, so one that dies
@@ -65,6 +65,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ipc.host_launch import (
+    EXIT_CLOSED,
+    EXIT_MAIN_PROCESS_GONE,
+    EXIT_NOTHING_TO_SHOW,
+    host_command,
+    tray_toolkit,
+)
 from ipc.messages import (
     HostControl,
     Published,
@@ -73,8 +80,7 @@ from ipc.messages import (
     WindowRef,
     WindowState,
 )
-from renderer.start_failure import explain_start_failure
-from renderer.tray_model import tray_toolkit
+from main_process.window_start_failure import explain_start_failure
 
 log = logging.getLogger("log_monitor.windows")
 
@@ -86,11 +92,6 @@ EXPLAIN_WAIT_S = 5.0
 # A host that dies this often this quickly is not started again by itself.
 MAX_RESTARTS = 3
 RESTART_PERIOD_S = 60.0
-# The host's exit status when it closed its windows because the main process was gone
-# (renderer.host.EXIT_MAIN_PROCESS_GONE; not imported: that module loads pywebview).
-HOST_EXIT_MAIN_PROCESS_GONE = 3
-# ... and when it had no window and the desktop no tray (renderer.host.EXIT_NOTHING_TO_SHOW).
-HOST_EXIT_NOTHING_TO_SHOW = 4
 
 
 def can_show_windows() -> bool:
@@ -115,11 +116,6 @@ def can_show_tray() -> bool:
     if toolkit == "qt" and os.environ.get("QT_QPA_PLATFORM") == "offscreen":
         return False
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def format_geometry(geometry: WindowGeometry) -> str:
-    """``WxH+X+Y``, as the host's ``--geometry`` takes it."""
-    return f"{geometry.width}x{geometry.height}{geometry.x:+d}{geometry.y:+d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,21 +243,14 @@ class WindowHost:
         return self._start(0, [])
 
     def _start(self, count: int, geometries: list[WindowGeometry]) -> int:
-        command = [
+        command = host_command(
             sys.executable,
-            "-m",
-            "renderer",
-            "--data-dir",
-            str(self._data_dir),
-            "--main-pid",
-            str(os.getpid()),
-            "--windows",
-            str(count),
-        ]
-        for geometry in geometries:
-            command += ["--geometry", format_geometry(geometry)]
-        if not self._tray:
-            command.append("--no-tray")
+            self._data_dir,
+            main_pid=os.getpid(),
+            windows=count,
+            geometries=geometries,
+            tray=self._tray,
+        )
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
         host = _Host(process, initial=count)
         self._host = host
@@ -336,7 +325,7 @@ class WindowHost:
         now = time.monotonic()
         if host.ended_at is None:
             host.ended_at = now
-        failed = not host.ever_ready and code not in (0, HOST_EXIT_NOTHING_TO_SHOW)
+        failed = not host.ever_ready and code not in (EXIT_CLOSED, EXIT_NOTHING_TO_SHOW)
         if failed and not host.reader_done.is_set() and now - host.ended_at < EXPLAIN_WAIT_S:
             return None
         self._forget(host)
@@ -353,14 +342,14 @@ class WindowHost:
                 log.warning("no tray: %s", sentence)
             else:
                 ended = HostEnded(host.pid, code, closed, start_failure=sentence, had_tray=had_tray)
-        elif code in (0, HOST_EXIT_NOTHING_TO_SHOW):
-            if code == HOST_EXIT_NOTHING_TO_SHOW:
+        elif code in (EXIT_CLOSED, EXIT_NOTHING_TO_SHOW):
+            if code == EXIT_NOTHING_TO_SHOW:
                 log.info("renderer host %d had nothing to show (no window, no tray)", host.pid)
             if host.pending:
                 # Windows were asked for as the last one closed: a new host opens them.
                 restarted = self._start(host.pending, [])
                 ended = HostEnded(host.pid, code, closed, restarted=restarted, had_tray=had_tray)
-        elif code != HOST_EXIT_MAIN_PROCESS_GONE:
+        elif code != EXIT_MAIN_PROCESS_GONE:
             ended = self._restart(host, code, closed, now)
         self._on_change()
         return ended

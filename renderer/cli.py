@@ -2,7 +2,8 @@
 
 Two modes run the same ``RendererHost`` (``renderer.host``):
 
-* ``--data-dir D`` (what the main process spawns, once per data dir): ``--windows N``
+* ``--data-dir D`` (what the main process spawns, once per data dir, with the flags
+  ``ipc.host_launch`` defines for both sides): ``--windows N``
   windows at start (``--geometry`` restores where the first ones were; ``--windows 0``
   for the tray alone), more whenever the main process asks (``HostControl``), and a tray
   icon where the desktop has a tray: Qt's on Linux (``renderer.tray``), pystray's on
@@ -22,21 +23,25 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
+from ipc.host_launch import (
+    EXIT_FAILED,
+    EXIT_MAIN_PROCESS_GONE,
+    EXIT_USAGE,
+    add_host_flags,
+    parse_geometry,
+    tray_toolkit,
+)
 from ipc.messages import WindowGeometry
 
 if TYPE_CHECKING:
     from renderer.tray import TrayIcon
     from renderer.tray_pystray import PystrayTray
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,25 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m renderer",
         description="Run the log-monitor renderer host: the process holding every window.",
     )
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="the data dir of the running main process to show (what it spawns the host with)",
-    )
-    parser.add_argument(
-        "--windows",
-        type=int,
-        default=1,
-        metavar="N",
-        help="with --data-dir: windows to open at start (default 1)",
-    )
-    parser.add_argument(
-        "--geometry",
-        action="append",
-        default=[],
-        metavar="WxH+X+Y",
-        help="with --data-dir: size and place of the next window opened at start (repeatable)",
-    )
+    add_host_flags(parser)
     parser.add_argument(
         "--demo-feed",
         metavar="FILE",
@@ -73,17 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default="-",
         help="with --demo-feed: write events and replies as JSON lines to FILE ('-': stdout)",
-    )
-    parser.add_argument(
-        "--main-pid",
-        type=int,
-        metavar="PID",
-        help="close the window when this process exits",
-    )
-    parser.add_argument(
-        "--no-tray",
-        action="store_true",
-        help="with --data-dir: no tray icon (the host ends with its last window)",
     )
     parser.add_argument("--title", default="Log monitor", help="window title")
     parser.add_argument(
@@ -106,18 +82,6 @@ def _parse_size(text: str) -> tuple[int, int] | None:
     if not sep or not width.isdigit() or not height.isdigit():
         return None
     return int(width), int(height)
-
-
-_GEOMETRY = re.compile(r"(\d+)x(\d+)([+-]\d+)([+-]\d+)")
-
-
-def parse_geometry(text: str) -> WindowGeometry | None:
-    """``WxH+X+Y`` (X11's form) as a ``WindowGeometry``; None if it is not that."""
-    match = _GEOMETRY.fullmatch(text.strip())
-    if match is None:
-        return None
-    width, height, x, y = (int(group) for group in match.groups())
-    return WindowGeometry(x=x, y=y, width=width, height=height)
 
 
 def _open(name: str, mode: str) -> IO[str]:
@@ -275,8 +239,7 @@ def _run_host(
     choice = environment.prepare(force_offscreen=args.offscreen)
 
     # Imported only now: pywebview and Qt read the environment prepared above.
-    from renderer.host import EXIT_MAIN_PROCESS_GONE, RendererHost, TrayControl
-    from renderer.tray_model import tray_toolkit
+    from renderer.host import RendererHost, TrayControl
     from renderer.window import WindowParts
 
     def make_parts(number: int) -> WindowParts:

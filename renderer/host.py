@@ -14,7 +14,7 @@ Owns the Qt application (through pywebview) and the set of ``RendererWindow``s i
 * **one push scheduler** (``renderer.bridge.PushScheduler``) starts the windows' updates
   in their pages, all windows' together, in one job for the GUI thread.
 * **closing**: a window the user closes is gone alone. When the last one closes, the
-  host ends with ``EXIT_CLOSED``, unless a tray icon is shown: then it lives on with the
+  host ends with ``EXIT_CLOSED`` (the exit statuses are ``ipc.host_launch``'s), unless a tray icon is shown: then it lives on with the
   tray alone, and the tray's Open window (or a click on the icon) brings a window back.
   ``main_process_gone(reason)`` is the hook every detector calls (a window's feed going
   silent or ending, a command channel failing, the main process's pid exiting): it
@@ -23,7 +23,7 @@ Owns the Qt application (through pywebview) and the set of ``RendererWindow``s i
   outlives its main process by more than a few seconds.
 * **the tray** (made by ``tray_maker``: on Qt once the application exists, Qt's own; with
   pywebview's native loop before it starts, pystray's, see
-  ``renderer.tray_model.tray_toolkit``): with no window open and no tray shown for
+  ``ipc.host_launch.tray_toolkit``): with no window open and no tray shown for
   ``TRAY_WAIT_S`` (a host started for the tray alone on a desktop without one, or a tray
   that went away), the host ends with ``EXIT_NOTHING_TO_SHOW``, which the main process
   takes as no failure. The wait lets a panel that starts after us at login come up first.
@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import webview
 
+from ipc.host_launch import EXIT_CLOSED, EXIT_MAIN_PROCESS_GONE, EXIT_NOTHING_TO_SHOW
 from ipc.messages import WindowGeometry
 from renderer.bridge import Poster, PushScheduler
 from renderer.environment import Gui
@@ -62,9 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXIT_CLOSED = 0
-EXIT_MAIN_PROCESS_GONE = 3
-EXIT_NOTHING_TO_SHOW = 4
 FORCED_EXIT_AFTER_S = 3.0
 TRAY_WAIT_S = 10.0
 # How often the host looks whether it still has something to show (a timer, not a

@@ -13,7 +13,8 @@ Qt so they are unit-tested as plain data.
   to, or waiting to retry; Connect once stopped or failed); Sign out, only while a user
   is signed in; Quit (a clean stop of the main process, as ``log-monitor stop``).
 
-* **The toolkit** (``tray_toolkit``): Qt's ``QSystemTrayIcon`` where the host runs Qt
+* **The toolkit** (``ipc.host_launch.tray_toolkit``, there because the main process
+  asks it too): Qt's ``QSystemTrayIcon`` where the host runs Qt
   (Linux); pystray on Windows, where the host runs pywebview's native engine
   (WinForms/WebView2) and pystray's win32 backend keeps its own message loop on a thread
   of its own; pystray on macOS too, where its darwin backend makes and changes its
@@ -34,17 +35,12 @@ Must not: import Qt or pystray, or show anything secret (a status holds none).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ipc.messages import Status, TrayMenuItem
 
 MenuAction: TypeAlias = Literal["open", "connect", "disconnect", "logout", "quit"]
-TrayToolkit: TypeAlias = Literal["qt", "pystray"]
-
-# The environment variable that asks for pystray's tray whatever the platform.
-TRAY_TOOLKIT_VARIABLE = "LOG_MONITOR_TRAY"
 
 APP_ICON = "icon"
 TRAY_STATES = ("connected", "connecting", "disconnected", "error")
@@ -148,18 +144,6 @@ def menu_entries(look: TrayLook) -> tuple[MenuEntry, ...]:
         MenuEntry(MENU_TEXT[action], action, action == "open", action == "quit")
         for action in look.actions
     )
-
-
-def tray_toolkit(platform: str, gui: str | None, environ: Mapping[str, str]) -> TrayToolkit | None:
-    """Which toolkit draws the tray icon of a host on ``platform`` running ``gui`` (None:
-    no tray); see the module docstring."""
-    if environ.get(TRAY_TOOLKIT_VARIABLE) == "pystray":
-        return "pystray"
-    if gui == "qt":
-        return "qt"
-    if platform in ("win32", "darwin"):
-        return "pystray"
-    return None
 
 
 def short_tooltip(tooltip: str, limit: int = TOOLTIP_LIMIT) -> str:

@@ -1,7 +1,7 @@
 """The renderer host's tray icon where the host runs no Qt (Windows, macOS): pystray's.
 
 Owns ``PystrayTray``, the ``renderer.host.TrayControl`` the host makes when
-``renderer.tray_model.tray_toolkit`` says pystray. It shows what the Qt tray
+``ipc.host_launch.tray_toolkit`` says pystray. It shows what the Qt tray
 (``renderer.tray.TrayIcon``) shows, from the same model (``tray_look``: picture, tooltip,
 menu) and with the same effects (``renderer.tray_link``: the menu's commands, the
 ``ReportTray`` reports that ``log-monitor windows`` prints):

@@ -40,6 +40,7 @@ from typing import Any
 import socketio
 import uvicorn
 
+from ipc.atomic_file import write_file_atomically
 from server.auth import AuthService, LoginThrottle
 from server.cluster import ClusterManager, end_sessions_everywhere, session_room
 from server.connection_limits import ConnectionGate, ConnectionLimits
@@ -228,9 +229,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def write_ready_file(path: Path, url: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    os.replace(temporary, path)
+    # Readable by all, as before: it holds no secret, and the tests' processes read it.
+    document = json.dumps({"url": url, "pid": os.getpid()})
+    write_file_atomically(path, document.encode("utf-8"), mode=0o644)
 
 
 class _NotifyingServer(uvicorn.Server):

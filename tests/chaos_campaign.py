@@ -78,7 +78,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from renderer.inspection import InspectionError, WindowAnswer, ask_windows
+from ipc.inspection import InspectionError, ask_windows
+from ipc.messages import WindowAnswer
 from tests.chaos_proxy import ChaosProxy
 from tests.main_process_runner import MainProcessRunner, log_monitor
 from tests.processes import alive, descendants

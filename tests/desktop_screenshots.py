@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from ipc.host import connect_sync_client
+from ipc.inspection import ask_windows
 from ipc.messages import Connect, Ok
 from main_process.connection_state import SIGNED_OUT_MESSAGE
-from renderer.inspection import ask_windows
 from tests.desktop_session import DesktopSession
 from tests.server_process import ServerProcess, server_cli, wait_for
 from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER

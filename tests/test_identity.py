@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ipc.atomic_file import write_file_atomically
 from main_process.identity import (
     TOKEN_RESERVE_BYTES,
     ClientIdFile,
@@ -19,7 +20,6 @@ from main_process.identity import (
     Tokens,
     TokenStore,
     load_or_create_client_id,
-    write_file_atomically,
 )
 from main_process.paths import (
     DATA_DIR_ENV,

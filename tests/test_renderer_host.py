@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from ipc.host import connect_sync_client
+from ipc.inspection import ask_windows
 from ipc.messages import Connect, Disconnect, Ok, OpenWindow
 from main_process.log_file import log_path
-from renderer.inspection import ask_windows
 from tests.processes import alive, descendants
 from tests.server_process import ServerProcess, server_cli
 from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain

@@ -30,6 +30,7 @@ import msgspec
 import pytest
 
 from ipc.host import connect_subscriber_thread, connect_sync_client
+from ipc.inspection import ask_windows
 from ipc.messages import (
     TOPIC_STATUS,
     TOPIC_WINDOW_PREFIX,
@@ -40,7 +41,6 @@ from ipc.messages import (
     WindowState,
 )
 from ipc.subscriber import Delivery, SubscriberThread
-from renderer.inspection import ask_windows
 from renderer.ipc_link import DEFAULT_SILENCE_S
 from tests.processes import alive, descendants
 from tests.server_process import REPOSITORY, ServerProcess, server_cli

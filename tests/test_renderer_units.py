@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from ipc.host_launch import format_geometry, parse_geometry
 from ipc.messages import (
     Command,
     ControlOutcome,
@@ -33,9 +34,7 @@ from ipc.messages import (
     WindowState,
     WindowView,
 )
-from main_process.windows import format_geometry
 from renderer.bridge import Bridge, PageUnavailable, PushDone, PushScheduler
-from renderer.cli import parse_geometry
 from renderer.coalescer import UpdateCoalescer
 from renderer.commands import PageApi
 from renderer.environment import choose_gui

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from ipc.host_launch import EXIT_MAIN_PROCESS_GONE
 from renderer.demo_driver import DemoWindowProcess
-from renderer.host import EXIT_MAIN_PROCESS_GONE
 
 START_TIMEOUT_S = 60.0
 pytestmark = pytest.mark.timeout(180)

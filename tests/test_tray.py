@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 
 from ipc.host import connect_subscriber_thread, connect_sync_client
+from ipc.inspection import ask_windows
 from ipc.messages import TOPIC_TRAY, Connect, Ok, TrayState, WindowGeometry
 from ipc.subscriber import Delivery, SubscriberThread
 from main_process.log_file import log_path
-from renderer.inspection import ask_windows
 from tests.desktop_session import DesktopSession
 from tests.processes import alive
 from tests.server_process import ServerProcess, server_cli, wait_for

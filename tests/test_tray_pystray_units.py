@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from ipc.host_launch import tray_toolkit
 from ipc.messages import (
     Command,
     Connect,
@@ -50,7 +51,6 @@ from renderer.tray_model import (
     short_notice,
     short_tooltip,
     tray_look,
-    tray_toolkit,
 )
 
 SERVER = "http://127.0.0.1:5324"
@@ -528,7 +528,8 @@ def test_a_tray_that_cannot_be_made_leaves_a_tray_only_host_nothing_to_show() ->
     # The host's native path (Windows) with a tray maker that fails (pystray missing, or
     # failing to start) and no window asked for: it ends with "nothing to show", the exit
     # the main process takes as no failure, without starting pywebview's loop.
-    from renderer.host import EXIT_NOTHING_TO_SHOW, RendererHost, TrayControl
+    from ipc.host_launch import EXIT_NOTHING_TO_SHOW
+    from renderer.host import RendererHost, TrayControl
 
     made: list[str] = []
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import pytest
 
+from ipc.host_launch import EXIT_MAIN_PROCESS_GONE, EXIT_NOTHING_TO_SHOW
 from ipc.messages import Published, Status, TrayState
 from main_process import windows
 from main_process.windows import (
-    HOST_EXIT_MAIN_PROCESS_GONE,
-    HOST_EXIT_NOTHING_TO_SHOW,
     WindowHost,
     _Host,
 )
@@ -119,7 +118,7 @@ def host_with(
 
 def test_nothing_to_show_is_no_failure_and_not_restarted(monkeypatch: pytest.MonkeyPatch) -> None:
     looked = TrayState(host=1234, available=False, shown=False)
-    host, started, _ = host_with(monkeypatch, HOST_EXIT_NOTHING_TO_SHOW, initial=0, tray=looked)
+    host, started, _ = host_with(monkeypatch, EXIT_NOTHING_TO_SHOW, initial=0, tray=looked)
     ended = host.reap()
     assert ended is not None
     assert ended.start_failure is None
@@ -157,7 +156,7 @@ def test_a_killed_host_with_a_tray_comes_back_with_its_tray(
     assert ended.restarted == 4242
     assert started == [0]  # the tray alone, as before
     # A host that believed the main process gone is not started again, tray or not.
-    host, started, _ = host_with(monkeypatch, HOST_EXIT_MAIN_PROCESS_GONE, initial=0, tray=shown)
+    host, started, _ = host_with(monkeypatch, EXIT_MAIN_PROCESS_GONE, initial=0, tray=shown)
     ended = host.reap()
     assert ended is not None
     assert ended.restarted is None

@@ -1,4 +1,4 @@
-"""The sentence for a window that could not start (``renderer.start_failure``).
+"""The sentence for a window that could not start (``main_process.window_start_failure``).
 
 Qt's own words come from real runs of ``python -m renderer`` made to fail (a Wayland
 socket nobody listens on, no ``XDG_RUNTIME_DIR``), or are the text Qt 6.11 printed on this
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from renderer.start_failure import (
+from main_process.window_start_failure import (
     debian_package,
     explain_start_failure,
     libraries_not_found,

@@ -1,8 +1,8 @@
 """Why the renderer host ended before it showed a window, in one sentence a person can act on.
 
-Owns ``explain_start_failure``: the main process hands it what the renderer host wrote to
-stderr before it ended, its exit status and the environment it was started with, and
-gets one sentence back, naming what is missing and how to install it when that can be
+Owns ``explain_start_failure``: the main process (``main_process.windows``) hands it what
+the renderer host wrote to stderr before it ended, its exit status and the environment it
+was started with, and gets one sentence back, naming what is missing and how to install it when that can be
 told. The usual cause is Qt's platform plugin: Qt prints a few ``qt.qpa`` lines, then
 "This application failed to start because no Qt platform plugin could be initialized"
 and aborts (exit status -6, SIGABRT). Those lines are recognised here:
@@ -22,8 +22,10 @@ and aborts (exit status -6, SIGABRT). Those lines are recognised here:
 
 Anything else gets the exit status and the process's last line.
 
-Must not: import Qt (it runs in the main process, which never loads it), or take long:
-it runs on a window's stderr reader thread, ``ldd`` is bounded by a timeout.
+It lives in the main process, the only side that reads the host's stderr, and knows Qt
+only by the text Qt prints. Must not: load Qt or any code of ``renderer`` (the main
+process never does), or take long: it runs on a window's stderr reader thread, ``ldd`` is
+bounded by a timeout.
 """
 
 from __future__ import annotations

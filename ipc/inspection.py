@@ -1,15 +1,18 @@
 """Asking every open window something and collecting the answers: the asker's side.
 
 Owns ``ask_windows`` (and ``inspect_windows``, which also returns the renderer host's pid
-and its tray), what ``log-monitor windows`` and ``log-monitor screenshot`` (and the
-tests) use, and the shape of its answer. The exchange, all over ``ipc``:
+and its tray as an ``ipc.messages.WindowsReport``), what ``log-monitor windows`` and
+``log-monitor screenshot`` (and the tests) use. It is a viewer of the main process, like
+``log-monitor status``: it lives in ``ipc`` so the CLI asks without importing the
+renderer. The exchange, all over ``ipc``:
 
 1. subscribe to ``window.`` (the Last Value Cache hands over every window's latest
    ``WindowState`` at once, and later ones as they come);
 2. send ``ControlWindows(WindowControl(request, action, ...))``; the main process
-   publishes the ``WindowControl`` on the ``control`` topic and replies with the renderer
-   host's pid, the windows it knows are open (``WindowRef``: host pid, window number) and
-   what the host last reported of its tray icon (``TrayState``);
+   publishes the ``WindowControl`` on the ``control`` topic and replies
+   ``WindowsInventory``: the renderer host's pid, the windows it knows are open
+   (``WindowRef``: host pid, window number) and what the host last reported of its tray
+   icon (``TrayState``);
 3. the host hands the request to each window it names; each performs the action and
    reports its state again, with ``ControlOutcome(id=request, ok, result | error)`` as
    ``view.control`` (``renderer.reporter``); wait until every window has answered, or
@@ -32,25 +35,20 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import msgspec
 
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import (
     TOPIC_WINDOW_PREFIX,
-    ControlOutcome,
     ControlWindows,
     Failed,
-    Ok,
-    TrayState,
     WindowAction,
+    WindowAnswer,
     WindowControl,
     WindowRef,
+    WindowsInventory,
+    WindowsReport,
     WindowState,
-    WindowView,
 )
 from ipc.subscriber import Delivery
 
@@ -59,68 +57,6 @@ DEFAULT_TIMEOUT_S = 10.0
 
 class InspectionError(RuntimeError):
     """The main process refused or did not answer; the message is one sentence."""
-
-
-@dataclass(slots=True)
-class WindowAnswer:
-    """One window: its last reported state and whether it answered this request."""
-
-    ref: WindowRef
-    ready: bool
-    title: str | None
-    answered: bool
-    view: WindowView | None = None
-
-    @property
-    def host(self) -> int:
-        return self.ref.host
-
-    @property
-    def window(self) -> int:
-        return self.ref.window
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The view as JSON-able fields (camelCase names), empty if none was reported."""
-        if self.view is None:
-            return {}
-        fields = msgspec.to_builtins(self.view)
-        assert isinstance(fields, dict)
-        return fields
-
-    @property
-    def control(self) -> ControlOutcome | None:
-        return None if self.view is None else self.view.control
-
-    @property
-    def ok(self) -> bool:
-        control = self.control
-        return self.answered and control is not None and control.ok
-
-    @property
-    def result(self) -> Any:
-        control = self.control
-        return None if control is None else control.result
-
-    @property
-    def error(self) -> str | None:
-        if not self.answered:
-            return "the window did not answer in time"
-        control = self.control
-        return None if control is None or control.ok else str(control.error)
-
-    def as_dict(self) -> dict[str, Any]:
-        fields = self.fields
-        control = fields.pop("control", None)
-        return {
-            "host": self.ref.host,
-            "window": self.ref.window,
-            "ready": self.ready,
-            "title": self.title,
-            "answered": self.answered,
-            **fields,
-            "control": control,
-        }
 
 
 class _WindowStates:
@@ -148,37 +84,6 @@ def _answered(state: WindowState | None, request: str) -> bool:
     return state.view.control.id == request
 
 
-def _refs(data: dict[str, Any] | None) -> list[WindowRef]:
-    refs = []
-    for item in (data or {}).get("windows", []):
-        try:
-            refs.append(msgspec.convert(item, WindowRef))
-        except msgspec.ValidationError:
-            continue
-    return refs
-
-
-@dataclass(slots=True)
-class WindowsReport:
-    """The renderer host (its pid, or None), its tray icon (None: no tray reported) and
-    its windows' answers."""
-
-    host: int | None
-    tray: TrayState | None
-    windows: list[WindowAnswer]
-
-    def as_dict(self) -> dict[str, Any]:
-        tray = None if self.tray is None else msgspec.to_builtins(self.tray)
-        if isinstance(tray, dict):
-            tray.pop("type", None)
-            tray.pop("closed", None)
-        return {
-            "host": self.host,
-            "tray": tray,
-            "windows": [answer.as_dict() for answer in self.windows],
-        }
-
-
 def ask_windows(
     data_dir: Path,
     action: WindowAction,
@@ -189,19 +94,11 @@ def ask_windows(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[WindowAnswer]:
     """Ask the windows of the main process of ``data_dir`` to do ``action``; see above."""
-    return inspect_windows(
-        data_dir, action, directory=directory, script=script, windows=windows, timeout=timeout
-    ).windows
-
-
-def _tray(data: dict[str, Any] | None) -> TrayState | None:
-    raw = (data or {}).get("tray")
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return msgspec.convert(raw, TrayState)
-    except msgspec.ValidationError:
-        return None
+    return list(
+        inspect_windows(
+            data_dir, action, directory=directory, script=script, windows=windows, timeout=timeout
+        ).windows
+    )
 
 
 def inspect_windows(
@@ -233,12 +130,12 @@ def inspect_windows(
             )
         if isinstance(reply, Failed):
             raise InspectionError(f"the main process refused: {reply.message}")
-        data = reply.data if isinstance(reply, Ok) else None
-        running = _refs(data)
-        host = (data or {}).get("host")
-        tray = _tray(data)
+        if not isinstance(reply, WindowsInventory):
+            raise InspectionError(
+                f"the main process gave an unexpected answer ({type(reply).__name__})."
+            )
         expected = sorted(
-            {ref for ref in running if not windows or ref in windows},
+            {ref for ref in reply.windows if not windows or ref in windows},
             key=lambda ref: (ref.host, ref.window),
         )
         with collected.changed:
@@ -261,4 +158,4 @@ def inspect_windows(
                 view=state.view if state else None,
             )
         )
-    return WindowsReport(host if isinstance(host, int) else None, tray, answers)
+    return WindowsReport(host=reply.host, tray=reply.tray, windows=tuple(answers))
