@@ -26,6 +26,7 @@ it back to a legal path. The main process never stops for it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -90,13 +91,13 @@ _SOCKET_LIVE = (Phase.CONNECTING, Phase.CONNECTED)
 
 def _table(
     rows: tuple[tuple[PhaseMove, tuple[Phase, ...], Phase], ...],
-) -> MappingProxyType[tuple[Phase, PhaseMove], Phase]:
+) -> Mapping[tuple[Phase, PhaseMove], Phase]:
     return MappingProxyType({(start, move): end for move, starts, end in rows for start in starts})
 
 
 # (phase, move) -> next phase. The rows are in ``PhaseMove`` order, the starting phases in
 # ``Phase`` order, so that the rendered table reads the same as this one.
-PHASE_MOVES: Final = _table(
+PHASE_MOVES: Final[Mapping[tuple[Phase, PhaseMove], Phase]] = _table(
     (
         (PhaseMove.OPEN, _ANY_PHASE, Phase.CONNECTING),
         (PhaseMove.AUTHENTICATE, (Phase.CONNECTING,), Phase.CONNECTED),
@@ -119,7 +120,7 @@ PHASE_MOVES: Final = _table(
     )
 )
 
-STATE_OF_PHASE: Final[MappingProxyType[Phase, ConnectionStateName]] = MappingProxyType(
+STATE_OF_PHASE: Final[Mapping[Phase, ConnectionStateName]] = MappingProxyType(
     {
         Phase.IDLE: "disconnected",
         Phase.WAITING: "disconnected",
