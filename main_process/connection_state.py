@@ -260,8 +260,16 @@ from main_process.delivery_window import (
 from main_process.identity import Tokens
 
 __all__ = [
+    "AUTH_ERROR_MARKERS",
+    "CLIENT_ID_TAKEN",
+    "CLIENT_MISMATCH",
+    "CLIENT_MISMATCH_MESSAGE",
+    "MAX_MESSAGE_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_TOKEN_CHARS",
     "PERMANENT_REJECTIONS",
     "SEND_AT_ONCE_BELOW",
+    "SIGNED_OUT_MESSAGE",
     "AckReceived",
     "AcknowledgeChunk",
     "Action",
@@ -311,6 +319,9 @@ __all__ = [
     "TokensNotSaved",
     "TokensSaved",
     "UnknownServerEvent",
+    "ack_error",
+    "bounded_text",
+    "is_auth_error",
 ]
 
 SIGNED_OUT_MESSAGE = "session expired; signed out, continuing as guest"

@@ -6,9 +6,10 @@ is out, the backoff between resends, and the adaptive batching rule
 (``SEND_AT_ONCE_BELOW``, ``has_room``). It turns ``ChunksLoaded`` into ``SendChunk``s and
 an ``AckReceived`` into ``AcknowledgeChunk`` or ``DeadLetterChunk``.
 
-Must not: look at the phase, sockets or tokens, or do I/O. ``connection_state.py`` says
-when delivery may run (connected, a live socket) and passes the live epoch in; what an
-``unauthenticated`` ack or a timeout means for the connection is its decision too.
+Must not: look at the phase, sockets or tokens, or do I/O. The machine
+(``connection_steps.py``, ``connection_state.py``) says when delivery may run (connected,
+a live socket) and passes the live epoch in; what an ``unauthenticated`` ack or a timeout
+means for the connection is its decision too.
 
 Rules (rules 3 to 5 of ``connection_state.py``): a chunk leaves the spool only on a
 positive ack or a permanent rejection; chunks go out in ``seq`` order, at most ``window``
