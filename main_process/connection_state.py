@@ -75,6 +75,30 @@ The machine is in one of six phases::
 REFRESHING starts with a save of the tokens held (the proof that the file can be written)
 and sends ``RefreshTokens`` only once that save is confirmed.
 
+Every phase change is one of these moves, each from the phases listed and to the phase
+after the arrow. The table is data, ``connection_phases.PHASE_MOVES``; the code changes
+the phase only through it (``PhaseMachine.move``), and a move it does not hold raises
+``IllegalPhaseMove`` (a test checks this block against the table)::
+
+    open             any phase → CONNECTING
+    authenticate     CONNECTING → CONNECTED
+    fail             CONNECTING, CONNECTED → WAITING
+    wait_after_auth  WAITING, CONNECTING, REFRESHING, CONNECTED → WAITING
+    hold_for_save    IDLE, WAITING, FAILED → WAITING
+    save_confirmed   WAITING → WAITING
+    start_refresh    any phase → REFRESHING
+    await_refresh    IDLE, FAILED → REFRESHING
+    send_refresh     WAITING, REFRESHING → REFRESHING
+    refresh_failed   REFRESHING → WAITING
+    save_failed      REFRESHING → WAITING
+    renew_client_id  CONNECTING, CONNECTED → WAITING
+    disconnect       any phase → IDLE
+    fatal            any phase → FAILED
+
+An illegal move is a bug: in tests it fails the test; in production the shell logs it
+with the event that caused it and goes on (``connection_phases.py`` says how the machine
+recovers).
+
 Transitions, phase by event (anything not listed is ignored, stale epochs always are):
 
 =====================  ==========================================================
@@ -147,24 +171,158 @@ is), ``connecting`` (CONNECTING, REFRESHING), ``connected`` (CONNECTED) and ``er
 machine appends a ``StatusChanged`` action whenever anything in it but the countdown
 changed, so the shell publishes on every change and never on a mere tick.
 
+The parts
+=========
+
+The machine is composed of parts, each I/O-free and tested through it:
+
+- ``connection_events.py``: the events, the actions and the values they carry.
+- ``connection_phases.py``: the phases and the table of moves between them.
+- ``live_socket.py``: the live socket's epoch, credential, identity and timers.
+- ``delivery_window.py``: the chunks in flight and waiting, the adaptive batching rule.
+- ``token_refresh.py``: the tokens held, the token file's confirmed state, the refresh.
+- ``connection_steps.py``: ``ConnectionSteps``, the state shared by the steps the machine
+  takes (open, close, fail, wait, start a refresh), what is due on a tick, and status.
+
+This module owns ``ConnectionState`` (``ConnectionSteps`` plus the reactions: which event
+leads to which step), the bounds on a server's words (``bounded_text``, ``ack_error``,
+``is_auth_error``) and the user-facing sign-out notices; it re-exports the parts' names
+that ``connection.py`` and the tests import from it.
+
 This module must not do I/O or import asyncio, socketio or aiohttp. It takes the
 ``Tokens`` value type (pure data) from ``identity.py``, which owns the token file.
 """
 
 from __future__ import annotations
 
-import enum
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, TypeAlias
 
-from main_process.backoff import Backoff, BackoffPolicy, RandomSource
+from main_process.backoff import RandomSource
+from main_process.connection_events import (
+    AcknowledgeChunk,
+    AckReceived,
+    Action,
+    Authenticated,
+    Chunk,
+    ChunkLocation,
+    ChunkOrigin,
+    ChunksAppended,
+    ChunksLoaded,
+    ClientIdRenewed,
+    CloseSocket,
+    ConnectFailed,
+    ConnectionConfig,
+    ConnectionCounters,
+    ConnectionStateName,
+    ConnectionStatus,
+    ConnectRequested,
+    Credential,
+    CredentialsChanged,
+    DeadLetterChunk,
+    DisconnectRequested,
+    EnsureConnected,
+    Event,
+    FatalError,
+    GuestTokenReceived,
+    Identity,
+    LoadChunks,
+    MalformedPayload,
+    OpenSocket,
+    OutgoingChunk,
+    PersistTokens,
+    RefreshFailed,
+    RefreshRefused,
+    RefreshSucceeded,
+    RefreshTokens,
+    RenewClientId,
+    RetryAuthRequested,
+    SendChunk,
+    SendPing,
+    ServerActivity,
+    SocketConnected,
+    SocketDisconnected,
+    StatusChanged,
+    TokensNotSaved,
+    TokensSaved,
+    UnknownServerEvent,
+)
+from main_process.connection_phases import (
+    IllegalPhaseMove,
+    Phase,
+    PhaseMove,
+)
+from main_process.connection_steps import ConnectionSteps
+from main_process.delivery_window import (
+    PERMANENT_REJECTIONS,
+    SEND_AT_ONCE_BELOW,
+    AckOutcome,
+)
 from main_process.identity import Tokens
 
-ConnectionStateName: TypeAlias = Literal["disconnected", "connecting", "connected", "error"]
-Identity: TypeAlias = Literal["user", "guest"]
-Credential: TypeAlias = Literal["user", "guest", "none"]
+__all__ = [
+    "AUTH_ERROR_MARKERS",
+    "CLIENT_ID_TAKEN",
+    "CLIENT_MISMATCH",
+    "CLIENT_MISMATCH_MESSAGE",
+    "MAX_MESSAGE_CHARS",
+    "MAX_NAME_CHARS",
+    "MAX_TOKEN_CHARS",
+    "PERMANENT_REJECTIONS",
+    "SEND_AT_ONCE_BELOW",
+    "SIGNED_OUT_MESSAGE",
+    "AckReceived",
+    "AcknowledgeChunk",
+    "Action",
+    "Authenticated",
+    "Chunk",
+    "ChunkLocation",
+    "ChunkOrigin",
+    "ChunksAppended",
+    "ChunksLoaded",
+    "ClientIdRenewed",
+    "CloseSocket",
+    "ConnectFailed",
+    "ConnectRequested",
+    "ConnectionConfig",
+    "ConnectionCounters",
+    "ConnectionState",
+    "ConnectionStateName",
+    "ConnectionStatus",
+    "Credential",
+    "CredentialsChanged",
+    "DeadLetterChunk",
+    "DisconnectRequested",
+    "EnsureConnected",
+    "Event",
+    "FatalError",
+    "GuestTokenReceived",
+    "Identity",
+    "IllegalPhaseMove",
+    "LoadChunks",
+    "MalformedPayload",
+    "OpenSocket",
+    "OutgoingChunk",
+    "PersistTokens",
+    "Phase",
+    "RefreshFailed",
+    "RefreshRefused",
+    "RefreshSucceeded",
+    "RefreshTokens",
+    "RenewClientId",
+    "RetryAuthRequested",
+    "SendChunk",
+    "SendPing",
+    "ServerActivity",
+    "SocketConnected",
+    "SocketDisconnected",
+    "StatusChanged",
+    "TokensNotSaved",
+    "TokensSaved",
+    "UnknownServerEvent",
+    "ack_error",
+    "bounded_text",
+    "is_auth_error",
+]
 
 SIGNED_OUT_MESSAGE = "session expired; signed out, continuing as guest"
 CLIENT_MISMATCH_MESSAGE = (
@@ -172,7 +330,6 @@ CLIENT_MISMATCH_MESSAGE = (
 )
 CLIENT_ID_TAKEN = "client_id_taken"
 CLIENT_MISMATCH = "client_mismatch"
-PERMANENT_REJECTIONS = frozenset({"too_large", "invalid"})
 AUTH_ERROR_MARKERS = ("invalid signature", "auth", "jwt expired")
 
 # Bounds on what a server's words may cost: a name, a reason or message, a token. A user
@@ -180,404 +337,6 @@ AUTH_ERROR_MARKERS = ("invalid signature", "auth", "jwt expired")
 MAX_NAME_CHARS = 128
 MAX_MESSAGE_CHARS = 500
 MAX_TOKEN_CHARS = 8192
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class ChunkOrigin(Protocol):
-    """Where a chunk was read: the file and the byte offset where the chunk starts."""
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def offset(self) -> int: ...
-
-
-class OutgoingChunk(Protocol):
-    """A chunk as the spool hands it out (``spool.OutgoingChunk`` fits)."""
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def source(self) -> ChunkOrigin | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """A plain ``ChunkOrigin``."""
-
-    path: str
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """A plain ``OutgoingChunk``, for tests and stores without a type of their own."""
-
-    seq: int
-    text: str
-    source: ChunkLocation | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionConfig:
-    """Every number of the connection; defaults from PROTOCOL.md."""
-
-    window: int = 8
-    ack_timeout: float = 30.0
-    ping_interval: float = 20.0
-    silence_timeout: float = 30.0
-    handshake_timeout: float = 20.0
-    """From opening a socket to ``authenticated``; past it the attempt counts as failed."""
-    guest_token_reconnect_delay: float = 0.1
-    retry_auth_reconnect_delay: float = 2.0
-    """After a ``retry_auth`` that signs the user out (a refresh refused, or no refresh
-    token); a successful refresh reconnects at once."""
-    auth_reconnects_before_backoff: int = 3
-    """Auth-driven reconnects in a row (no acknowledged chunk and no stable connection
-    between) before backing off."""
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-
-    def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError("window must be at least 1")
-        for name in ("ack_timeout", "ping_interval", "silence_timeout", "handshake_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionStatus:
-    """What viewers are told; ``app.py`` maps it onto the ipc ``Status`` message."""
-
-    state: ConnectionStateName
-    authenticated: bool
-    identity: Identity | None
-    username: str | None
-    attempt: int
-    next_retry_ms: int | None
-    last_error: str | None
-
-
-@dataclass(slots=True)
-class ConnectionCounters:
-    """Running totals, for status and logs. Mutated only by the machine."""
-
-    sockets_opened: int = 0
-    chunks_sent: int = 0
-    chunks_acknowledged: int = 0
-    chunks_dead_lettered: int = 0
-    chunks_rejected_for_retry: int = 0
-    stale_events: int = 0
-    unexpected_acks: int = 0
-    unknown_events: int = 0
-    malformed_payloads: int = 0
-
-
-# ----------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRequested:
-    """The user (or startup) wants a connection; also cancels a backoff wait."""
-
-
-@dataclass(frozen=True, slots=True)
-class DisconnectRequested:
-    """The user wants no connection until the next ``ConnectRequested``."""
-
-
-@dataclass(frozen=True, slots=True)
-class EnsureConnected:
-    """Connect if idle, unless the user asked to be disconnected."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChunksAppended:
-    """The spool may hold chunks the machine has not loaded yet."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChunksLoaded:
-    """Answer to ``LoadChunks``: up to ``limit`` chunks after ``after_seq``, in seq order."""
-
-    epoch: int
-    chunks: Sequence[OutgoingChunk]
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialsChanged:
-    """Login or logout happened elsewhere; the caller already saved ``tokens``."""
-
-    tokens: Tokens
-
-
-@dataclass(frozen=True, slots=True)
-class FatalError:
-    """Something the machine cannot retry its way out of (e.g. an unusable server URL)."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SocketConnected:
-    """The server accepted the namespace handshake."""
-
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectFailed:
-    """The attempt failed before the namespace was connected (``connect_error``)."""
-
-    epoch: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SocketDisconnected:
-    epoch: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    epoch: int
-    identity: Identity | None = None
-    username: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GuestTokenReceived:
-    epoch: int
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryAuthRequested:
-    epoch: int
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServerActivity:
-    """A ``pong`` or any other sign of life (e.g. a ``processed_event``)."""
-
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownServerEvent:
-    epoch: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedPayload:
-    """A known event whose payload had the wrong shape; it was not acted on."""
-
-    epoch: int
-    event_name: str
-
-
-@dataclass(frozen=True, slots=True)
-class AckReceived:
-    """The server's acknowledgement of ``submit_log_chunk`` for ``seq``.
-
-    ``error`` is ``None`` for delivered; see ``ack_error`` for the parsing rules.
-    """
-
-    epoch: int
-    seq: int
-    error: str | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshSucceeded:
-    request_id: int
-    access_token: str = field(repr=False)
-    refresh_token: str = field(repr=False)
-    user_id: str | None = None
-    username: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshRefused:
-    """The auth API answered 401 or 403: the refresh token is dead."""
-
-    request_id: int
-    http_status: int
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshFailed:
-    """Network error, timeout, 5xx or a malformed answer: the tokens may still be good."""
-
-    request_id: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClientIdRenewed:
-    """Answer to ``RenewClientId``: the shell now sends ``client_id``.
-
-    ``problem`` says why the new id could not be stored (it is used anyway; the next
-    start finds the old one, is refused the same way and takes another)."""
-
-    client_id: str
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokensSaved:
-    """Answer to ``PersistTokens``: the token file now holds ``tokens``."""
-
-    tokens: Tokens
-
-
-@dataclass(frozen=True, slots=True)
-class TokensNotSaved:
-    """Answer to ``PersistTokens``: the write failed and the file holds what it held.
-
-    ``reason`` is words for the user (e.g. the OS's error and the file's path), never a
-    token.
-    """
-
-    reason: str
-
-
-Event: TypeAlias = (
-    ConnectRequested
-    | DisconnectRequested
-    | EnsureConnected
-    | ChunksAppended
-    | ChunksLoaded
-    | CredentialsChanged
-    | FatalError
-    | SocketConnected
-    | ConnectFailed
-    | SocketDisconnected
-    | Authenticated
-    | GuestTokenReceived
-    | RetryAuthRequested
-    | ServerActivity
-    | UnknownServerEvent
-    | MalformedPayload
-    | AckReceived
-    | RefreshSucceeded
-    | RefreshRefused
-    | RefreshFailed
-    | ClientIdRenewed
-    | TokensSaved
-    | TokensNotSaved
-)
-
-
-# ----------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, slots=True)
-class OpenSocket:
-    """Open a new socket for ``epoch`` with ``{"token": token}`` (or ``{}``) as auth."""
-
-    epoch: int
-    token: str | None = field(repr=False)
-    credential: Credential
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    """Close the socket of ``epoch`` (cancelling its connect if still under way)."""
-
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class LoadChunks:
-    """Read up to ``limit`` spooled chunks with seq > ``after_seq`` (all if ``None``),
-    in seq order, and feed them back as ``ChunksLoaded(epoch, ...)``."""
-
-    epoch: int
-    after_seq: int | None
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendChunk:
-    """Emit ``submit_log_chunk`` on the socket of ``epoch``; feed its ack back."""
-
-    epoch: int
-    chunk: OutgoingChunk
-
-
-@dataclass(frozen=True, slots=True)
-class SendPing:
-    epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class AcknowledgeChunk:
-    """The server has the chunk: delete it from the spool."""
-
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterChunk:
-    """The server will never take the chunk: move it to the dead-letter store."""
-
-    seq: int
-    code: str
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PersistTokens:
-    """Write ``tokens`` to disk atomically (0600); answer ``TokensSaved`` or ``TokensNotSaved``."""
-
-    tokens: Tokens
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshTokens:
-    """POST ``{refreshToken}`` to the auth API; answer with a ``Refresh*`` event."""
-
-    request_id: int
-    refresh_token: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class RenewClientId:
-    """Start a new installation identity: keep the current client id aside, make and use
-    a new one; answer ``ClientIdRenewed``. The spool and tokens stay as they are."""
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChanged:
-    status: ConnectionStatus
-
-
-Action: TypeAlias = (
-    OpenSocket
-    | CloseSocket
-    | LoadChunks
-    | SendChunk
-    | SendPing
-    | AcknowledgeChunk
-    | DeadLetterChunk
-    | PersistTokens
-    | RefreshTokens
-    | RenewClientId
-    | StatusChanged
-)
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -614,47 +373,8 @@ def ack_error(payload: object) -> tuple[str | None, str | None]:
     )
 
 
-class Phase(enum.Enum):
-    IDLE = "idle"
-    WAITING = "waiting"
-    CONNECTING = "connecting"
-    REFRESHING = "refreshing"
-    CONNECTED = "connected"
-    FAILED = "failed"
-
-
-_STATE_OF_PHASE: dict[Phase, ConnectionStateName] = {
-    Phase.IDLE: "disconnected",
-    Phase.WAITING: "disconnected",
-    Phase.CONNECTING: "connecting",
-    Phase.REFRESHING: "connecting",
-    Phase.CONNECTED: "connected",
-    Phase.FAILED: "error",
-}
-
-
-@dataclass(slots=True)
-class _InFlight:
-    chunk: OutgoingChunk
-    sent_at: float
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g} s"
-
-
-# How many chunks may be unacknowledged for lines still to be cut at once (see
-# ``has_delivery_room``). One, not ``window``: the server handles one connection's chunks
-# one after another, a durable commit each, so every small chunk already queued there is
-# a commit a new line waits behind. Measured at 1,000 lines/s on loopback
-# (bench/e2e_pipeline.py): wire + server p99 4-20 ms with 1, 25-29 ms with 8.
-SEND_AT_ONCE_BELOW = 1
-
-# ----------------------------------------------------------------------------- machine
-
-
-class ConnectionState:
-    """The connection's state machine. See the module docstring for the theory."""
+class ConnectionState(ConnectionSteps):
+    """The connection's state machine: events in, actions out. See the module docstring."""
 
     def __init__(
         self,
@@ -662,70 +382,12 @@ class ConnectionState:
         tokens: Tokens | None = None,
         random_source: RandomSource = random.random,
     ) -> None:
-        self.config = config or ConnectionConfig()
-        self.tokens = tokens or Tokens()
-        self.counters = ConnectionCounters()
-        self._backoff = Backoff(self.config.backoff, random_source)
-        self._delivery_backoff = Backoff(self.config.backoff, random_source)
-        self._save_backoff = Backoff(self.config.backoff, random_source)
-
-        self.phase = Phase.IDLE
+        super().__init__(config, tokens, random_source)
         self._stopped_by_user = False
-        self._last_error: str | None = None
-        # The sign-out notice must survive the guest connection that follows it, or the
-        # user would never learn why they are a guest now.
-        self._notice_is_sticky = False
-
-        # Waiting: when, and what to do then.
-        self._retry_at: float | None = None
-        self._retry_then: Literal["open", "refresh"] = "open"
-        self._auth_reconnects = 0
-
-        # The live socket.
-        self._epoch = 0
-        self._live_epoch: int | None = None
-        self._credential: Credential = "none"
-        self._attempt_started_at = 0.0
-        self._namespace_connected = False
-        self._early_authentication: Authenticated | None = None
-        self._identity: Identity | None = None
-        self._username: str | None = None
-        self._stable_at: float | None = None
-        self._next_ping_at: float | None = None
-        self._last_heard_at = 0.0
-
-        # Delivery on the live socket.
-        self._in_flight: dict[int, _InFlight] = {}
-        self._rejected: dict[int, OutgoingChunk] = {}
-        self._resend_rejected_at: float | None = None
-        self._cursor: int | None = None
-        self._loading = False
-        self._load_limit = 0
-        self._spool_dirty = True
-
-        # The refresh request, which outlives sockets and even a user's Disconnect: its
-        # answer may rotate the refresh token, and that must be kept whatever happened.
-        self._refresh_counter = 0
-        self._refresh_request: int | None = None
-
-        # The token file. ``tokens`` were loaded from it, so they start out saved.
-        self._saved = self.tokens
-        self._saves_unanswered = 0
-        self._save_error: str | None = None
-        self._save_retry_at: float | None = None
-        # What waits for the next confirmed save: the refresh that would present the
-        # refresh token, the reconnect with rotated tokens, or an open whose token is
-        # not on disk yet. Set in REFRESHING (the save is out) or WAITING (it failed).
-        self._after_save: Literal["refresh", "reconnect", "open"] | None = None
-
         # Rule 11: a new installation id is being made, and whether one was made since the
         # last ``authenticated`` (a second ``client_id_taken`` then is a plain failure).
         self._renewing = False
         self._renewed_since_authenticated = False
-
-        self._published_key: tuple[object, ...] | None = None
-
-    # ------------------------------------------------------------------ public API
 
     def handle(self, event: Event, now: float) -> list[Action]:
         """Feed one event; return the actions to execute, in order."""
@@ -733,80 +395,6 @@ class ConnectionState:
         self._dispatch(event, now, actions)
         self._after(now, actions)
         return actions
-
-    def tick(self, now: float) -> list[Action]:
-        """Let time pass; return the actions due by ``now``."""
-        actions: list[Action] = []
-        self._tick(now, actions)
-        self._after(now, actions)
-        return actions
-
-    def next_deadline(self) -> float | None:
-        """The earliest ``now`` at which ``tick`` has something to do, if any."""
-        deadlines: list[float] = []
-        if self._save_retry_at is not None:
-            deadlines.append(self._save_retry_at)
-        if self.phase is Phase.WAITING and self._retry_at is not None:
-            deadlines.append(self._retry_at)
-        elif self.phase is Phase.CONNECTING:
-            deadlines.append(self._attempt_started_at + self.config.handshake_timeout)
-        elif self.phase is Phase.CONNECTED:
-            deadlines.append(self._last_heard_at + self.config.silence_timeout)
-            if self._next_ping_at is not None:
-                deadlines.append(self._next_ping_at)
-            if self._stable_at is not None:
-                deadlines.append(self._stable_at)
-            if self._in_flight:
-                oldest = min(item.sent_at for item in self._in_flight.values())
-                deadlines.append(oldest + self.config.ack_timeout)
-            if self._resend_rejected_at is not None:
-                deadlines.append(self._resend_rejected_at)
-        return min(deadlines) if deadlines else None
-
-    def status(self, now: float) -> ConnectionStatus:
-        connected = self.phase is Phase.CONNECTED
-        next_retry_ms: int | None = None
-        retry_at = self._next_retry_at()
-        if retry_at is not None:
-            next_retry_ms = max(0, round((retry_at - now) * 1000))
-        return ConnectionStatus(
-            state=_STATE_OF_PHASE[self.phase],
-            authenticated=connected,
-            identity=self._identity if connected else None,
-            username=self._username if connected else None,
-            attempt=self._backoff.failures,
-            next_retry_ms=next_retry_ms,
-            # A failing save outranks the rest: it is the one the user has to act on.
-            last_error=self._save_error or self._last_error,
-        )
-
-    def has_delivery_room(self, unacknowledged: int) -> bool:
-        """Whether a chunk that is not full should be cut now rather than wait to group
-        more lines: connected, no rejected chunk waiting to be resent, and fewer than
-        ``SEND_AT_ONCE_BELOW`` chunks ``unacknowledged`` in the spool (in flight or
-        waiting their turn). Full chunks go out regardless, up to ``window`` at once.
-
-        The sources cut lines the moment they arrive while this holds, and group them
-        (until the ack that frees room, or the linger) while it does not: batching that
-        adapts to the load, as Nagle's algorithm does for TCP segments. Waiting while
-        nothing is in flight would only add latency; cutting while chunks are
-        unacknowledged would queue more small chunks behind them.
-        """
-        return (
-            self.phase is Phase.CONNECTED
-            and self._live_epoch is not None
-            and self._resend_rejected_at is None
-            and unacknowledged < min(self.config.window, SEND_AT_ONCE_BELOW)
-        )
-
-    @property
-    def live_epoch(self) -> int | None:
-        return self._live_epoch
-
-    @property
-    def in_flight_seqs(self) -> list[int]:
-        """Seqs sent on the live socket and not yet answered, ascending."""
-        return sorted(self._in_flight)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -820,17 +408,18 @@ class ConnectionState:
                 if self.phase is Phase.IDLE and not self._stopped_by_user:
                     self._on_connect_requested(now, actions)
             case ChunksAppended():
-                self._spool_dirty = True
-                self._maybe_load(actions)
+                self._delivery.spool_grew()
+                self._deliver(actions)
             case ChunksLoaded():
-                self._on_chunks_loaded(event, now, actions)
+                if self._delivery.on_chunks_loaded(event, self._socket.epoch, now, actions):
+                    self._deliver(actions)
             case CredentialsChanged():
                 self._on_credentials_changed(event.tokens, now, actions)
             case FatalError():
                 self._close_live(actions)
-                self.phase = Phase.FAILED
+                self._phases.move(PhaseMove.FATAL)
                 self._retry_at = None
-                self._after_save = None
+                self._token_flow.stop_waiting()
                 self._set_error(event.message)
             case RefreshSucceeded() | RefreshRefused() | RefreshFailed():
                 self._on_refresh_result(event, now, actions)
@@ -839,30 +428,36 @@ class ConnectionState:
             case TokensSaved():
                 self._on_tokens_saved(event.tokens, now, actions)
             case TokensNotSaved():
-                self._on_tokens_not_saved(event.reason, now, actions)
+                if self._token_flow.on_not_saved(event.reason, now) and (
+                    self.phase is Phase.REFRESHING
+                ):
+                    # Hold what waited for the save: disconnected, counting down to the
+                    # next try.
+                    self._phases.move(PhaseMove.SAVE_FAILED)
+                    self._retry_at = None
             case _:
                 self._dispatch_socket_event(event, now, actions)
 
     def _dispatch_socket_event(self, event: Event, now: float, actions: list[Action]) -> None:
         epoch = getattr(event, "epoch", None)
-        if epoch is None or epoch != self._live_epoch:
+        if epoch is None or epoch != self._socket.epoch:
             self.counters.stale_events += 1
             return
-        self._last_heard_at = now
+        self._socket.last_heard_at = now
         match event:
             case SocketConnected():
-                self._namespace_connected = True
-                if self._early_authentication is not None:
-                    self._on_authenticated(self._early_authentication, now, actions)
+                self._socket.namespace_connected = True
+                if self._socket.early_authentication is not None:
+                    self._on_authenticated(self._socket.early_authentication, now, actions)
                 # Otherwise still waiting for ``authenticated``; rule 1.
             case Authenticated():
-                if self._namespace_connected:
+                if self._socket.namespace_connected:
                     self._on_authenticated(event, now, actions)
                 else:
                     # A server that emits from its connect handler before accepting the
                     # namespace (python-socketio without always_connect): nothing can be
                     # sent until the namespace is connected, so hold it until then.
-                    self._early_authentication = event
+                    self._socket.early_authentication = event
             case ConnectFailed():
                 self._close_live(actions)
                 if is_auth_error(event.message):
@@ -894,17 +489,16 @@ class ConnectionState:
         if self.phase in (Phase.IDLE, Phase.FAILED):
             self._backoff.reset()
             self._auth_reconnects = 0
-            if self._refresh_request is not None:
+            if self._token_flow.refresh_request is not None:
                 # A refresh is still out; starting another would present a refresh token
                 # the first one may already have rotated away.
-                self.phase = Phase.REFRESHING
+                self._phases.move(PhaseMove.AWAIT_REFRESH)
             else:
                 self._begin_attempt(now, actions)
         elif self.phase is Phase.WAITING:
-            if self._after_save is not None:
+            if self._token_flow.after_save is not None:
                 # Waiting for the token file: the user's Connect means "try it now".
-                if self._save_retry_at is not None:
-                    self._save_retry_at = now
+                self._token_flow.retry_save_now(now)
             else:
                 self._retry_at = now
             self._tick(now, actions)
@@ -912,30 +506,17 @@ class ConnectionState:
     def _on_disconnect_requested(self, actions: list[Action]) -> None:
         self._stopped_by_user = True
         self._close_live(actions)
-        self.phase = Phase.IDLE
+        self._phases.move(PhaseMove.DISCONNECT)
         self._retry_at = None
-        self._after_save = None
-        if self.tokens == self._saved:
-            # Only a refresh was waiting for the file; with no refresh to come, nothing is.
-            self._save_retry_at = None
-            self._save_error = None
+        self._token_flow.stop_waiting()
+        # Only a refresh was waiting for the file; with no refresh to come, nothing is.
+        self._token_flow.stop_retrying_if_saved()
 
     def _on_credentials_changed(self, tokens: Tokens, now: float, actions: list[Action]) -> None:
-        self.tokens = tokens
-        self._refresh_request = None  # its answer belongs to the old credentials
         self._notice_is_sticky = False
         self._last_error = None
         self._auth_reconnects = 0
-        self._after_save = None
-        # The caller saved them, so the file works again.
-        self._saved = tokens
-        self._save_error = None
-        self._save_retry_at = None
-        self._save_backoff.reset()
-        if self._saves_unanswered:
-            # A save of the old tokens may have reached the file after the caller's
-            # write: write the new ones again so they are what the file ends up holding.
-            self._persist(actions)
+        self._token_flow.replace_credentials(tokens, actions)
         if self.phase in (Phase.CONNECTING, Phase.CONNECTED, Phase.WAITING, Phase.REFRESHING):
             self._close_live(actions)
             self._begin_attempt(now, actions)
@@ -945,30 +526,18 @@ class ConnectionState:
     def _on_authenticated(self, event: Authenticated, now: float, actions: list[Action]) -> None:
         if self.phase is not Phase.CONNECTING:
             return  # a repeated ``authenticated`` changes nothing
-        self.phase = Phase.CONNECTED
+        self._phases.move(PhaseMove.AUTHENTICATE)
         self._renewed_since_authenticated = False
-        presented_user = self._credential == "user"
-        if event.identity is not None:
-            # Rule 12: a server cannot make a guest connection look signed in.
-            self._identity = "user" if event.identity == "user" and presented_user else "guest"
-        else:
-            self._identity = "user" if presented_user else "guest"
-        self._username = event.username if self._identity == "user" else None
-        if self._username is None and self._identity == "user":
-            self._username = self.tokens.username
+        self._socket.authenticate(event, self.tokens, now)
         if not self._notice_is_sticky:
             self._last_error = None
-        self._stable_at = now + self.config.backoff.reset_after
-        self._next_ping_at = now + self.config.ping_interval
-        self._cursor = None
-        self._spool_dirty = True
-        self._maybe_load(actions)
+        self._delivery.restart()
+        self._deliver(actions)
 
     def _on_guest_token(self, token: str, now: float, actions: list[Action]) -> None:
-        self.tokens = replace(self.tokens, guest_token=token)
         # Opening with it waits for the save to be confirmed (``_open``).
-        self._persist(actions)
-        if self._credential == "user":
+        self._token_flow.keep_guest_token(token, actions)
+        if self._socket.credential == "user":
             # Signed in but the server calls us a guest on this socket; reconnecting
             # with the same access token would only get the same answer again.
             return
@@ -976,9 +545,9 @@ class ConnectionState:
         self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
 
     def _on_retry_auth(self, reason: str | None, now: float, actions: list[Action]) -> None:
-        if reason == CLIENT_ID_TAKEN and self._credential == "none":
+        if reason == CLIENT_ID_TAKEN and self._socket.credential == "none":
             self._renew_client_id(now, actions)
-        elif reason == CLIENT_MISMATCH and self._credential == "user":
+        elif reason == CLIENT_MISMATCH and self._socket.credential == "user":
             # The id is bound to other credentials: a refreshed token would be refused
             # the same way, so go on as the installation's guest (rule 11).
             self._close_live(actions)
@@ -999,7 +568,7 @@ class ConnectionState:
             return
         self._renewing = True
         self._renewed_since_authenticated = True
-        self.phase = Phase.WAITING
+        self._phases.move(PhaseMove.RENEW_CLIENT_ID)
         self._retry_at = None
         actions.append(RenewClientId())
 
@@ -1016,124 +585,44 @@ class ConnectionState:
             notice += f", which cannot be stored: {event.problem}"
         self._last_error = notice
         self._notice_is_sticky = True
-        if self.phase is Phase.WAITING and self._retry_at is None and self._after_save is None:
+        if (
+            self.phase is Phase.WAITING
+            and self._retry_at is None
+            and self._token_flow.after_save is None
+        ):
             self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
 
     def _on_auth_refused(self, reason: str, now: float, actions: list[Action]) -> None:
         self._close_live(actions)
-        if self._credential == "user":
+        if self._socket.credential == "user":
             if self.tokens.refresh_token is not None:
                 self._start_refresh(actions)
             else:
                 self._sign_out(actions)
                 self._wait_after_auth(self.config.retry_auth_reconnect_delay, now)
-        elif self._credential == "guest":
-            self.tokens = replace(self.tokens, guest_token=None)
-            self._persist(actions)
+        elif self._socket.credential == "guest":
+            self._token_flow.keep_guest_token(None, actions)
             self._set_error(f"guest token refused ({reason}); asking for a new one")
             self._wait_after_auth(self.config.guest_token_reconnect_delay, now)
         else:
             self._fail(f"server refused the connection: {reason}", now, actions)
 
     def _on_ack(self, event: AckReceived, now: float, actions: list[Action]) -> None:
-        in_flight = self._in_flight.pop(event.seq, None)
-        if in_flight is None:
-            self.counters.unexpected_acks += 1
+        outcome = self._delivery.on_ack(event, now, actions)
+        if outcome is AckOutcome.UNEXPECTED:
             return
-        if event.error is None:
-            actions.append(AcknowledgeChunk(event.seq))
-            self.counters.chunks_acknowledged += 1
-            self._delivery_backoff.reset()
+        if outcome is AckOutcome.DELIVERED:
             # The server took a chunk under these credentials: the auth-driven reconnect
             # that led here worked, however short-lived the access token (rule 9).
             self._auth_reconnects = 0
-        elif event.error in PERMANENT_REJECTIONS:
-            actions.append(DeadLetterChunk(event.seq, event.error, event.message))
-            self.counters.chunks_dead_lettered += 1
-        elif event.error == "unauthenticated":
+        elif outcome is AckOutcome.UNAUTHENTICATED:
             # The chunk stays in the spool; the reconnect resends it.
             self._on_auth_refused("chunk refused: unauthenticated", now, actions)
             return
-        else:
-            self.counters.chunks_rejected_for_retry += 1
-            self._rejected[event.seq] = in_flight.chunk
-            if self._resend_rejected_at is None:
-                self._resend_rejected_at = now + self._delivery_backoff.next_delay()
+        elif outcome is AckOutcome.REJECTED:
             detail = f": {event.message}" if event.message else ""
             self._set_error(f"server rejected chunk {event.seq} ({event.error}){detail}")
-        self._maybe_load(actions)
-
-    # ------------------------------------------------------------------ delivery
-
-    def _maybe_load(self, actions: list[Action]) -> None:
-        if (
-            self.phase is not Phase.CONNECTED
-            or self._live_epoch is None
-            or self._loading
-            or not self._spool_dirty
-            or self._resend_rejected_at is not None
-        ):
-            return
-        room = self.config.window - len(self._in_flight) - len(self._rejected)
-        if room <= 0:
-            return
-        self._loading = True
-        # Cleared now, so a ``ChunksAppended`` that arrives while loading sets it again.
-        self._spool_dirty = False
-        self._load_limit = room
-        actions.append(LoadChunks(self._live_epoch, self._cursor, room))
-
-    def _on_chunks_loaded(self, event: ChunksLoaded, now: float, actions: list[Action]) -> None:
-        if event.epoch != self._live_epoch or not self._loading:
-            self.counters.stale_events += 1
-            return
-        self._loading = False
-        room = self.config.window - len(self._in_flight) - len(self._rejected)
-        sent = 0
-        for chunk in sorted(event.chunks, key=lambda c: c.seq):
-            if self._cursor is not None and chunk.seq <= self._cursor:
-                continue  # never overtake or repeat ourselves on one socket
-            if sent >= room:
-                self._spool_dirty = True  # a store that returned too many; load the rest later
-                break
-            actions.append(SendChunk(event.epoch, chunk))
-            self._in_flight[chunk.seq] = _InFlight(chunk, now)
-            self._cursor = chunk.seq
-            self.counters.chunks_sent += 1
-            sent += 1
-        if len(event.chunks) >= self._load_limit:
-            self._spool_dirty = True  # a full page: there may be more behind it
-        self._maybe_load(actions)
-
-    def _resend_rejected(self, now: float, actions: list[Action]) -> None:
-        assert self._live_epoch is not None
-        self._resend_rejected_at = None
-        for seq in sorted(self._rejected):
-            chunk = self._rejected.pop(seq)
-            actions.append(SendChunk(self._live_epoch, chunk))
-            self._in_flight[seq] = _InFlight(chunk, now)
-            self.counters.chunks_sent += 1
-        self._maybe_load(actions)
-
-    # ------------------------------------------------------------------ refresh
-
-    def _start_refresh(self, actions: list[Action]) -> None:
-        self.phase = Phase.REFRESHING
-        self._retry_at = None
-        if self._refresh_request is not None or self._after_save is not None:
-            return  # one refresh at a time; its answer (or its save's) moves us on
-        # The server spends the refresh token on disk when it rotates it. Save first,
-        # so a file that cannot take the next token is found out before that happens.
-        self._after_save = "refresh"
-        self._persist(actions)
-
-    def _send_refresh(self, refresh_token: str, actions: list[Action]) -> None:
-        """Present ``refresh_token``; called only right after a confirmed save of it."""
-        self.phase = Phase.REFRESHING
-        self._retry_at = None
-        self._refresh_counter += 1
-        self._refresh_request = self._refresh_counter
-        actions.append(RefreshTokens(self._refresh_request, refresh_token))
+        self._deliver(actions)
 
     def _on_refresh_result(
         self,
@@ -1141,24 +630,16 @@ class ConnectionState:
         now: float,
         actions: list[Action],
     ) -> None:
-        if event.request_id != self._refresh_request:
+        if not self._token_flow.take_answer(event):
             self.counters.stale_events += 1
             return
-        self._refresh_request = None
         waiting_for_it = self.phase is Phase.REFRESHING
         match event:
             case RefreshSucceeded():
-                self.tokens = replace(
-                    self.tokens,
-                    access_token=event.access_token,
-                    refresh_token=event.refresh_token,
-                    user_id=event.user_id or self.tokens.user_id,
-                    username=event.username or self.tokens.username,
-                )
                 # Rule 8: the reconnect that presents them waits for the save.
-                self._persist(actions)
+                self._token_flow.keep_rotated(event, actions)
                 if waiting_for_it:
-                    self._after_save = "reconnect"
+                    self._token_flow.after_save = "reconnect"
             case RefreshRefused():
                 self._sign_out(actions)
                 if waiting_for_it:
@@ -1166,202 +647,30 @@ class ConnectionState:
             case RefreshFailed():
                 if waiting_for_it:
                     self._set_error(f"could not refresh the session: {event.message}")
-                    self.phase = Phase.WAITING
+                    self._phases.move(PhaseMove.REFRESH_FAILED)
                     self._retry_then = "refresh"
                     self._retry_at = now + self._backoff.next_delay()
 
     def _sign_out(self, actions: list[Action]) -> None:
-        self.tokens = replace(
-            self.tokens, access_token=None, refresh_token=None, user_id=None, username=None
-        )
-        self._persist(actions)
+        self._token_flow.sign_out(actions)
         self._last_error = SIGNED_OUT_MESSAGE
         self._notice_is_sticky = True
 
-    # ------------------------------------------------------------------ the token file
-
-    def _persist(self, actions: list[Action]) -> None:
-        """Ask the shell to save the tokens held; its answer comes back as an event."""
-        self._saves_unanswered += 1
-        actions.append(PersistTokens(self.tokens))
-
-    def _on_disk(self, token: str | None) -> bool:
-        return token is None or token in (self._saved.access_token, self._saved.guest_token)
-
     def _on_tokens_saved(self, tokens: Tokens, now: float, actions: list[Action]) -> None:
-        self._saves_unanswered = max(0, self._saves_unanswered - 1)
-        self._saved = tokens
-        if self._saves_unanswered:
-            return  # the answer to a later save decides
-        if self.tokens != tokens:
-            # The file lags behind what we hold (credentials changed meanwhile): catch up.
-            self._persist(actions)
-            return
-        self._save_error = None
-        self._save_retry_at = None
-        self._save_backoff.reset()
-        then, self._after_save = self._after_save, None
+        then = self._token_flow.on_saved(tokens, actions)
         if then == "refresh":
             refresh_token = self.tokens.refresh_token
-            if refresh_token is not None and self._refresh_request is None:
-                self._send_refresh(refresh_token, actions)
+            if refresh_token is not None and self._token_flow.refresh_request is None:
+                self._phases.move(PhaseMove.SEND_REFRESH)
+                self._retry_at = None
+                self._token_flow.send(refresh_token, actions)
             else:
                 self._begin_attempt(now, actions)
         elif then == "reconnect":
             self._wait_after_auth(0.0, now)
             self._tick(now, actions)
         elif then == "open":
-            self.phase = Phase.WAITING
+            self._phases.move(PhaseMove.SAVE_CONFIRMED)
             self._retry_then = "open"
             self._retry_at = now
             self._tick(now, actions)
-
-    def _on_tokens_not_saved(self, reason: str, now: float, actions: list[Action]) -> None:
-        self._saves_unanswered = max(0, self._saves_unanswered - 1)
-        if self.tokens == self._saved and self._after_save is None:
-            return  # the file already holds what we hold, and nothing waits for a save
-        self._save_error = f"cannot save tokens: {reason}"
-        if self._save_retry_at is None:
-            self._save_retry_at = now + self._save_backoff.next_delay()
-        if self._after_save is not None and self.phase is Phase.REFRESHING:
-            # Hold what waited for the save: disconnected, counting down to the next try.
-            self.phase = Phase.WAITING
-            self._retry_at = None
-
-    def _next_retry_at(self) -> float | None:
-        if self.phase is not Phase.WAITING:
-            return None
-        if self._after_save is not None:
-            return self._save_retry_at
-        return self._retry_at
-
-    # ------------------------------------------------------------------ time
-
-    def _tick(self, now: float, actions: list[Action]) -> None:
-        if self._save_retry_at is not None and now >= self._save_retry_at:
-            self._save_retry_at = None
-            self._persist(actions)
-        if self.phase is Phase.WAITING:
-            if self._retry_at is not None and now >= self._retry_at:
-                if self._retry_then == "refresh" and self.tokens.refresh_token is not None:
-                    self._start_refresh(actions)
-                else:
-                    self._begin_attempt(now, actions)
-        elif self.phase is Phase.CONNECTING:
-            if now >= self._attempt_started_at + self.config.handshake_timeout:
-                timeout = _seconds(self.config.handshake_timeout)
-                self._fail(f"server did not authenticate within {timeout}", now, actions)
-        elif self.phase is Phase.CONNECTED:
-            self._tick_connected(now, actions)
-
-    def _tick_connected(self, now: float, actions: list[Action]) -> None:
-        if self._stable_at is not None and now >= self._stable_at:
-            self._stable_at = None
-            self._backoff.reset()
-            self._auth_reconnects = 0
-        if now >= self._last_heard_at + self.config.silence_timeout:
-            silence = _seconds(self.config.silence_timeout)
-            self._fail(f"no word from the server for {silence}", now, actions)
-            return
-        if self._in_flight:
-            oldest = min(item.sent_at for item in self._in_flight.values())
-            if now >= oldest + self.config.ack_timeout:
-                timeout = _seconds(self.config.ack_timeout)
-                self._fail(f"no acknowledgement within {timeout}", now, actions)
-                return
-        if self._next_ping_at is not None and now >= self._next_ping_at:
-            assert self._live_epoch is not None
-            actions.append(SendPing(self._live_epoch))
-            self._next_ping_at = now + self.config.ping_interval
-        if self._resend_rejected_at is not None and now >= self._resend_rejected_at:
-            self._resend_rejected(now, actions)
-
-    # ------------------------------------------------------------------ transitions
-
-    def _begin_attempt(self, now: float, actions: list[Action]) -> None:
-        if self.tokens.access_token is None and self.tokens.refresh_token is not None:
-            # Signed in without a usable access token (e.g. it was dropped as expired):
-            # presenting the guest token instead would quietly sign the user out.
-            self._start_refresh(actions)
-        else:
-            self._open(now, actions)
-
-    def _open(self, now: float, actions: list[Action]) -> None:
-        if not self._on_disk(self.tokens.handshake_token):
-            # Rule 8: hold until a save of it is confirmed.
-            self.phase = Phase.WAITING
-            self._retry_at = None
-            self._after_save = "open"
-            if self._saves_unanswered == 0 and self._save_retry_at is None:
-                self._persist(actions)
-            return
-        self._epoch += 1
-        self._live_epoch = self._epoch
-        if self.tokens.access_token is not None:
-            token: str | None = self.tokens.access_token
-            self._credential = "user"
-        elif self.tokens.guest_token is not None:
-            token = self.tokens.guest_token
-            self._credential = "guest"
-        else:
-            token = None
-            self._credential = "none"
-        self.phase = Phase.CONNECTING
-        self._retry_at = None
-        self._attempt_started_at = now
-        self._namespace_connected = False
-        self._early_authentication = None
-        self._last_heard_at = now
-        self.counters.sockets_opened += 1
-        actions.append(OpenSocket(self._epoch, token, self._credential))
-
-    def _close_live(self, actions: list[Action]) -> None:
-        """Close the live socket, if any, and forget everything tied to it."""
-        if self._live_epoch is not None:
-            actions.append(CloseSocket(self._live_epoch))
-        self._live_epoch = None
-        self._identity = None
-        self._username = None
-        self._stable_at = None
-        self._next_ping_at = None
-        self._in_flight.clear()
-        self._rejected.clear()
-        self._resend_rejected_at = None
-        self._cursor = None
-        self._loading = False
-        self._spool_dirty = True
-
-    def _fail(self, error: str, now: float, actions: list[Action]) -> None:
-        """A connection-level failure: close, then reconnect after the backoff delay."""
-        self._close_live(actions)
-        self._set_error(error)
-        self.phase = Phase.WAITING
-        self._retry_then = "open"
-        self._retry_at = now + self._backoff.next_delay()
-
-    def _wait_after_auth(self, delay: float, now: float) -> None:
-        """Reconnect soon after an auth step, backing off if auth keeps failing."""
-        self._auth_reconnects += 1
-        if self._auth_reconnects > self.config.auth_reconnects_before_backoff:
-            delay = max(delay, self._backoff.next_delay())
-        self.phase = Phase.WAITING
-        self._retry_then = "open"
-        self._retry_at = now + delay
-
-    def _set_error(self, message: str) -> None:
-        self._last_error = message
-        self._notice_is_sticky = False
-
-    def _after(self, now: float, actions: list[Action]) -> None:
-        key = (
-            self.phase,
-            self._identity,
-            self._username,
-            self._backoff.failures,
-            self._next_retry_at(),
-            self._save_error,
-            self._last_error,
-        )
-        if key != self._published_key:
-            self._published_key = key
-            actions.append(StatusChanged(self.status(now)))
