@@ -58,7 +58,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from main_process.spool_database import (
     CHUNK_COLUMNS,
@@ -372,14 +372,7 @@ class Spool:
             (-1 if after_seq is None else after_seq, limit),
         )
         return [
-            SpooledChunk(
-                seq=row[0],
-                chunk_id=self.chunk_id(row[0]),
-                text=row[1],
-                source=None if row[2] is None else ChunkSource(row[2], row[3]),
-                byte_len=row[4],
-                created_at=row[5],
-            )
+            SpooledChunk(row[0], self.chunk_id(row[0]), row[1], _source(row), row[4], row[5])
             for row in rows
         ]
 
@@ -391,17 +384,7 @@ class Spool:
             (limit,),
         )
         return [
-            DeadLetter(
-                seq=row[0],
-                chunk_id=self.chunk_id(row[0]),
-                text=row[1],
-                source=None if row[2] is None else ChunkSource(row[2], row[3]),
-                byte_len=row[4],
-                created_at=row[5],
-                code=row[6],
-                message=row[7],
-                dead_lettered_at=row[8],
-            )
+            DeadLetter(row[0], self.chunk_id(row[0]), row[1], _source(row), *row[4:9])
             for row in rows
         ]
 
@@ -445,3 +428,8 @@ class Spool:
 
     def is_backlog_done(self, fingerprint: bytes) -> bool:
         return self._files.is_backlog_done(fingerprint)
+
+
+def _source(row: Any) -> ChunkSource | None:
+    """The source of a row of ``CHUNK_COLUMNS`` (path, offset); None for stdin's chunks."""
+    return None if row[2] is None else ChunkSource(row[2], row[3])
