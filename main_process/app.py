@@ -69,6 +69,8 @@ from main_process.windows import HostEnded, WindowHost, can_show_windows
 if TYPE_CHECKING:
     from main_process.embedded_server import EmbeddedServer
 
+# ``last_lines`` moved to status_publication; it is still named here for those who
+# import it from the main process.
 __all__ = ["MainProcess", "RunOptions", "last_lines"]
 
 log = logging.getLogger("log_monitor.main")
