@@ -23,6 +23,11 @@ use that id, may this user, may this login take it) is one method that reads and
 in one transaction, so two handshakes racing for the same id cannot both win. Rows from
 before the table existed have no owners: the first successful use binds them.
 
+The records, the answers and the decisions both backends share (refresh rotation, who
+may use a ``clientId``) are in ``server/storage_rows.py``, without I/O; each backend keeps
+its SQL and its I/O. Here: :class:`Database` (the file, chunks, users, sessions, refresh
+tokens) on :class:`SqliteBinding` (the installation binding questions).
+
 This module decides nothing about the protocol; it stores and answers.
 """
 
@@ -30,18 +35,66 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import enum
 import itertools
 import os
 import secrets
 import sqlite3
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
+
+from server.storage_rows import (
+    GUEST,
+    STORED_CHUNK_COLUMNS,
+    USER,
+    USER_COLUMNS,
+    Admission,
+    IncomingChunk,
+    PendingChunk,
+    RefreshOutcome,
+    RefreshProof,
+    StorageError,
+    StoredChunk,
+    StoreOutcome,
+    User,
+    guest_may_use,
+    logout_handover,
+    now_ms,
+    refresh_refusal,
+    stored_chunk_from_row,
+    user_admission,
+    user_from_row,
+)
+
+__all__ = [
+    "DATABASE_NAME",
+    "GUEST",
+    "POSTGRESQL_SCHEMES",
+    "SCHEMA_VERSION",
+    "SECRET_NAME",
+    "USER",
+    "Admission",
+    "Database",
+    "IncomingChunk",
+    "PendingChunk",
+    "RefreshOutcome",
+    "RefreshProof",
+    "ServerStore",
+    "SqliteBinding",
+    "SqliteStore",
+    "StorageError",
+    "Store",
+    "StoreOutcome",
+    "StoredChunk",
+    "User",
+    "is_postgresql_url",
+    "load_or_create_secret",
+    "now_ms",
+    "open_data_dir",
+    "open_store",
+]
 
 DATABASE_NAME = "server.sqlite3"
 SECRET_NAME = "secret.key"
@@ -101,96 +154,8 @@ CREATE TABLE IF NOT EXISTS client_owners (
 ) WITHOUT ROWID;
 """
 
-GUEST = "guest"
-USER = "user"
-
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-class StorageError(Exception):
-    """The data dir cannot be used; the message is one sentence for a person."""
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    id: str
-    username: str
-    password_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingChunk:
-    client_id: str
-    chunk_id: str | None
-    seq: int | None
-    text: str
-    source_path: str | None
-    source_offset: int | None
-    sent_at: int | None
-    identity: str
-    owner_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PendingChunk:
-    """A chunk waiting for its commit, with the session it must still be live in (a
-    user's connection), or None (a guest's)."""
-
-    chunk: IncomingChunk
-    session_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredChunk:
-    client_id: str
-    chunk_id: str | None
-    seq: int | None
-    text: str
-    source_path: str | None
-    source_offset: int | None
-    sent_at: int | None
-    received_at: int
-    identity: str
-
-
-class RefreshOutcome:
-    """Why a refresh token was refused, or the session it continues."""
-
-    OK = "ok"
-    UNKNOWN = "unknown"
-    REUSED = "reused"
-    REVOKED = "revoked"
-
-
-class Admission(enum.Enum):
-    """Whether a handshake's credentials may use the ``clientId`` it names."""
-
-    OK = "ok"
-    MISMATCH = "mismatch"
-    """The id belongs to someone else, or the token to another id."""
-    UNKNOWN_GUEST = "unknown_guest"
-    SESSION_ENDED = "session_ended"
-    """The user's session is revoked, or the user was deleted."""
-
-
-class StoreOutcome(enum.Enum):
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    SESSION_ENDED = "session_ended"
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshProof:
-    """A refresh token shown at login as proof of a user who owns the ``clientId``."""
-
-    user_id: str
-    session_id: str
-    jti: str
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def load_or_create_secret(data_dir: Path) -> bytes:
@@ -223,7 +188,200 @@ def open_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-class Database:
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; nested uses join the outer transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        self._outermost = not self._db.in_transaction
+        if self._outermost:
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._outermost:
+            return
+        if exc_type is not None:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # A failed COMMIT (disk full, I/O error) can leave the transaction open:
+            # end it, so the next one starts clean.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+
+class SqliteBinding:
+    """Installation binding on ``server.sqlite3`` (PROTOCOL.md, "Installation binding"):
+    each question reads and writes in one ``BEGIN IMMEDIATE`` transaction, so two
+    handshakes racing for the same id cannot both win; ``storage_rows`` decides."""
+
+    _db: sqlite3.Connection
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def session_is_live(self, session_id: str) -> bool:
+        """The session exists, is not revoked, and its user still exists."""
+        row = self._db.execute(
+            "SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id = ? AND s.revoked = 0",
+            (session_id,),
+        ).fetchone()
+        return row is not None
+
+    def revoke_session(self, session_id: str) -> None:
+        self._db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (session_id,))
+
+    def guest_exists(self, guest_id: str) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM guests WHERE id = ?", (guest_id,)).fetchone()
+            is not None
+        )
+
+    def _insert_guest(self, guest_id: str, client_id: str, hostname: str) -> None:
+        self._db.execute(
+            "INSERT INTO guests (id, client_id, hostname, created_at) VALUES (?,?,?,?)",
+            (guest_id, client_id, hostname, now_ms()),
+        )
+        self._bind(client_id, GUEST, guest_id)
+
+    def owners(self, client_id: str) -> set[tuple[str, str]]:
+        """``(kind, id)`` of every guest and user ``client_id`` belongs to."""
+        rows = self._db.execute(
+            "SELECT owner_kind, owner_id FROM client_owners WHERE client_id = ?", (client_id,)
+        )
+        return {(kind, owner) for kind, owner in rows}
+
+    def _bind(self, client_id: str, kind: str, owner_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO client_owners (client_id, owner_kind, owner_id, bound_at)"
+            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+            (client_id, kind, owner_id, now_ms()),
+        )
+
+    def _is_claimed(self, client_id: str) -> bool:
+        """Someone owns ``client_id``, or a guest was issued for it before binding existed."""
+        if self.owners(client_id):
+            return True
+        row = self._db.execute(
+            "SELECT 1 FROM guests WHERE client_id = ? LIMIT 1", (client_id,)
+        ).fetchone()
+        return row is not None
+
+    def _guest_may_use(self, guest_id: str, client_id: str, owners: set[tuple[str, str]]) -> bool:
+        row = self._db.execute("SELECT client_id FROM guests WHERE id = ?", (guest_id,)).fetchone()
+        return guest_may_use(None if row is None else row[0], guest_id, client_id, owners)
+
+    def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
+        """A new guest owning ``client_id``, or None when the id is claimed already."""
+        guest_id = str(uuid.uuid4())
+        with self._transaction():
+            if self._is_claimed(client_id):
+                return None
+            self._insert_guest(guest_id, client_id, hostname)
+        return guest_id
+
+    def admit_guest(self, guest_id: str, client_id: str) -> Admission:
+        with self._transaction():
+            if not self.guest_exists(guest_id):
+                return Admission.UNKNOWN_GUEST
+            owners = self.owners(client_id)
+            if not self._guest_may_use(guest_id, client_id, owners):
+                return Admission.MISMATCH
+            self._bind(client_id, GUEST, guest_id)
+        return Admission.OK
+
+    def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
+        """A user's handshake: the session must be live and the id theirs, or free."""
+        with self._transaction():
+            if not self.session_is_live(session_id):
+                return Admission.SESSION_ENDED
+            admission, bind = user_admission(user_id, self.owners(client_id))
+            if bind:
+                self._bind(client_id, USER, user_id)
+        return admission
+
+    def bind_at_login(
+        self,
+        user_id: str,
+        client_id: str,
+        guest_proof: str | None,
+        refresh_proof: RefreshProof | None,
+    ) -> bool:
+        """Let the user signing in use ``client_id``; False when it is not theirs to take.
+
+        A claimed id is shared with the user only when the login shows the credentials of
+        one of its owners: the token of a guest that may use it, or a live, unspent
+        refresh token of a user who owns it. The owners keep it: the installation's own
+        guest token goes on working after the user signs out."""
+        with self._transaction():
+            owners = self.owners(client_id)
+            if (USER, user_id) in owners:
+                return True
+            if self._is_claimed(client_id):
+                proven = False
+                if guest_proof is not None and self._guest_may_use(guest_proof, client_id, owners):
+                    self._bind(client_id, GUEST, guest_proof)
+                    proven = True
+                elif (
+                    refresh_proof is not None
+                    and (USER, refresh_proof.user_id) in owners
+                    and self._refresh_is_current(refresh_proof)
+                ):
+                    proven = True
+                if not proven:
+                    return False
+            self._bind(client_id, USER, user_id)
+        return True
+
+    def end_session(
+        self, session_id: str, jti: str, user_id: str, client_id: str | None
+    ) -> str | None:
+        """Logout: revoke the session and take ``client_id`` from the user.
+
+        When the token was the session's current one, the user owned ``client_id`` and no
+        guest owns it (the user signed in before the installation ever connected), a new
+        guest is made its owner and returned, so the installation keeps its id; otherwise
+        None (an installation whose guest owns the id goes on with its own guest token).
+        """
+        with self._transaction():
+            current = self._refresh_is_current(RefreshProof(user_id, session_id, jti))
+            self.revoke_session(session_id)
+            if not current or not client_id:
+                return None
+            unbind, new_guest = logout_handover(user_id, self.owners(client_id))
+            if not unbind:
+                return None
+            self._db.execute(
+                "DELETE FROM client_owners WHERE client_id = ? AND owner_kind = ? AND owner_id = ?",
+                (client_id, USER, user_id),
+            )
+            if not new_guest:
+                return None
+            guest_id = str(uuid.uuid4())
+            self._insert_guest(guest_id, client_id, "")
+        return guest_id
+
+    def _refresh_is_current(self, proof: RefreshProof) -> bool:
+        """The refresh token is unspent, in a live session of ``proof.user_id``."""
+        row = self._db.execute(
+            "SELECT 1 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
+            " JOIN users u ON u.id = s.user_id"
+            " WHERE r.jti = ? AND r.session_id = ? AND r.used = 0 AND s.revoked = 0"
+            " AND s.user_id = ?",
+            (proof.jti, proof.session_id, proof.user_id),
+        ).fetchone()
+        return row is not None
+
+
+class Database(SqliteBinding):
     """Synchronous access to ``server.sqlite3``; used from one thread at a time."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -310,13 +468,12 @@ class Database:
         # seq orders chunks as the client committed them; chunks from a base client carry
         # no seq and keep the order they arrived in.
         rows = self._db.execute(
-            "SELECT client_id, chunk_id, seq, text, source_path, source_offset, sent_at,"
-            " received_at, identity FROM chunks WHERE client_id = ?"
+            f"SELECT {STORED_CHUNK_COLUMNS} FROM chunks WHERE client_id = ?"
             " ORDER BY seq IS NULL, seq, id",
             (client_id,),
         )
         for row in rows:
-            yield StoredChunk(*row)
+            yield stored_chunk_from_row(row)
 
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
@@ -342,15 +499,15 @@ class Database:
 
     def find_user(self, username: str) -> User | None:
         row = self._db.execute(
-            "SELECT id, username, password_hash FROM users WHERE username = ?", (username,)
+            f"SELECT {USER_COLUMNS} FROM users WHERE username = ?", (username,)
         ).fetchone()
-        return User(*row) if row else None
+        return user_from_row(row)
 
     def user_by_id(self, user_id: str) -> User | None:
         row = self._db.execute(
-            "SELECT id, username, password_hash FROM users WHERE id = ?", (user_id,)
+            f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)
         ).fetchone()
-        return User(*row) if row else None
+        return user_from_row(row)
 
     def start_session(
         self, session_id: str, user_id: str, refresh_jti: str, refresh_expires_at: int
@@ -368,11 +525,8 @@ class Database:
     def rotate_refresh(
         self, old_jti: str, session_id: str, new_jti: str, new_expires_at: int
     ) -> str:
-        """Spend ``old_jti`` and record ``new_jti``; a second use revokes the whole session.
-
-        Reuse of a spent refresh token means two parties hold it; revoking the session
-        (refresh-token family) locks both out instead of guessing which one is genuine.
-        """
+        """Spend ``old_jti`` and record ``new_jti``; a second use revokes the whole session
+        (``storage_rows.refresh_refusal``)."""
         with self._transaction():
             row = self._db.execute(
                 "SELECT r.used, s.revoked FROM refresh_tokens r JOIN sessions s"
@@ -381,21 +535,17 @@ class Database:
             ).fetchone()
             if row is None:
                 return RefreshOutcome.UNKNOWN
-            used, revoked = row
-            if revoked:
-                return RefreshOutcome.REVOKED
-            if used:
-                self._db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (session_id,))
-                return RefreshOutcome.REUSED
+            refusal = refresh_refusal(used=bool(row[0]), revoked=bool(row[1]))
+            if refusal == RefreshOutcome.REUSED:
+                self.revoke_session(session_id)
+            if refusal is not None:
+                return refusal
             self._db.execute("UPDATE refresh_tokens SET used = 1 WHERE jti = ?", (old_jti,))
             self._db.execute(
                 "INSERT INTO refresh_tokens (jti, session_id, expires_at) VALUES (?,?,?)",
                 (new_jti, session_id, new_expires_at),
             )
         return RefreshOutcome.OK
-
-    def revoke_session(self, session_id: str) -> None:
-        self._db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (session_id,))
 
     def revoke_user_sessions(self, user_id: str) -> int:
         cursor = self._db.execute(
@@ -418,203 +568,6 @@ class Database:
             ended = self.revoke_user_sessions(user.id)
             self._db.execute("DELETE FROM users WHERE id = ?", (user.id,))
         return user, ended
-
-    def session_is_live(self, session_id: str) -> bool:
-        """The session exists, is not revoked, and its user still exists."""
-        row = self._db.execute(
-            "SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id"
-            " WHERE s.id = ? AND s.revoked = 0",
-            (session_id,),
-        ).fetchone()
-        return row is not None
-
-    # guests
-
-    def guest_exists(self, guest_id: str) -> bool:
-        return (
-            self._db.execute("SELECT 1 FROM guests WHERE id = ?", (guest_id,)).fetchone()
-            is not None
-        )
-
-    def _insert_guest(self, guest_id: str, client_id: str, hostname: str) -> None:
-        self._db.execute(
-            "INSERT INTO guests (id, client_id, hostname, created_at) VALUES (?,?,?,?)",
-            (guest_id, client_id, hostname, now_ms()),
-        )
-        self._bind(client_id, GUEST, guest_id)
-
-    # installation binding
-
-    def owners(self, client_id: str) -> set[tuple[str, str]]:
-        """``(kind, id)`` of every guest and user ``client_id`` belongs to."""
-        rows = self._db.execute(
-            "SELECT owner_kind, owner_id FROM client_owners WHERE client_id = ?", (client_id,)
-        )
-        return {(kind, owner) for kind, owner in rows}
-
-    def _bind(self, client_id: str, kind: str, owner_id: str) -> None:
-        self._db.execute(
-            "INSERT INTO client_owners (client_id, owner_kind, owner_id, bound_at)"
-            " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-            (client_id, kind, owner_id, now_ms()),
-        )
-
-    def _is_claimed(self, client_id: str) -> bool:
-        """Someone owns ``client_id``, or a guest was issued for it before binding existed."""
-        if self.owners(client_id):
-            return True
-        row = self._db.execute(
-            "SELECT 1 FROM guests WHERE client_id = ? LIMIT 1", (client_id,)
-        ).fetchone()
-        return row is not None
-
-    def _guest_may_use(self, guest_id: str, client_id: str, owners: set[tuple[str, str]]) -> bool:
-        """The guest was issued for ``client_id`` and owns it, or may take it as a guest
-        from before binding existed (no guest owns the id yet: first use binds)."""
-        row = self._db.execute("SELECT client_id FROM guests WHERE id = ?", (guest_id,)).fetchone()
-        if row is None or row[0] != client_id:
-            return False
-        if (GUEST, guest_id) in owners:
-            return True
-        return not any(kind == GUEST for kind, _ in owners)
-
-    def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
-        """A new guest owning ``client_id``, or None when the id is claimed already."""
-        guest_id = str(uuid.uuid4())
-        with self._transaction():
-            if self._is_claimed(client_id):
-                return None
-            self._insert_guest(guest_id, client_id, hostname)
-        return guest_id
-
-    def admit_guest(self, guest_id: str, client_id: str) -> Admission:
-        with self._transaction():
-            if not self.guest_exists(guest_id):
-                return Admission.UNKNOWN_GUEST
-            owners = self.owners(client_id)
-            if not self._guest_may_use(guest_id, client_id, owners):
-                return Admission.MISMATCH
-            self._bind(client_id, GUEST, guest_id)
-        return Admission.OK
-
-    def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
-        """A user's handshake: the session must be live and the id theirs, or free.
-
-        A free id (no owner) is bound to the user: an id first seen with a user token, or
-        one from before binding existed."""
-        with self._transaction():
-            if not self.session_is_live(session_id):
-                return Admission.SESSION_ENDED
-            owners = self.owners(client_id)
-            if (USER, user_id) in owners:
-                return Admission.OK
-            if owners:
-                return Admission.MISMATCH
-            self._bind(client_id, USER, user_id)
-        return Admission.OK
-
-    def bind_at_login(
-        self,
-        user_id: str,
-        client_id: str,
-        guest_proof: str | None,
-        refresh_proof: RefreshProof | None,
-    ) -> bool:
-        """Let the user signing in use ``client_id``; False when it is not theirs to take.
-
-        A claimed id is shared with the user only when the login shows the credentials of
-        one of its owners: the token of a guest that may use it, or a live, unspent
-        refresh token of a user who owns it. The owners keep it: the installation's own
-        guest token goes on working after the user signs out."""
-        with self._transaction():
-            owners = self.owners(client_id)
-            if (USER, user_id) in owners:
-                return True
-            if self._is_claimed(client_id):
-                proven = False
-                if guest_proof is not None and self._guest_may_use(guest_proof, client_id, owners):
-                    self._bind(client_id, GUEST, guest_proof)
-                    proven = True
-                elif (
-                    refresh_proof is not None
-                    and (USER, refresh_proof.user_id) in owners
-                    and self._refresh_is_current(refresh_proof)
-                ):
-                    proven = True
-                if not proven:
-                    return False
-            self._bind(client_id, USER, user_id)
-        return True
-
-    def end_session(
-        self, session_id: str, jti: str, user_id: str, client_id: str | None
-    ) -> str | None:
-        """Logout: revoke the session and take ``client_id`` from the user.
-
-        When the token was the session's current one, the user owned ``client_id`` and no
-        guest owns it (the user signed in before the installation ever connected), a new
-        guest is made its owner and returned, so the installation keeps its id; otherwise
-        None (an installation whose guest owns the id goes on with its own guest token).
-        """
-        with self._transaction():
-            current = self._refresh_is_current(RefreshProof(user_id, session_id, jti))
-            self.revoke_session(session_id)
-            if not current or not client_id:
-                return None
-            owners = self.owners(client_id)
-            if (USER, user_id) not in owners:
-                return None
-            self._db.execute(
-                "DELETE FROM client_owners WHERE client_id = ? AND owner_kind = ? AND owner_id = ?",
-                (client_id, USER, user_id),
-            )
-            if any(kind == GUEST for kind, _ in owners):
-                return None
-            guest_id = str(uuid.uuid4())
-            self._insert_guest(guest_id, client_id, "")
-        return guest_id
-
-    def _refresh_is_current(self, proof: RefreshProof) -> bool:
-        """The refresh token is unspent, in a live session of ``proof.user_id``."""
-        row = self._db.execute(
-            "SELECT 1 FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id"
-            " JOIN users u ON u.id = s.user_id"
-            " WHERE r.jti = ? AND r.session_id = ? AND r.used = 0 AND s.revoked = 0"
-            " AND s.user_id = ?",
-            (proof.jti, proof.session_id, proof.user_id),
-        ).fetchone()
-        return row is not None
-
-    class _Transaction:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; nested uses join the outer transaction."""
-
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self._db = db
-            self._outermost = False
-
-        def __enter__(self) -> None:
-            self._outermost = not self._db.in_transaction
-            if self._outermost:
-                self._db.execute("BEGIN IMMEDIATE")
-
-        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-            if not self._outermost:
-                return
-            if exc_type is not None:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                return
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                # A failed COMMIT (disk full, I/O error) can leave the transaction open:
-                # end it, so the next one starts clean.
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _transaction(self) -> Database._Transaction:
-        return Database._Transaction(self._db)
 
 
 class Store(abc.ABC):

@@ -22,10 +22,15 @@ What keeps nodes from stepping on each other:
 
 Chunk text, ``chunkId`` and source path are ``bytea`` (their UTF-8): PostgreSQL's ``text``
 cannot hold U+0000, and the protocol lets a chunk carry it; ``dump`` stays byte exact.
+
+This module keeps the SQL and the I/O; the records, the row mapping and the decisions
+(rotation, binding, repeats within a batch) are ``server/storage_rows.py``'s, shared with
+the SQLite backend.
 """
 
 from __future__ import annotations
 
+import abc
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -34,19 +39,28 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from server.storage import (
+from server.storage import Store
+from server.storage_rows import (
     GUEST,
+    STORED_CHUNK_COLUMNS,
     USER,
+    USER_COLUMNS,
     Admission,
     PendingChunk,
     RefreshOutcome,
     RefreshProof,
     StorageError,
-    Store,
     StoredChunk,
     StoreOutcome,
     User,
+    guest_may_use,
+    logout_handover,
     now_ms,
+    refresh_refusal,
+    repeats_in_batch,
+    stored_chunk_from_row,
+    user_admission,
+    user_from_row,
 )
 
 SCHEMA_VERSION = 1
@@ -113,10 +127,6 @@ _MIGRATIONS = {1: _SCHEMA_V1}
 
 # One number for "the schema is being changed", shared by every node and command.
 _MIGRATION_LOCK = 0x6C6F676D  # "logm"
-
-_CHUNK_COLUMNS = (
-    "client_id, chunk_id, seq, text, source_path, source_offset, sent_at, received_at, identity"
-)
 
 
 def shown_url(url: str) -> str:
@@ -187,11 +197,108 @@ async def migrate(url: str) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-def _user(row: Any) -> User | None:
-    return None if row is None else User(row["id"], row["username"], row["password_hash"])
+class PostgresBinding(abc.ABC):
+    """Installation binding on PostgreSQL (PROTOCOL.md, "Installation binding"): each
+    question takes the ``clientId``'s advisory lock in its transaction first, so two
+    handshakes racing for the id, on any nodes, are answered one after the other."""
+
+    @property
+    @abc.abstractmethod
+    def pool(self) -> asyncpg.Pool: ...
+
+    async def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
+        guest_id = str(uuid.uuid4())
+        async with self.pool.acquire() as connection, connection.transaction():
+            await _lock_client_id(connection, client_id)
+            if await _is_claimed(connection, client_id):
+                return None
+            await _insert_guest(connection, guest_id, client_id, hostname)
+        return guest_id
+
+    async def admit_guest(self, guest_id: str, client_id: str) -> Admission:
+        guest_id = _storable(guest_id)
+        async with self.pool.acquire() as connection, connection.transaction():
+            await _lock_client_id(connection, client_id)
+            exists = await connection.fetchval("SELECT 1 FROM guests WHERE id = $1", guest_id)
+            if not exists:
+                return Admission.UNKNOWN_GUEST
+            owners = await _owners(connection, client_id)
+            if not await _guest_may_use(connection, guest_id, client_id, owners):
+                return Admission.MISMATCH
+            await _bind(connection, client_id, GUEST, guest_id)
+        return Admission.OK
+
+    async def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await _lock_client_id(connection, client_id)
+            if not await _session_is_live(connection, session_id):
+                return Admission.SESSION_ENDED
+            admission, bind = user_admission(user_id, await _owners(connection, client_id))
+            if bind:
+                await _bind(connection, client_id, USER, user_id)
+        return admission
+
+    async def bind_at_login(
+        self,
+        user_id: str,
+        client_id: str,
+        guest_proof: str | None,
+        refresh_proof: RefreshProof | None,
+    ) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await _lock_client_id(connection, client_id)
+            owners = await _owners(connection, client_id)
+            if (USER, user_id) in owners:
+                return True
+            if await _is_claimed(connection, client_id):
+                proven = False
+                if guest_proof is not None and await _guest_may_use(
+                    connection, _storable(guest_proof), client_id, owners
+                ):
+                    await _bind(connection, client_id, GUEST, _storable(guest_proof))
+                    proven = True
+                elif (
+                    refresh_proof is not None
+                    and (USER, refresh_proof.user_id) in owners
+                    and await _refresh_is_current(connection, refresh_proof)
+                ):
+                    proven = True
+                if not proven:
+                    return False
+            await _bind(connection, client_id, USER, user_id)
+        return True
+
+    async def end_session(
+        self, session_id: str, jti: str, user_id: str, client_id: str | None
+    ) -> str | None:
+        session_id, jti, user_id = _storable(session_id), _storable(jti), _storable(user_id)
+        async with self.pool.acquire() as connection, connection.transaction():
+            if client_id:
+                await _lock_client_id(connection, client_id)
+            current = await _refresh_is_current(connection, RefreshProof(user_id, session_id, jti))
+            await connection.execute("UPDATE sessions SET revoked = TRUE WHERE id = $1", session_id)
+            if not current or not client_id:
+                return None
+            unbind, new_guest = logout_handover(user_id, await _owners(connection, client_id))
+            if not unbind:
+                return None
+            await connection.execute(
+                "DELETE FROM client_owners WHERE client_id = $1 AND owner_kind = $2"
+                " AND owner_id = $3",
+                client_id,
+                USER,
+                user_id,
+            )
+            if not new_guest:
+                return None
+            guest_id = str(uuid.uuid4())
+            await _insert_guest(connection, guest_id, client_id, "")
+        return guest_id
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresBinding, Store):
+    """The PostgreSQL backend; see the module docstring."""
+
     backend = "postgresql"
 
     def __init__(self, url: str, pool_size: int = 8) -> None:
@@ -240,7 +347,6 @@ class PostgresStore(Store):
     # chunks
 
     async def commit_chunks(self, batch: Sequence[PendingChunk]) -> list[StoreOutcome]:
-        outcomes: list[StoreOutcome | None] = [None] * len(batch)
         async with self.pool.acquire() as connection, connection.transaction():
             session_ids = list({p.session_id for p in batch if p.session_id is not None})
             live: set[str] = set()
@@ -252,25 +358,13 @@ class PostgresStore(Store):
                 )
                 live = {row["id"] for row in rows}
             # One row per chunkId: a second copy in the same batch is a duplicate of the
-            # first, as it would be one batch later.
-            first_of: dict[tuple[str, str], int] = {}
-            inserted: list[int] = []
-            for index, pending in enumerate(batch):
-                if pending.session_id is not None and pending.session_id not in live:
-                    outcomes[index] = StoreOutcome.SESSION_ENDED
-                    continue
-                chunk = pending.chunk
-                if chunk.chunk_id is not None:
-                    key = (chunk.client_id, chunk.chunk_id)
-                    if key in first_of:
-                        outcomes[index] = StoreOutcome.DUPLICATE
-                        continue
-                    first_of[key] = index
-                inserted.append(index)
+            # first (one multi-row insert cannot say which copy it kept).
+            outcomes = repeats_in_batch(batch, live)
+            inserted = [index for index, outcome in enumerate(outcomes) if outcome is None]
             if inserted:
                 chunks = [batch[i].chunk for i in inserted]
                 stored = await connection.fetch(
-                    "INSERT INTO chunks (" + _CHUNK_COLUMNS + ", owner_id)"
+                    "INSERT INTO chunks (" + STORED_CHUNK_COLUMNS + ", owner_id)"
                     " SELECT c, i, s, t, p, o, a, $8, d, w FROM unnest("
                     "$1::text[], $2::bytea[], $3::int8[], $4::bytea[], $5::bytea[],"
                     " $6::int8[], $7::int8[], $9::text[], $10::text[])"
@@ -308,24 +402,12 @@ class PostgresStore(Store):
         async with self.pool.acquire() as connection, connection.transaction():
             # A server-side cursor: a dump of millions of chunks never sits in memory.
             async for row in connection.cursor(
-                "SELECT " + _CHUNK_COLUMNS + " FROM chunks WHERE client_id = $1"
+                "SELECT " + STORED_CHUNK_COLUMNS + " FROM chunks WHERE client_id = $1"
                 " ORDER BY seq IS NULL, seq, id",
                 client_id,
                 prefetch=1000,
             ):
-                yield StoredChunk(
-                    client_id=row["client_id"],
-                    chunk_id=None if row["chunk_id"] is None else bytes(row["chunk_id"]).decode(),
-                    seq=row["seq"],
-                    text=bytes(row["text"]).decode(),
-                    source_path=None
-                    if row["source_path"] is None
-                    else bytes(row["source_path"]).decode(),
-                    source_offset=row["source_offset"],
-                    sent_at=row["sent_at"],
-                    received_at=row["received_at"],
-                    identity=row["identity"],
-                )
+                yield stored_chunk_from_row(row)
 
     async def chunk_count(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM chunks"))
@@ -358,16 +440,15 @@ class PostgresStore(Store):
         if "\x00" in username:
             return None  # no user has one (add-user takes printable names only)
         row = await self.pool.fetchrow(
-            "SELECT id, username, password_hash FROM users WHERE lower(username) = lower($1)",
-            username,
+            f"SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)", username
         )
-        return _user(row)
+        return user_from_row(row)
 
     async def user_by_id(self, user_id: str) -> User | None:
         row = await self.pool.fetchrow(
-            "SELECT id, username, password_hash FROM users WHERE id = $1", _storable(user_id)
+            f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", _storable(user_id)
         )
-        return _user(row)
+        return user_from_row(row)
 
     async def start_session(
         self, session_id: str, user_id: str, refresh_jti: str, refresh_expires_at: int
@@ -416,10 +497,13 @@ class PostgresStore(Store):
             )
             if row is None:
                 return RefreshOutcome.UNKNOWN
-            if row["revoked"]:
-                return RefreshOutcome.REVOKED
-            await connection.execute("UPDATE sessions SET revoked = TRUE WHERE id = $1", session_id)
-            return RefreshOutcome.REUSED
+            # The conditional update did not spend it: spent before, or its session revoked.
+            refusal = refresh_refusal(used=True, revoked=bool(row["revoked"]))
+            if refusal == RefreshOutcome.REUSED:
+                await connection.execute(
+                    "UPDATE sessions SET revoked = TRUE WHERE id = $1", session_id
+                )
+            return refusal or RefreshOutcome.REUSED
 
     async def revoke_user_sessions(self, user_id: str) -> int:
         status = await self.pool.execute(
@@ -432,11 +516,10 @@ class PostgresStore(Store):
             return None
         async with self.pool.acquire() as connection, connection.transaction():
             row = await connection.fetchrow(
-                "SELECT id, username, password_hash FROM users WHERE lower(username) = lower($1)"
-                " FOR UPDATE",
+                f"SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1) FOR UPDATE",
                 username,
             )
-            user = _user(row)
+            user = user_from_row(row)
             if user is None:
                 return None
             status = await connection.execute(
@@ -447,100 +530,6 @@ class PostgresStore(Store):
 
     async def session_is_live(self, session_id: str) -> bool:
         return await _session_is_live(self.pool, session_id)
-
-    # guests and installation binding
-
-    async def claim_for_new_guest(self, client_id: str, hostname: str) -> str | None:
-        guest_id = str(uuid.uuid4())
-        async with self.pool.acquire() as connection, connection.transaction():
-            await _lock_client_id(connection, client_id)
-            if await _is_claimed(connection, client_id):
-                return None
-            await _insert_guest(connection, guest_id, client_id, hostname)
-        return guest_id
-
-    async def admit_guest(self, guest_id: str, client_id: str) -> Admission:
-        guest_id = _storable(guest_id)
-        async with self.pool.acquire() as connection, connection.transaction():
-            await _lock_client_id(connection, client_id)
-            exists = await connection.fetchval("SELECT 1 FROM guests WHERE id = $1", guest_id)
-            if not exists:
-                return Admission.UNKNOWN_GUEST
-            owners = await _owners(connection, client_id)
-            if not await _guest_may_use(connection, guest_id, client_id, owners):
-                return Admission.MISMATCH
-            await _bind(connection, client_id, GUEST, guest_id)
-        return Admission.OK
-
-    async def admit_user(self, user_id: str, session_id: str, client_id: str) -> Admission:
-        async with self.pool.acquire() as connection, connection.transaction():
-            await _lock_client_id(connection, client_id)
-            if not await _session_is_live(connection, session_id):
-                return Admission.SESSION_ENDED
-            owners = await _owners(connection, client_id)
-            if (USER, user_id) in owners:
-                return Admission.OK
-            if owners:
-                return Admission.MISMATCH
-            await _bind(connection, client_id, USER, user_id)
-        return Admission.OK
-
-    async def bind_at_login(
-        self,
-        user_id: str,
-        client_id: str,
-        guest_proof: str | None,
-        refresh_proof: RefreshProof | None,
-    ) -> bool:
-        async with self.pool.acquire() as connection, connection.transaction():
-            await _lock_client_id(connection, client_id)
-            owners = await _owners(connection, client_id)
-            if (USER, user_id) in owners:
-                return True
-            if await _is_claimed(connection, client_id):
-                proven = False
-                if guest_proof is not None and await _guest_may_use(
-                    connection, _storable(guest_proof), client_id, owners
-                ):
-                    await _bind(connection, client_id, GUEST, _storable(guest_proof))
-                    proven = True
-                elif (
-                    refresh_proof is not None
-                    and (USER, refresh_proof.user_id) in owners
-                    and await _refresh_is_current(connection, refresh_proof)
-                ):
-                    proven = True
-                if not proven:
-                    return False
-            await _bind(connection, client_id, USER, user_id)
-        return True
-
-    async def end_session(
-        self, session_id: str, jti: str, user_id: str, client_id: str | None
-    ) -> str | None:
-        session_id, jti, user_id = _storable(session_id), _storable(jti), _storable(user_id)
-        async with self.pool.acquire() as connection, connection.transaction():
-            if client_id:
-                await _lock_client_id(connection, client_id)
-            current = await _refresh_is_current(connection, RefreshProof(user_id, session_id, jti))
-            await connection.execute("UPDATE sessions SET revoked = TRUE WHERE id = $1", session_id)
-            if not current or not client_id:
-                return None
-            owners = await _owners(connection, client_id)
-            if (USER, user_id) not in owners:
-                return None
-            await connection.execute(
-                "DELETE FROM client_owners WHERE client_id = $1 AND owner_kind = $2"
-                " AND owner_id = $3",
-                client_id,
-                USER,
-                user_id,
-            )
-            if any(kind == GUEST for kind, _ in owners):
-                return None
-            guest_id = str(uuid.uuid4())
-            await _insert_guest(connection, guest_id, client_id, "")
-        return guest_id
 
 
 async def _session_is_live(executor: Any, session_id: str) -> bool:
@@ -588,11 +577,7 @@ async def _guest_may_use(
     connection: asyncpg.Connection, guest_id: str, client_id: str, owners: set[tuple[str, str]]
 ) -> bool:
     issued_for = await connection.fetchval("SELECT client_id FROM guests WHERE id = $1", guest_id)
-    if issued_for is None or issued_for != client_id:
-        return False
-    if (GUEST, guest_id) in owners:
-        return True
-    return not any(kind == GUEST for kind, _ in owners)
+    return guest_may_use(issued_for, guest_id, client_id, owners)
 
 
 async def _insert_guest(

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from main_process import spool as spool_module
+from main_process import spool_database
 from main_process.spool import (
     BacklogFile,
     Checkpoint,
@@ -310,9 +311,9 @@ def test_the_database_is_in_wal_mode_with_the_chosen_synchronous_level(
 ) -> None:
     with open_spool(spool_path, durability="full") as spool:
         spool.append("x\n")
-        assert spool._connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert spool._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with open_spool(spool_path) as spool:
-        assert spool._connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert spool._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     outside = sqlite3.connect(spool_path)
     try:
         assert outside.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -326,7 +327,7 @@ def test_sync_keeps_the_data_and_restores_normal_synchronous(spool_path: Path) -
         chunk = spool.append("x\n")
         spool.sync()
         spool.sync()
-        assert spool._connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+        assert spool._database.connection.execute("PRAGMA synchronous").fetchone()[0] == 1
         assert spool.pending() == [chunk]
         assert spool.stats().buffered_chunks == 1
 
@@ -402,7 +403,7 @@ def test_a_spool_from_a_newer_version_is_refused(spool_path: Path) -> None:
 def test_a_spool_locked_by_another_writer_is_reported_as_unavailable(
     spool_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "_BUSY_TIMEOUT_SECONDS", 0.01)
+    monkeypatch.setattr(spool_database, "_BUSY_TIMEOUT_SECONDS", 0.01)
     with open_spool(spool_path) as spool:
         other = sqlite3.connect(spool_path, isolation_level=None)
         try:
@@ -467,7 +468,7 @@ if len(sys.argv) > 2:
             if countdown[0] == 0:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    spool._connection.set_trace_callback(die_at)
+    spool._database.connection.set_trace_callback(die_at)
 checkpoint = spool.get_checkpoint("7:42")
 offset = 0 if checkpoint is None else checkpoint.offset
 while True:
