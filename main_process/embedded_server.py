@@ -17,13 +17,14 @@ import logging
 import threading
 from pathlib import Path
 
+from protocol import DEFAULT_SOCKETIO_PATH
 from server.app import RunningServer, ServerConfig
 
 log = logging.getLogger("log_monitor.embedded_server")
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path, socketio_path: str = "/socket.io/") -> None:
+    def __init__(self, data_dir: Path, socketio_path: str = DEFAULT_SOCKETIO_PATH) -> None:
         # Binding happens here, on the caller's thread, so the URL is known at once and a
         # bind failure surfaces as an exception of the caller's.
         self._server = RunningServer(
