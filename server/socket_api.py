@@ -8,12 +8,12 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
    ``client_mismatch`` and ``client_id_taken``). An unauthenticated connection may stay
    open (the client closes it), but every chunk it submits is answered
    ``unauthenticated``.
-2. ``submit_log_chunk`` is validated (``protocol.parse_submit_log_chunk``), checked against the handshake's
-   ``clientId`` (its ``chunkId`` must start with ``"<clientId>:"``, so no connection can
-   name another installation's chunks) and the size limit, committed, and only then
-   acknowledged. Chunks of all connections are committed in groups
-   (``server/group_commit.py``); a chunk whose group failed to commit is answered
-   ``{"error": "server_error", …}``, which the client sends again.
+2. ``submit_log_chunk`` is validated (``protocol.parse_submit_log_chunk``), checked
+   against the handshake's ``clientId`` (its ``chunkId`` must start with
+   ``"<clientId>:"``, so no connection can name another installation's chunks) and the
+   size limit, committed, and only then acknowledged. Chunks of all connections are
+   committed in groups (``server/group_commit.py``); a chunk whose group failed to commit
+   is answered ``{"error": "server_error", …}``, which the client sends again.
 3. When a user's access token expires while connected, the server says ``retry_auth``
    at that instant and stops accepting chunks on the connection; so it does at the first
    chunk after the user's session was revoked or the user deleted, and at once when the
@@ -21,8 +21,9 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
    token presented twice, or ``revoke``/``delete-user`` with ``--redis``, which reaches
    every node through the Redis client manager, ``server/cluster.py``). A user's
    connection is in the rooms of its user and its session for that.
-4. ``ping`` is validated too (``protocol.parse_ping``): ``pong`` carries the ping's timestamp only when
-   it is a finite number in range (JSON has no NaN or Infinity), else the server's clock.
+4. ``ping`` is validated too (``protocol.parse_ping``): ``pong`` carries the ping's
+   timestamp only when it is a finite number in range (JSON has no NaN or Infinity), else
+   the server's clock.
 
 Order: python-socketio would run each event handler as its own task, so two chunks of
 one connection could commit out of order. The server is built with
