@@ -1,9 +1,15 @@
-"""The client side of the HTTP auth API (PROTOCOL.md section 5) for sign-in and sign-out.
+"""The client side of the HTTP auth API (PROTOCOL.md section 5): sign-in, sign-out and
+the token refresh.
+
+Owns: the three requests and what their answers mean to the client. The bodies' shapes
+and their parsing are ``protocol.http_auth``'s.
 
 Used by the running main process (the ipc ``Login``/``Logout`` commands) and by
-``log-monitor login``/``logout`` when no main process runs. Refresh is not here: the
-connection owns it. Every failure is a :class:`SignInFailed` with a code and one sentence
-for a person; the password is never put in a message or a log line.
+``log-monitor login``/``logout`` when no main process runs; ``refresh_tokens`` by the
+connection, which decides when to refresh (``connection_state.py``) and hands the outcome
+to its state machine. Every sign-in failure is a :class:`SignInFailed` with a code and one
+sentence for a person; the password is never put in a message or a log line, and no
+token ever is.
 
 Installation binding (PROTOCOL.md section 3): a login names the installation's
 ``clientId`` and shows the credentials the installation holds for it (extension fields
@@ -21,8 +27,27 @@ from typing import Any
 
 import aiohttp
 
-from main_process.connection_state import MAX_NAME_CHARS, MAX_TOKEN_CHARS, bounded_text
+from main_process.connection_state import (
+    RefreshFailed,
+    RefreshRefused,
+    RefreshSucceeded,
+    RefreshTokens,
+)
 from main_process.identity import Tokens
+from main_process.socket_attempt import describe
+from protocol import (
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    REFRESH_PATH,
+    LoginRequest,
+    LogoutRequest,
+    ProtocolError,
+    RefreshRequest,
+    parse_login_answer,
+    parse_logout_answer,
+    parse_refresh_answer,
+    to_wire,
+)
 
 
 class SignInFailed(Exception):
@@ -35,12 +60,6 @@ class SignInFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class SignedIn:
     tokens: Tokens
-
-
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_CHARS:
-        raise TypeError("not a token")
-    return value
 
 
 def _retry_after(header: str | None) -> str:
@@ -63,20 +82,18 @@ async def sign_in(
     shown to the server as proof that ``client_id`` is this installation's;
     ``proof_refresh_token`` (the refresh token of a user signed in here now) is shown too.
     """
-    body: dict[str, Any] = {
-        "identifier": identifier,
-        "password": password,
-        "hostname": socket.gethostname(),
-        "clientId": client_id,
-    }
-    if keep_guest_token:
-        body["guestToken"] = keep_guest_token
-    if proof_refresh_token:
-        body["refreshToken"] = proof_refresh_token
+    body = LoginRequest(
+        identifier,
+        password,
+        hostname=socket.gethostname(),
+        clientId=client_id,
+        guestToken=keep_guest_token or None,
+        refreshToken=proof_refresh_token or None,
+    )
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-            http.post(f"{http_base}/api/auth/login", json=body) as response,
+            http.post(f"{http_base}{LOGIN_PATH}", json=to_wire(body)) as response,
         ):
             status = response.status
             retry_after = response.headers.get("retry-after")
@@ -102,19 +119,18 @@ async def sign_in(
     if status != 200:
         raise SignInFailed("server_error", f"the server answered HTTP {status}.")
     try:
-        user = data["user"]
-        tokens = Tokens(
-            access_token=_token(data["access_token"]),
-            refresh_token=_token(data["refresh_token"]),
+        answer = parse_login_answer(data)
+    except ProtocolError as exc:
+        raise SignInFailed("server_error", str(exc)) from None
+    return SignedIn(
+        Tokens(
+            access_token=answer.access_token,
+            refresh_token=answer.refresh_token,
             guest_token=keep_guest_token,
-            user_id=bounded_text(str(user["id"]), MAX_NAME_CHARS),
-            username=bounded_text(str(user["username"]), MAX_NAME_CHARS),
+            user_id=answer.user_id,
+            username=answer.username,
         )
-    except (KeyError, TypeError):
-        raise SignInFailed(
-            "server_error", "the server's answer to the login had no tokens."
-        ) from None
-    return SignedIn(tokens)
+    )
 
 
 async def sign_out(
@@ -129,13 +145,11 @@ async def sign_out(
     locally does not depend on the server hearing it (PROTOCOL.md section 5)."""
     if not refresh_token:
         return None
-    body: dict[str, Any] = {"refreshToken": refresh_token}
-    if client_id:
-        body["clientId"] = client_id
+    body = LogoutRequest(refresh_token, clientId=client_id or None)
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
-            http.post(f"{http_base}/api/auth/logout", json=body) as response,
+            http.post(f"{http_base}{LOGOUT_PATH}", json=to_wire(body)) as response,
         ):
             if response.status != 200:
                 return None
@@ -143,8 +157,8 @@ async def sign_out(
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
     try:
-        return _token(data["guestToken"]) if isinstance(data, dict) else None
-    except (KeyError, TypeError):
+        return parse_logout_answer(data)
+    except ProtocolError:
         return None
 
 
@@ -152,3 +166,44 @@ def signed_out(tokens: Tokens, guest_token: str | None = None) -> Tokens:
     """The tokens after a sign-out: the user's tokens go; the guest token the server handed
     back, else the one held before, stays."""
     return Tokens(guest_token=guest_token or tokens.guest_token)
+
+
+async def refresh_tokens(
+    http: aiohttp.ClientSession,
+    http_base: str,
+    request: RefreshTokens,
+    *,
+    timeout: float,
+    ssl_verify: bool,
+) -> RefreshSucceeded | RefreshFailed | RefreshRefused:
+    """Present the refresh token; the answer as the connection's state machine takes it.
+
+    401 and 403 are a refusal (the user's tokens go); anything else that is not a 200 with
+    both tokens is a failure (the tokens are kept and the refresh tried again)."""
+    request_id = request.request_id
+    try:
+        async with http.post(
+            http_base + REFRESH_PATH,
+            json=to_wire(RefreshRequest(request.refresh_token)),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            ssl=ssl_verify,
+        ) as response:
+            status = response.status
+            if status in (401, 403):
+                return RefreshRefused(request_id, status)
+            if status != 200:
+                return RefreshFailed(request_id, f"HTTP {status}")
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return RefreshFailed(request_id, describe(exc))
+    try:
+        answer = parse_refresh_answer(body)
+    except ProtocolError as exc:
+        return RefreshFailed(request_id, str(exc))
+    return RefreshSucceeded(
+        request_id,
+        answer.access_token,
+        answer.refresh_token,
+        user_id=answer.user_id,
+        username=answer.username,
+    )

@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from protocol import DEFAULT_SOCKETIO_PATH
+
 if TYPE_CHECKING:
     from server.app import RunningServer
 
@@ -35,7 +37,7 @@ class EmbeddedServerError(Exception):
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path, socketio_path: str = "/socket.io/") -> None:
+    def __init__(self, data_dir: Path, socketio_path: str = DEFAULT_SOCKETIO_PATH) -> None:
         from server.app import RunningServer, ServerConfig
         from server.storage import StorageError
 

@@ -35,6 +35,7 @@ import platformdirs
 
 from main_process.file_follower import SymlinkPolicy
 from main_process.text_codecs import normalize as normalize_encoding
+from protocol import DEFAULT_NAMESPACE, DEFAULT_SOCKETIO_PATH, ProtocolError, parse_server_url
 
 CONFIG_ENV = "LOG_MONITOR_CONFIG"
 ENV_PREFIX = "LOG_MONITOR_"
@@ -143,8 +144,8 @@ class Settings:
 
     data_dir: Path
     server: str | None = None  # None: start the embedded reference server
-    socketio_path: str = "/socket.io/"
-    namespace: str = "/client"
+    socketio_path: str = DEFAULT_SOCKETIO_PATH
+    namespace: str = DEFAULT_NAMESPACE
     sources: tuple[str, ...] = ()
     backlog: tuple[str, ...] = ()
     headless: bool = False
@@ -324,12 +325,13 @@ def _check(settings: Settings) -> None:
         ),
         lambda name: name,
     )
-    if settings.server is not None and not settings.server.startswith(
-        ("http://", "https://", "ws://", "wss://")
-    ):
-        raise SettingsError(
-            f"the server URL {settings.server!r} must start with http(s):// or ws(s)://."
-        )
+    if settings.server is not None:
+        try:
+            parse_server_url(settings.server)
+        except ProtocolError:
+            raise SettingsError(
+                f"the server URL {settings.server!r} must start with http(s):// or ws(s)://."
+            ) from None
     if not settings.namespace.startswith("/"):
         raise SettingsError(f"the namespace {settings.namespace!r} must start with '/'.")
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):

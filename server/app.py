@@ -41,6 +41,7 @@ import socketio
 import uvicorn
 
 from ipc.atomic_file import write_file_atomically
+from protocol import DEFAULT_SOCKETIO_PATH
 from server.auth import AuthService, LoginThrottle
 from server.cluster import ClusterManager, end_sessions_everywhere, session_room
 from server.connection_limits import ConnectionGate, ConnectionLimits
@@ -95,7 +96,7 @@ class ServerConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    socketio_path: str = "/socket.io/"
+    socketio_path: str = DEFAULT_SOCKETIO_PATH
     access_ttl_seconds: float = 900.0
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES
     processed_events: bool = False

@@ -44,6 +44,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from protocol import MAX_CLIENT_ID_CHARS
 from server.passwords import hash_password, verify_password
 from server.storage import Admission, RefreshOutcome, RefreshProof, Store
 from server.tokens import TokenAuthority, TokenRejected
@@ -52,7 +53,6 @@ from server.tokens import TokenAuthority, TokenRejected
 # for an unknown name costs the same time as one with a wrong password.
 _UNKNOWN_USER_HASH = hash_password("not a password anyone has")
 
-MAX_CLIENT_ID_CHARS = 128
 DEFAULT_PASSWORD_CHECKS = max(1, min(4, (os.cpu_count() or 2) // 2))
 """scrypt runs at once: half the cores (at least one), so logins never take them all."""
 DEFAULT_PASSWORD_QUEUE = 64

@@ -37,6 +37,7 @@ from pathlib import Path
 import platformdirs
 
 from main_process.version import client_version
+from protocol import DEFAULT_SOCKETIO_PATH
 from server.app import (
     DEFAULT_MAX_CHUNK_BYTES,
     DEFAULT_PORT,
@@ -150,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"port (default {DEFAULT_PORT}; 0 picks one)",
     )
     serve.add_argument(
-        "--socketio-path", default="/socket.io/", help="Socket.IO path (default /socket.io/)"
+        "--socketio-path",
+        default=DEFAULT_SOCKETIO_PATH,
+        help=f"Socket.IO path (default {DEFAULT_SOCKETIO_PATH})",
     )
     serve.add_argument(
         "--access-ttl",

@@ -36,11 +36,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import socketio
 
+from protocol import DEFAULT_NAMESPACE
+
 log = logging.getLogger("log_monitor_server.cluster")
 
 CHANNEL = "log-monitor-server"
 SESSIONS_ENDED = "log-monitor-server:sessions-ended"
-NAMESPACE = "/client"
+NAMESPACE = DEFAULT_NAMESPACE
 
 SessionsEnded = Callable[[str, str], int]
 """``(room, reason) -> connections ended``: what a node does when it hears the event."""

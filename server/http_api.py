@@ -1,8 +1,8 @@
 """The HTTP half of the reference server: ``/api/auth/*`` and two read-only probes.
 
 A plain ASGI callable; four JSON endpoints do not justify a web framework. Bodies are
-decoded straight into msgspec Structs, so a missing field or a wrong type is a 400 whose
-message is msgspec's own sentence. Bodies over ``MAX_BODY_BYTES`` are refused with 413
+decoded straight into ``protocol``'s msgspec Structs (``protocol.http_auth``), so a
+missing field or a wrong type is a 400 whose message is msgspec's own sentence. Bodies over ``MAX_BODY_BYTES`` are refused with 413
 before they are read whole. No token or password is ever logged.
 
 | request | answer |
@@ -19,11 +19,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
-from server.auth import MAX_CLIENT_ID_CHARS, AuthFailure, AuthService, TokenPair
+from protocol import (
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    REFRESH_PATH,
+    REGISTER_GUEST_PATH,
+    ErrorAnswer,
+    GuestTokenAnswer,
+    LoginRequest,
+    LogoutRequest,
+    ProtocolError,
+    RefreshRequest,
+    RegisterGuestRequest,
+    TokenAnswer,
+    UserInfo,
+    parse_login_request,
+    parse_logout_request,
+    parse_refresh_request,
+    parse_register_guest_request,
+)
+from server.auth import AuthFailure, AuthService, TokenPair
 
 log = logging.getLogger("log_monitor_server.http")
 
@@ -35,38 +54,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-# Bounds on what a request may carry: an e-mail address is at most 254 characters, and
-# nobody types a 1,024-character password; anything longer is not a login, it is load.
-Identifier = Annotated[str, msgspec.Meta(max_length=320)]
-Password = Annotated[str, msgspec.Meta(max_length=1024)]
-ClientId = Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_ID_CHARS)]
-Token = Annotated[str, msgspec.Meta(max_length=8192)]
-
-
-class LoginRequest(msgspec.Struct, frozen=True):
-    identifier: Identifier
-    password: Password
-    hostname: str = ""
-    clientId: ClientId = ""  # the wire's own spelling
-    # Extension: the installation's credentials, shown to take a clientId it owns.
-    guestToken: Token | None = None
-    refreshToken: Token | None = None
-
-
-class RefreshRequest(msgspec.Struct, frozen=True):
-    refreshToken: str
-
-
-class LogoutRequest(msgspec.Struct, frozen=True):
-    refreshToken: str
-    clientId: ClientId | None = None  # extension: hand this id back to a guest
-
-
-class RegisterGuestRequest(msgspec.Struct, frozen=True):
-    clientId: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CLIENT_ID_CHARS)]
-    hostname: str = ""
-
-
 class BodyTooLarge(Exception):
     pass
 
@@ -74,12 +61,8 @@ class BodyTooLarge(Exception):
 _json = msgspec.json.Encoder()
 
 
-def _token_body(pair: TokenPair) -> dict[str, Any]:
-    return {
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token,
-        "user": {"id": pair.user_id, "username": pair.username},
-    }
+def _token_body(pair: TokenPair) -> TokenAnswer:
+    return TokenAnswer(pair.access_token, pair.refresh_token, UserInfo(pair.user_id, pair.username))
 
 
 class HttpApi:
@@ -112,22 +95,22 @@ class HttpApi:
             return 200, {"ok": True}, []
         if path == "/api/stats" and method == "GET":
             return 200, self._stats(), []
-        handlers: dict[str, tuple[type[msgspec.Struct], Callable[[Any], Awaitable[Any]]]] = {
-            "/api/auth/login": (LoginRequest, self._login),
-            "/api/auth/refresh": (RefreshRequest, self._refresh),
-            "/api/auth/register-guest": (RegisterGuestRequest, self._register_guest),
-            "/api/auth/logout": (LogoutRequest, self._logout),
+        handlers: dict[str, tuple[Callable[[bytes], Any], Callable[[Any], Awaitable[Any]]]] = {
+            LOGIN_PATH: (parse_login_request, self._login),
+            REFRESH_PATH: (parse_refresh_request, self._refresh),
+            REGISTER_GUEST_PATH: (parse_register_guest_request, self._register_guest),
+            LOGOUT_PATH: (parse_logout_request, self._logout),
         }
         if path not in handlers:
             return 404, {"error": "not_found"}, []
         if method != "POST":
             return 405, {"error": "method_not_allowed"}, [(b"allow", b"POST")]
         body = await self._read_body(scope, receive)
-        request_type, handler = handlers[path]
+        parse, handler = handlers[path]
         try:
-            request = msgspec.json.decode(body, type=request_type)
-        except msgspec.DecodeError as exc:
-            return 400, {"error": "invalid", "message": str(exc)}, []
+            request = parse(body)
+        except ProtocolError as exc:
+            return 400, ErrorAnswer("invalid", str(exc)), []
         result: tuple[int, Any, list[tuple[bytes, bytes]]] = await handler(request)
         return result
 
@@ -144,7 +127,7 @@ class HttpApi:
             headers = []
             if outcome.retry_after is not None:
                 headers.append((b"retry-after", str(outcome.retry_after).encode()))
-            return outcome.status, {"error": outcome.code}, headers
+            return outcome.status, ErrorAnswer(outcome.code), headers
         log.info("login: user %s", outcome.username)
         return 200, _token_body(outcome), []
 
@@ -152,7 +135,7 @@ class HttpApi:
         outcome = await self._auth.refresh(request.refreshToken)
         if isinstance(outcome, AuthFailure):
             log.info("refresh refused (%s)", outcome.code)
-            return outcome.status, {"error": outcome.code}, []
+            return outcome.status, ErrorAnswer(outcome.code), []
         return 200, _token_body(outcome), []
 
     async def _register_guest(
@@ -160,14 +143,14 @@ class HttpApi:
     ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         token = await self._auth.register_guest(request.clientId, request.hostname)
         if token is None:
-            return 409, {"error": "client_id_taken"}, []
-        return 200, {"guestToken": token}, []
+            return 409, ErrorAnswer("client_id_taken"), []
+        return 200, GuestTokenAnswer(token), []
 
     async def _logout(self, request: LogoutRequest) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
         guest_token = await self._auth.logout(request.refreshToken, request.clientId)
         if guest_token is None:
             return 204, None, []
-        return 200, {"guestToken": guest_token}, []
+        return 200, GuestTokenAnswer(guest_token), []
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope.get("headers", []):

@@ -8,12 +8,12 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
    ``client_mismatch`` and ``client_id_taken``). An unauthenticated connection may stay
    open (the client closes it), but every chunk it submits is answered
    ``unauthenticated``.
-2. ``submit_log_chunk`` is validated with msgspec, checked against the handshake's
-   ``clientId`` (its ``chunkId`` must start with ``"<clientId>:"``, so no connection can
-   name another installation's chunks) and the size limit, committed, and only then
-   acknowledged. Chunks of all connections are committed in groups
-   (``server/group_commit.py``); a chunk whose group failed to commit is answered
-   ``{"error": "server_error", …}``, which the client sends again.
+2. ``submit_log_chunk`` is validated (``protocol.parse_submit_log_chunk``), checked
+   against the handshake's ``clientId`` (its ``chunkId`` must start with
+   ``"<clientId>:"``, so no connection can name another installation's chunks) and the
+   size limit, committed, and only then acknowledged. Chunks of all connections are
+   committed in groups (``server/group_commit.py``); a chunk whose group failed to commit
+   is answered ``{"error": "server_error", …}``, which the client sends again.
 3. When a user's access token expires while connected, the server says ``retry_auth``
    at that instant and stops accepting chunks on the connection; so it does at the first
    chunk after the user's session was revoked or the user deleted, and at once when the
@@ -21,8 +21,9 @@ What a connection goes through (PROTOCOL.md sections 2 to 4):
    token presented twice, or ``revoke``/``delete-user`` with ``--redis``, which reaches
    every node through the Redis client manager, ``server/cluster.py``). A user's
    connection is in the rooms of its user and its session for that.
-4. ``ping`` is validated with msgspec too: ``pong`` carries the ping's timestamp only when
-   it is a finite number in range (JSON has no NaN or Infinity), else the server's clock.
+4. ``ping`` is validated too (``protocol.parse_ping``): ``pong`` carries the ping's
+   timestamp only when it is a finite number in range (JSON has no NaN or Infinity), else
+   the server's clock.
 
 Order: python-socketio would run each event handler as its own task, so two chunks of
 one connection could commit out of order. The server is built with
@@ -33,6 +34,9 @@ Nothing a client sends can raise out of a handler: every handler catches, answer
 error ack where there is an ack to send, counts, and logs one line. A packet python-socketio
 cannot even decode (a 301-digit number, 100,000 nested arrays, an unknown packet type) is
 dropped with one line and a count too, instead of a traceback from the library.
+
+The payloads' shapes, the event names and the namespace are ``protocol``'s; this module
+holds what the server does with them.
 """
 
 from __future__ import annotations
@@ -42,12 +46,33 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
-from urllib.parse import parse_qs
+from typing import Any
 
-import msgspec
 import socketio
 
+from protocol import (
+    AUTHENTICATED,
+    DEFAULT_NAMESPACE,
+    GUEST_TOKEN,
+    PING,
+    PONG,
+    PROCESSED_EVENT,
+    RETRY_AUTH,
+    SUBMIT_LOG_CHUNK,
+    AuthenticatedEvent,
+    ChunkAccepted,
+    ChunkRefused,
+    ChunkStoredEvent,
+    GuestTokenEvent,
+    PongEvent,
+    ProtocolError,
+    RetryAuthEvent,
+    SubmitLogChunk,
+    parse_handshake,
+    parse_ping,
+    parse_submit_log_chunk,
+    to_wire,
+)
 from server.auth import (
     AuthService,
     GuestIdentity,
@@ -62,41 +87,13 @@ from server.storage import IncomingChunk, StoreOutcome
 
 log = logging.getLogger("log_monitor_server.socket")
 
-NAMESPACE = "/client"
-
-# What SQLite's INTEGER holds; a larger number is the client's mistake, not the store's.
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+NAMESPACE = DEFAULT_NAMESPACE
+_SERVER_ERROR = ChunkRefused("server_error", "the server could not store the chunk")
+_UNAUTHENTICATED = ChunkRefused("unauthenticated")
 
 
 class CommitFailed(Exception):
     """The group a chunk was in could not be committed; nothing of it was stored."""
-
-
-class ChunkSource(msgspec.Struct, frozen=True):
-    path: str
-    offset: Int64
-
-
-class SubmitLogChunk(msgspec.Struct, frozen=True):
-    clientId: str  # the wire's own spelling
-    chunk: str
-    chunkId: str | None = None
-    seq: Int64 | None = None
-    source: ChunkSource | None = None
-    sentAt: Int64 | None = None
-
-
-# Epoch milliseconds, with room either side; JSON numbers beyond 2**53 lose precision and
-# NaN or Infinity are not JSON at all, so a pong never echoes them.
-_TIMESTAMP_BOUND = 2**53
-Timestamp = (
-    Annotated[int, msgspec.Meta(ge=-_TIMESTAMP_BOUND, le=_TIMESTAMP_BOUND)]
-    | Annotated[float, msgspec.Meta(ge=-_TIMESTAMP_BOUND, le=_TIMESTAMP_BOUND)]
-)
-
-
-class Ping(msgspec.Struct, frozen=True):
-    timestamp: Timestamp | None = None
 
 
 @dataclass
@@ -165,8 +162,8 @@ class ClientNamespace:
         self.counters = SocketCounters()
         sio.on("connect", self._on_connect, namespace=NAMESPACE)
         sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        sio.on("submit_log_chunk", self._on_submit_log_chunk, namespace=NAMESPACE)
-        sio.on("ping", self._on_ping, namespace=NAMESPACE)
+        sio.on(SUBMIT_LOG_CHUNK, self._on_submit_log_chunk, namespace=NAMESPACE)
+        sio.on(PING, self._on_ping, namespace=NAMESPACE)
         sio.on("*", self._on_unknown_event, namespace=NAMESPACE)
         decode_and_dispatch = sio.eio.handlers["message"]
         sio.eio.on("message", self._guard_packets(decode_and_dispatch))
@@ -198,23 +195,18 @@ class ClientNamespace:
             # Not a handshake: python-socketio also calls this for an ordinary event a
             # client named "connect".
             return await self._on_unknown_event("connect", sid)
-        query = parse_qs(str(environ.get("QUERY_STRING", "")))
-        client_id = query["clientId"][0] if "clientId" in query else None
-        hostname = query["hostname"][0] if "hostname" in query else ""
-        connection = ClientConnection(client_id=client_id, hostname=hostname)
+        handshake = parse_handshake(str(environ.get("QUERY_STRING", "")), auth)
+        connection = ClientConnection(client_id=handshake.client_id, hostname=handshake.hostname)
         self._connections[sid] = connection
         self.counters.connections += 1
-        token = auth.get("token") if isinstance(auth, dict) else None
-        if token is not None and not isinstance(token, str):
-            token = None
         try:
-            outcome = await self._auth.handshake(token, client_id or "", hostname)
+            outcome = await self._auth.handshake(
+                handshake.token, handshake.client_id or "", handshake.hostname
+            )
         except Exception:
             self.counters.internal_errors += 1
             log.exception("handshake of %s failed", sid)
-            await self._sio.emit(
-                "retry_auth", {"reason": "server_error"}, to=sid, namespace=NAMESPACE
-            )
+            await self._emit(sid, RETRY_AUTH, RetryAuthEvent("server_error"))
             return None
         if isinstance(outcome, UserIdentity):
             connection.identity = "user"
@@ -228,39 +220,35 @@ class ClientNamespace:
             await self._sio.enter_room(sid, user_room(outcome.user_id), namespace=NAMESPACE)
             await self._sio.enter_room(sid, session_room(outcome.session_id), namespace=NAMESPACE)
             log.info("client %s authenticated as user %s", connection.shown_id, outcome.username)
-            await self._sio.emit(
-                "authenticated",
-                {"identity": "user", "userId": outcome.user_id, "username": outcome.username},
-                to=sid,
-                namespace=NAMESPACE,
-                ignore_queue=True,
+            authenticated = AuthenticatedEvent(
+                "user", userId=outcome.user_id, username=outcome.username
             )
+            await self._emit(sid, AUTHENTICATED, authenticated, ignore_queue=True)
         elif isinstance(outcome, GuestIdentity):
             connection.identity = "guest"
             connection.owner_id = outcome.guest_id
             log.info("client %s authenticated as guest", connection.shown_id)
-            await self._sio.emit(
-                "authenticated",
-                {"identity": "guest", "guestId": outcome.guest_id},
-                to=sid,
-                namespace=NAMESPACE,
-                ignore_queue=True,
-            )
+            authenticated = AuthenticatedEvent("guest", guestId=outcome.guest_id)
+            await self._emit(sid, AUTHENTICATED, authenticated, ignore_queue=True)
         elif isinstance(outcome, IssueGuestToken):
             self.counters.guest_tokens_issued += 1
             log.info("client %s given a guest token", connection.shown_id)
-            await self._sio.emit(
-                "guestToken", {"token": outcome.token}, to=sid, namespace=NAMESPACE
-            )
+            await self._emit(sid, GUEST_TOKEN, GuestTokenEvent(outcome.token))
         elif isinstance(outcome, RetryAuth):
             self.counters.retry_auth_sent += 1
             if outcome.reason in ("client_mismatch", "client_id_taken", "invalid_client_id"):
                 self.counters.binding_refusals += 1
             log.info("client %s told to retry auth (%s)", connection.shown_id, outcome.reason)
-            await self._sio.emit(
-                "retry_auth", {"reason": outcome.reason}, to=sid, namespace=NAMESPACE
-            )
+            await self._emit(sid, RETRY_AUTH, RetryAuthEvent(outcome.reason))
         return None
+
+    async def _emit(
+        self, sid: str, event: str, payload: Any, *, ignore_queue: bool = False
+    ) -> None:
+        """Send ``event`` with ``payload`` (a ``protocol`` Struct) to one connection."""
+        await self._sio.emit(
+            event, to_wire(payload), to=sid, namespace=NAMESPACE, ignore_queue=ignore_queue
+        )
 
     def _expire(self, sid: str, reason: str = "token_expired") -> None:
         """Stop taking chunks as the user on this connection and say ``retry_auth``."""
@@ -277,9 +265,7 @@ class ClientNamespace:
         else:
             log.info("session of client %s ended while connected (%s)", connection.shown_id, reason)
         task = asyncio.ensure_future(
-            self._sio.emit(
-                "retry_auth", {"reason": reason}, to=sid, namespace=NAMESPACE, ignore_queue=True
-            )
+            self._emit(sid, RETRY_AUTH, RetryAuthEvent(reason), ignore_queue=True)
         )
         task.add_done_callback(_log_task_failure)
 
@@ -313,23 +299,17 @@ class ClientNamespace:
         except Exception:
             self.counters.internal_errors += 1
             log.exception("submit_log_chunk from %s failed", sid)
-            return {"error": "server_error", "message": "the server could not store the chunk"}
+            return _ack(_SERVER_ERROR)
 
     async def _submit(self, sid: str, args: tuple[Any, ...]) -> dict[str, Any]:
         connection = self._connections.get(sid)
         if connection is None or connection.identity is None:
             self.counters.rejected_unauthenticated += 1
-            return {"error": "unauthenticated"}
-        if len(args) != 1:
-            return self._invalid(f"expected one payload object, got {len(args)} arguments")
+            return _ack(_UNAUTHENTICATED)
         try:
-            payload = msgspec.convert(args[0], type=SubmitLogChunk)
-        except msgspec.ValidationError as exc:
+            payload = parse_submit_log_chunk(args)
+        except ProtocolError as exc:
             return self._invalid(str(exc))
-        except UnicodeEncodeError:
-            # The Socket.IO parser (the stdlib's json) lets a lone surrogate through, and
-            # msgspec refuses to read one as a string: that is malformed input, not a fault.
-            return self._invalid("a string holds a lone surrogate (not valid Unicode)")
         if connection.client_id is None or payload.clientId != connection.client_id:
             return self._invalid("clientId does not match the connection's clientId")
         if payload.chunkId is not None and not payload.chunkId.startswith(
@@ -347,44 +327,32 @@ class ClientNamespace:
             return self._invalid("chunk, chunkId or source.path is not valid Unicode text")
         if size > self._max_chunk_bytes:
             self.counters.rejected_too_large += 1
-            return {
-                "error": "too_large",
-                "message": f"chunk is {size} bytes; the limit is {self._max_chunk_bytes}",
-            }
+            too_large = f"chunk is {size} bytes; the limit is {self._max_chunk_bytes}"
+            return _ack(ChunkRefused("too_large", too_large))
         try:
             outcome = await self._store_chunk(payload, connection)
         except CommitFailed:
             # The group this chunk was in was not committed (logged once for the group):
             # not the client's fault, and not permanent, so it sends the chunk again.
             self.counters.commit_failures += 1
-            return {"error": "server_error", "message": "the server could not store the chunk"}
+            return _ack(_SERVER_ERROR)
         if outcome is StoreOutcome.SESSION_ENDED:
             # Revoked (log-monitor-server revoke) or deleted since the handshake.
             self._expire(sid, "token_revoked")
             self.counters.rejected_unauthenticated += 1
-            return {"error": "unauthenticated"}
-        ack: dict[str, Any] = {"ok": True}
-        if payload.chunkId is not None:
-            ack["chunkId"] = payload.chunkId
-        if outcome is StoreOutcome.DUPLICATE:
+            return _ack(_UNAUTHENTICATED)
+        duplicate = outcome is StoreOutcome.DUPLICATE
+        ack = _ack(ChunkAccepted(ok=True, chunkId=payload.chunkId, duplicate=duplicate))
+        if duplicate:
             self.counters.duplicates += 1
-            ack["duplicate"] = True
             return ack
         self.counters.chunks_stored += 1
         self.counters.bytes_stored += size
         if self._processed_events:
-            await self._sio.emit(
-                "processed_event",
-                {
-                    "type": "chunk_stored",
-                    "chunkId": payload.chunkId,
-                    "bytes": size,
-                    "lines": payload.chunk.count("\n"),
-                },
-                to=sid,
-                namespace=NAMESPACE,
-                ignore_queue=True,
+            stored = ChunkStoredEvent(
+                chunkId=payload.chunkId, bytes=size, lines=payload.chunk.count("\n")
             )
+            await self._emit(sid, PROCESSED_EVENT, stored, ignore_queue=True)
         return ack
 
     async def _store_chunk(
@@ -412,21 +380,18 @@ class ClientNamespace:
     def _invalid(self, message: str) -> dict[str, Any]:
         self.counters.rejected_invalid += 1
         log.info("chunk rejected: %s", message)
-        return {"error": "invalid", "message": message}
+        return _ack(ChunkRefused("invalid", message))
 
     async def _on_ping(self, sid: str, *args: Any) -> None:
         timestamp: int | float | None = None
-        if args:
-            try:
-                timestamp = msgspec.convert(args[0], type=Ping).timestamp
-            except (msgspec.ValidationError, UnicodeEncodeError) as exc:
-                self.counters.invalid_pings += 1
-                log.info("invalid ping from %s answered with the server's clock: %.120s", sid, exc)
+        try:
+            timestamp = parse_ping(args).timestamp
+        except ProtocolError as exc:
+            self.counters.invalid_pings += 1
+            log.info("invalid ping from %s answered with the server's clock: %.120s", sid, exc)
         if timestamp is None:
             timestamp = int(time.time() * 1000)
-        await self._sio.emit(
-            "pong", {"timestamp": timestamp}, to=sid, namespace=NAMESPACE, ignore_queue=True
-        )
+        await self._emit(sid, PONG, PongEvent(timestamp), ignore_queue=True)
 
     async def _on_unknown_event(
         self, event: Any = None, sid: Any = None, *args: Any
@@ -436,6 +401,12 @@ class ClientNamespace:
         self.counters.unknown_events += 1
         log.info("unknown event %.60r from %.40r ignored", event, sid)
         return {"error": "unknown_event"}
+
+
+def _ack(answer: ChunkAccepted | ChunkRefused) -> dict[str, Any]:
+    """An ack as python-socketio sends it."""
+    ack: dict[str, Any] = to_wire(answer)
+    return ack
 
 
 def _log_task_failure(task: asyncio.Future[Any]) -> None:

@@ -1,23 +1,25 @@
 """Fuzzing what a server sends the client, with hypothesis: event payloads, acks, refreshes.
 
-The client turns what arrives from outside into state-machine events in a few places, all
-in ``main_process/connection.py``: the Socket.IO handlers ``_register_handlers`` installs
-(``authenticated``, ``guestToken``, ``retry_auth``, ``pong``, ``processed_event``,
-``connect_error``, the catch-all), the ack callback of ``_send_chunk`` (through
-``ack_error``), ``_error_message`` for refused handshakes, and ``_refresh`` for the HTTP
-refresh answer. The targets, each with a bounded budget:
+The client reads what arrives from a server with ``protocol``'s ``parse_*`` functions,
+and turns it into state-machine events in ``main_process/socket_attempt.py`` (the
+Socket.IO handlers of a ``SocketAttempt``: ``authenticated``, ``guestToken``,
+``retry_auth``, ``pong``, ``processed_event``, ``connect_error``, the catch-all, and the
+ack callback of ``send_chunk``) and in ``auth_client.refresh_tokens`` (the HTTP refresh
+answer). The targets, each with a bounded budget:
 
-1. ``ack_error`` and ``_error_message``/``is_auth_error`` with any JSON value.
-2. The handlers and the ack callback of a real ``ServerConnection`` (its driver not
-   started, its Socket.IO clients replaced by recorders), fed random event names and
-   argument lists; every event they produce is fed to a ``ConnectionState`` on a fake
-   clock, interleaved with time passing, new chunks and refresh answers. Nothing raises,
+1. The client's ``parse_*`` functions with any JSON value: a typed value or
+   ``ProtocolError``, nothing else; ``parse_connect_error`` and ``is_auth_error`` always
+   answer.
+2. The handlers and the ack callback of real ``SocketAttempt``s (their Socket.IO clients
+   replaced by recorders), fed random event names and argument lists; every event they
+   produce is fed to a ``ConnectionState`` on a fake clock, interleaved with time
+   passing, new chunks and refresh answers. Nothing raises,
    the status is one of the four states, at most ``window`` chunks are in flight, and an
    in-flight chunk is still in the spool. A hostile server's words stay bounded: every
    string an event carries is cut (a 560 KB user name included), ``identity: "user"`` is
    believed only on a socket that presented a user token, and ``client_id_taken`` makes
    a new installation id at most once per authenticated connection.
-3. ``_refresh`` with any HTTP status and any body: exactly one ``Refresh*`` event, with
+3. ``refresh_tokens`` with any HTTP status and any body: one ``Refresh*`` event, with
    tokens only when the body had them as strings.
 4. End to end: a tiny python-socketio server emits random events and acks random shapes
    at a real ``ServerConnection``; it stays connected on its first socket, counts every
@@ -34,14 +36,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 import socketio
 from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from main_process.auth_client import refresh_tokens
 from main_process.backoff import BackoffPolicy
-from main_process.connection import ServerConnection, _Attempt, _error_message
+from main_process.connection import ServerConnection
+from main_process.connection_credentials import ClientIdInMemory, ConnectionCredentials
 from main_process.connection_state import (
     MAX_MESSAGE_CHARS,
     MAX_NAME_CHARS,
@@ -75,10 +80,24 @@ from main_process.connection_state import (
     SocketDisconnected,
     TokensSaved,
     UnknownServerEvent,
-    ack_error,
     is_auth_error,
 )
 from main_process.identity import Tokens
+from main_process.socket_attempt import SocketAttempt
+from protocol import (
+    MAX_TOKEN_CHARS,
+    ChunkRefused,
+    ProtocolError,
+    parse_authenticated,
+    parse_chunk_ack,
+    parse_connect_error,
+    parse_guest_token,
+    parse_login_answer,
+    parse_logout_answer,
+    parse_processed_event,
+    parse_refresh_answer,
+    parse_retry_auth,
+)
 from tests.connection_fakes import MemorySpool, MemoryTokenStore
 
 pytestmark = pytest.mark.timeout(120)
@@ -154,24 +173,69 @@ STATES = {"disconnected", "connecting", "connected", "error"}
 # ----------------------------------------------------------------------------- 1. pure parsers
 
 
+def ack_error(payload: Any) -> str | None:
+    """The error code an ack carries, ``None`` when it means delivered."""
+    ack = parse_chunk_ack(payload)
+    return ack.error if isinstance(ack, ChunkRefused) else None
+
+
 @settings(max_examples=1000, deadline=timedelta(seconds=2), database=None)
 @given(payload=payloads)
-def test_ack_error_of_any_json_value(payload: Any) -> None:
-    code, message = ack_error(payload)
+def test_chunk_ack_of_any_json_value(payload: Any) -> None:
+    ack = parse_chunk_ack(payload)
     has_error = isinstance(payload, dict) and payload.get("error") is not None
-    assert (code is not None) == has_error
-    assert code is None or isinstance(code, str)
-    assert message is None or isinstance(message, str)
-    if code is None:
-        assert message is None
+    assert isinstance(ack, ChunkRefused) == has_error
+    if isinstance(ack, ChunkRefused):
+        assert bounded(ack.error, 100)
+        assert ack.message is None or bounded(ack.message, MAX_MESSAGE_CHARS)
 
 
 @settings(max_examples=500, deadline=timedelta(seconds=2), database=None)
 @given(payload=payloads)
 def test_connect_error_message_of_any_json_value(payload: Any) -> None:
-    message = _error_message(payload)
-    assert isinstance(message, str)
+    message = parse_connect_error(payload)
+    assert bounded(message, MAX_MESSAGE_CHARS)
     assert isinstance(is_auth_error(message), bool)
+
+
+CLIENT_PARSERS: list[Callable[[Any], object]] = [
+    parse_authenticated,
+    parse_guest_token,
+    parse_retry_auth,
+    parse_processed_event,
+    parse_refresh_answer,
+    parse_login_answer,
+    parse_logout_answer,
+]
+token_answers = st.fixed_dictionaries(
+    {},
+    optional={
+        "access_token": st.just("a-9") | json_values,
+        "refresh_token": st.just("r-9") | json_values,
+        "user": st.fixed_dictionaries({}, optional={"id": json_values, "username": json_values})
+        | json_values,
+        "guestToken": st.sampled_from(["", "g", "g" * 8193]) | json_values,
+    },
+)
+
+
+@pytest.mark.parametrize("parse", CLIENT_PARSERS, ids=lambda parse: parse.__name__)
+@settings(max_examples=300, deadline=timedelta(seconds=2), database=None)
+@given(payload=payloads | hostile_payloads | token_answers)
+def test_client_parsers_answer_any_json_value_or_say_why(
+    parse: Callable[[Any], object], payload: Any
+) -> None:
+    try:
+        parsed = parse(payload)
+    except ProtocolError as exc:
+        problem = str(exc)
+        parsed = None
+    else:
+        problem = "parsed"
+    assert problem  # a refusal says why
+    # Whatever a parser keeps is bounded: a token, or a name or reason cut short.
+    kept = msgspec.structs.asdict(parsed) if isinstance(parsed, msgspec.Struct) else {}
+    assert all(len(v) <= MAX_TOKEN_CHARS for v in kept.values() if isinstance(v, str))
 
 
 # ----------------------------------------------------------------------------- fakes
@@ -225,21 +289,15 @@ class Harness:
         self.config = ConnectionConfig(
             window=3, backoff=BackoffPolicy(base=0.5, factor=2.0, cap=4.0, reset_after=5.0)
         )
-        self.connection = ServerConnection(
-            "ws://127.0.0.1:9",
-            client_id="fuzz-client",
-            chunk_store=self.spool,
-            token_store=MemoryTokenStore(tokens),
-            config=self.config,
-            hostname="fuzz-host",
+        self.credentials = ConnectionCredentials(
+            MemoryTokenStore(tokens), ClientIdInMemory(), "fuzz-client"
         )
-        # The driver is not started: events the handlers feed are taken off this queue
-        # and handed to ``machine`` by the harness.
-        self.queue = asyncio.Queue[Any]()
-        self.connection._queue = self.queue
+        # No driver: events the handlers feed are taken off this queue and handed to
+        # ``machine`` by the harness.
+        self.queue = asyncio.Queue[Event]()
         self.machine = ConnectionState(self.config, tokens, random_source=lambda: 0.5)
         self.sockets: dict[int, RecordingSocket] = {}
-        self.attempts: dict[int, _Attempt] = {}
+        self.attempts: dict[int, SocketAttempt] = {}
         self.refreshes: list[int] = []
         self.produced = 0
         self.renewals = 0
@@ -260,9 +318,9 @@ class Harness:
                 case OpenSocket():
                     self.opened.append(action)
                     socket = RecordingSocket()
-                    attempt = _Attempt(action.epoch, socket)
-                    self.connection._register_handlers(attempt)
-                    self.connection._attempts[action.epoch] = attempt
+                    attempt = SocketAttempt(
+                        action.epoch, socket, "/client", self.queue.put_nowait, lambda _: None
+                    )
                     self.sockets[action.epoch] = socket
                     self.attempts[action.epoch] = attempt
                 case LoadChunks():
@@ -270,7 +328,9 @@ class Harness:
                     more = self.machine.handle(ChunksLoaded(action.epoch, chunks), self.now)
                     await self.execute(more)
                 case SendChunk():
-                    await self.connection._send_chunk(action)
+                    await self.attempts[action.epoch].send_chunk(
+                        self.credentials.client_id, action.chunk, 0
+                    )
                 case AcknowledgeChunk():
                     self.spool.acknowledge(action.seq)
                 case DeadLetterChunk():
@@ -285,7 +345,7 @@ class Harness:
                     # id before each authenticated connection.
                     self.renewals += 1
                     assert self.renewals <= self.authentications + 1
-                    renewed = self.connection._renew_client_id()
+                    renewed = self.credentials.renew_client_id()
                     assert isinstance(renewed, ClientIdRenewed)
                     await self.execute(self.machine.handle(renewed, self.now))
                 case _:
@@ -295,7 +355,7 @@ class Harness:
     async def drain(self) -> None:
         """Hand every event the handlers produced to the machine, checking each."""
         while not self.queue.empty():
-            event = self.queue.get_nowait().event
+            event = self.queue.get_nowait()
             self.produced += 1
             assert isinstance(event, SOCKET_EVENTS), event
             assert event.epoch in self.attempts
@@ -452,21 +512,16 @@ token_bodies = st.fixed_dictionaries(
     | st.binary(max_size=40),
 )
 def test_refresh_answers_of_any_shape(status: int, body: bytes) -> None:
-    async def run() -> list[Any]:
-        connection = ServerConnection(
-            "ws://127.0.0.1:9",
-            client_id="fuzz-client",
-            chunk_store=MemorySpool(),
-            token_store=MemoryTokenStore(),
-            hostname="fuzz-host",
+    http = FakeHttp(status, body)
+    event = asyncio.run(
+        refresh_tokens(
+            http,  # type: ignore[arg-type]
+            "http://127.0.0.1:9",
+            RefreshTokens(7, "r-1"),
+            timeout=15.0,
+            ssl_verify=True,
         )
-        queue = asyncio.Queue[Any]()
-        connection._queue = queue
-        connection._http = FakeHttp(status, body)  # type: ignore[assignment]
-        await connection._refresh(RefreshTokens(7, "r-1"))
-        return [queue.get_nowait().event for _ in range(queue.qsize())]
-
-    (event,) = asyncio.run(run())
+    )
     assert event.request_id == 7
     if status in (401, 403):
         assert event == RefreshRefused(7, status)
@@ -526,7 +581,7 @@ emits = st.lists(
     st.builds(Emitted, event_names, argument_lists).filter(harmless), min_size=1, max_size=30
 )
 harmless_acks = st.lists(payloads, max_size=2).filter(
-    lambda args: ack_error(args[0] if args else None)[0] != "unauthenticated"
+    lambda args: ack_error(args[0] if args else None) != "unauthenticated"
 )
 
 

@@ -1,6 +1,6 @@
 """Fuzzing the reference server with hypothesis: HTTP bodies and socket event payloads.
 
-Two targets, each with a bounded budget (``max_examples`` and a deadline) so the module
+Four targets, each with a bounded budget (``max_examples`` and a deadline) so the module
 runs in well under a minute on two shared cores:
 
 1. The HTTP auth API, driven in-process through the real ASGI app (``server.app.build``)
@@ -24,6 +24,10 @@ runs in well under a minute on two shared cores:
    installation's, garbage, badly signed) with any ``clientId`` (owned by someone, or new),
    then a chunk under either id. Exactly the owner's credentials get in, and no hostile
    text reaches another installation's chunks.
+4. The server's readers in ``protocol``, directly: ``parse_*_request`` with any body,
+   ``parse_submit_log_chunk``, ``parse_ping`` and ``parse_handshake`` with any arguments.
+   Each answers a typed value of the protocol's shape or ``ProtocolError``, nothing else;
+   every payload the server must accept parses.
 
 Nothing waits by sleeping: every wait is for an answer, with a deadline.
 """
@@ -48,6 +52,25 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from protocol import (
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    REFRESH_PATH,
+    REGISTER_GUEST_PATH,
+    LoginRequest,
+    LogoutRequest,
+    ProtocolError,
+    RefreshRequest,
+    RegisterGuestRequest,
+    SubmitLogChunk,
+    parse_handshake,
+    parse_login_request,
+    parse_logout_request,
+    parse_ping,
+    parse_refresh_request,
+    parse_register_guest_request,
+    parse_submit_log_chunk,
+)
 from server.app import ServerApp, ServerConfig, build
 from server.http_api import MAX_BODY_BYTES
 from server.passwords import hash_password
@@ -90,7 +113,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 )
 
 ENDPOINT_FIELDS: dict[str, tuple[str, ...]] = {
-    "/api/auth/login": (
+    LOGIN_PATH: (
         "identifier",
         "password",
         "hostname",
@@ -98,9 +121,9 @@ ENDPOINT_FIELDS: dict[str, tuple[str, ...]] = {
         "guestToken",
         "refreshToken",
     ),
-    "/api/auth/refresh": ("refreshToken",),
-    "/api/auth/register-guest": ("clientId", "hostname"),
-    "/api/auth/logout": ("refreshToken", "clientId"),
+    REFRESH_PATH: ("refreshToken",),
+    REGISTER_GUEST_PATH: ("clientId", "hostname"),
+    LOGOUT_PATH: ("refreshToken", "clientId"),
 }
 ENDPOINTS = tuple(ENDPOINT_FIELDS)
 USER, PASSWORD = "alice", "correct horse battery staple"
@@ -694,6 +717,84 @@ def test_peers_posing_as_other_installations_are_refused(socket_server: ServerPr
         loop.close()
     for owner in owners.values():
         assert HOSTILE_TEXT.encode() not in socket_server.dump(owner.client_id)
+
+
+# ----------------------------------------------------------------------------- 4. parsers
+
+REQUEST_PARSERS: dict[str, tuple[Any, type[Any]]] = {
+    LOGIN_PATH: (parse_login_request, LoginRequest),
+    REFRESH_PATH: (parse_refresh_request, RefreshRequest),
+    REGISTER_GUEST_PATH: (parse_register_guest_request, RegisterGuestRequest),
+    LOGOUT_PATH: (parse_logout_request, LogoutRequest),
+}
+
+
+# Fewer examples than the others: a quarter of these bodies are around the 64 KiB limit.
+@settings(max_examples=150, deadline=timedelta(seconds=2), database=None)
+@given(request=http_requests())
+def test_request_parsers_answer_any_body_or_say_why(request: tuple[str, str, bytes]) -> None:
+    _, path, body = request
+    parse, request_type = REQUEST_PARSERS.get(path, REQUEST_PARSERS[LOGIN_PATH])
+    problem: str | None = None
+    try:
+        parsed = parse(body)
+    except ProtocolError as exc:
+        problem = str(exc)
+    else:
+        assert isinstance(parsed, request_type)
+    assert problem != "", "a refusal says why"
+
+
+@settings(max_examples=400, deadline=timedelta(seconds=2), database=None)
+@given(
+    client_id=st.sampled_from(["6f1c0d6e-0000-4000-8000-000000000001"]),
+    data=st.data(),
+    extra=st.lists(json_values, max_size=2),
+)
+def test_chunk_parser_accepts_every_valid_chunk_and_says_why_otherwise(
+    client_id: str, data: st.DataObject, extra: list[Any]
+) -> None:
+    payload = data.draw(chunk_payloads(client_id))
+    args = (payload, *extra)
+    problem: str | None = None
+    try:
+        chunk = parse_submit_log_chunk(args)
+    except ProtocolError as exc:
+        problem = str(exc)
+    if problem is not None:
+        assert problem, "a refusal says why"
+        assert extra or not is_valid_chunk(payload, client_id, 2**40)
+        return
+    assert not extra
+    assert isinstance(chunk, SubmitLogChunk)
+    assert isinstance(chunk.clientId, str)
+    assert isinstance(chunk.chunk, str)
+    for number in (chunk.seq, chunk.sentAt, chunk.source.offset if chunk.source else None):
+        assert number is None or (type(number) is int and -(2**63) <= number < 2**63)
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=2), database=None)
+@given(args=st.lists(json_values | st.fixed_dictionaries({"timestamp": json_values}), max_size=2))
+def test_ping_parser_keeps_only_json_numbers_in_range(args: list[Any]) -> None:
+    try:
+        timestamp = parse_ping(tuple(args)).timestamp
+    except ProtocolError:
+        return
+    assert timestamp is None or (
+        type(timestamp) in (int, float) and abs(timestamp) <= 2**53 and timestamp == timestamp
+    )
+
+
+@settings(max_examples=300, deadline=timedelta(seconds=2), database=None)
+@given(
+    query=any_text | st.sampled_from(["clientId=a&hostname=h", "clientId=&clientId=b", "x"]),
+    auth=json_values | st.fixed_dictionaries({"token": json_values}),
+)
+def test_handshake_parser_reads_anything(query: str, auth: Any) -> None:
+    handshake = parse_handshake(query, auth)
+    assert handshake.client_id is None or isinstance(handshake.client_id, str)
+    assert isinstance(handshake.hostname, str)
+    assert handshake.token is None or isinstance(handshake.token, str)
 
 
 # ----------------------------------------------------------------------------- regressions
