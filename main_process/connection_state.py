@@ -185,9 +185,9 @@ The machine is composed of parts, each I/O-free and tested through it:
   takes (open, close, fail, wait, start a refresh), what is due on a tick, and status.
 
 This module owns ``ConnectionState`` (``ConnectionSteps`` plus the reactions: which event
-leads to which step), the bounds on a server's words (``bounded_text``, ``ack_error``,
-``is_auth_error``) and the user-facing sign-out notices; it re-exports the parts' names
-that ``connection.py`` and the tests import from it.
+leads to which step), whether a ``connect_error`` refuses a token (``is_auth_error``; the
+bounds on a server's words are ``protocol.text``'s) and the user-facing sign-out notices;
+it re-exports the parts' names that ``connection.py`` and the tests import from it.
 
 This module must not do I/O or import asyncio, socketio or aiohttp. It takes the
 ``Tokens`` value type (pure data) from ``identity.py``, which owns the token file.
@@ -258,6 +258,7 @@ from main_process.delivery_window import (
     AckOutcome,
 )
 from main_process.identity import Tokens
+from protocol.text import MAX_MESSAGE_CHARS, MAX_NAME_CHARS, MAX_TOKEN_CHARS, bounded_text
 
 __all__ = [
     "AUTH_ERROR_MARKERS",
@@ -319,7 +320,6 @@ __all__ = [
     "TokensNotSaved",
     "TokensSaved",
     "UnknownServerEvent",
-    "ack_error",
     "bounded_text",
     "is_auth_error",
 ]
@@ -332,12 +332,6 @@ CLIENT_ID_TAKEN = "client_id_taken"
 CLIENT_MISMATCH = "client_mismatch"
 AUTH_ERROR_MARKERS = ("invalid signature", "auth", "jwt expired")
 
-# Bounds on what a server's words may cost: a name, a reason or message, a token. A user
-# name of 560 KB would otherwise be logged on every connect and published to every viewer.
-MAX_NAME_CHARS = 128
-MAX_MESSAGE_CHARS = 500
-MAX_TOKEN_CHARS = 8192
-
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -345,32 +339,6 @@ def is_auth_error(message: str) -> bool:
     """Whether a ``connect_error`` message means "your token was refused" (PROTOCOL §2)."""
     lowered = message.lower()
     return any(marker in lowered for marker in AUTH_ERROR_MARKERS)
-
-
-def bounded_text(value: str, limit: int) -> str:
-    """A server's string made fit to log and show: at most ``limit`` characters (an
-    ellipsis marks a cut), control characters (newlines too) replaced by U+FFFD."""
-    kept = "".join(c if c.isprintable() else "\ufffd" for c in value[:limit])
-    return kept + "…" if len(value) > limit else kept
-
-
-def ack_error(payload: object) -> tuple[str | None, str | None]:
-    """``(error code, message)`` of an ack payload; code ``None`` means delivered.
-
-    Any ack without an ``error`` field (``{"ok": true}``, ``{"message": ...}``, ``{}``,
-    ``null``, a bare string) means delivered (PROTOCOL §4). A JSON ``null`` error counts
-    as absent. Both strings are bounded (``bounded_text``).
-    """
-    if not isinstance(payload, dict):
-        return None, None
-    code = payload.get("error")
-    if code is None:
-        return None, None
-    message = payload.get("message")
-    return (
-        bounded_text(code if isinstance(code, str) else repr(code)[:MAX_MESSAGE_CHARS], 100),
-        bounded_text(message, MAX_MESSAGE_CHARS) if isinstance(message, str) else None,
-    )
 
 
 class ConnectionState(ConnectionSteps):

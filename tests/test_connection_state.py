@@ -64,10 +64,10 @@ from main_process.connection_state import (
     TokensNotSaved,
     TokensSaved,
     UnknownServerEvent,
-    ack_error,
     is_auth_error,
 )
 from main_process.identity import Tokens
+from protocol.socket_events import ChunkRefused, parse_chunk_ack
 
 ActionT = TypeVar("ActionT")
 
@@ -1349,6 +1349,12 @@ def test_identity_user_counts_as_guest_without_a_user_token(credential_tokens: T
     d.feed(Authenticated(d.epoch, "user", "admin"))
     status = d.machine.status(d.now)
     assert (status.state, status.identity, status.username) == ("connected", "guest", None)
+
+
+def ack_error(payload: object) -> tuple[str | None, str | None]:
+    """``(error code, message)`` of an ack as the client reads it; ``None`` is delivered."""
+    ack = parse_chunk_ack(payload)
+    return (ack.error, ack.message) if isinstance(ack, ChunkRefused) else (None, None)
 
 
 def test_a_servers_error_code_and_message_are_bounded() -> None:
