@@ -223,6 +223,8 @@ class FileFollower:
         lineage: str | None = None,
         key: FileKey | None = None,
         decompressed: bool = False,
+        opened_at: float | None = None,
+        resumed: bool = False,
     ) -> None:
         self.path = path
         """The file's name now (for views and messages)."""
@@ -236,8 +238,9 @@ class FileFollower:
         self._options = options
         self.size_seen = status.st_size
         self._mtime_seen = status.st_mtime_ns
-        self.last_growth_at: float | None = None
-        """Clock time the file last grew (or was detached); for closing idle rotated files."""
+        self.last_growth_at: float | None = opened_at
+        """Clock time the file last grew (or was opened, or detached); for closing idle
+        rotated files."""
         self.pending: deque[PendingChunk] = deque()
         self._backlog_mark: BacklogFile | None = None
         self._invalid_before = 0
@@ -251,7 +254,7 @@ class FileFollower:
         self._mirror = bytearray(read_before(fd, start_offset))
         self._mirror_start = start_offset - len(self._mirror)
         self.truncations = 0
-        self.resumed = False
+        self.resumed = resumed
         """It started at its own checkpoint: the file the last run was reading."""
         self.finished = False
         """``finish`` was called: the file is read to its end and only commits remain."""
@@ -325,6 +328,25 @@ class FileFollower:
     def status(self) -> os.stat_result:
         """The open file's ``fstat``."""
         return os.fstat(self._require_open())
+
+    # ------------------------------------------------------------------------ matching
+
+    def matched_at(self, path: str) -> None:
+        """A source pattern matches the file, at ``path`` (its name may have changed): it
+        is followed live again if it was detached."""
+        self.path = path
+        if self.role is FollowerRole.DETACHED:
+            self.role = FollowerRole.LIVE
+
+    def detach(self, now: float) -> None:
+        """No source pattern matches the file any more: its rest is read, and it is closed
+        once it has been idle for a while (counted from ``now``)."""
+        self.role = FollowerRole.DETACHED
+        self.last_growth_at = now
+
+    def idle_since(self, now: float) -> float:
+        """Clock time the file last grew (``now`` when that is not known)."""
+        return self.last_growth_at if self.last_growth_at is not None else now
 
     # ------------------------------------------------------------------------- reading
 
