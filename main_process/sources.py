@@ -98,8 +98,8 @@ from main_process.backlog_queue import BacklogProgress, BacklogQueue
 from main_process.directory_watch import Changes, DirectoryWatcher
 from main_process.file_discovery import FileDiscovery
 from main_process.file_follower import ChunkerOptions, SymlinkPolicy
-from main_process.file_identity import FileKey
 from main_process.generation_recovery import GenerationRecovery
+from main_process.gone_file_state import GoneFileState
 from main_process.line_chunker import (
     DEFAULT_LINGER,
     DEFAULT_MAX_CHUNK_BYTES,
@@ -115,9 +115,6 @@ from main_process.spool import ForgottenState, Spool
 __all__ = ["BacklogProgress", "FollowedFile", "SourceCounters", "SourceSet"]
 
 logger = logging.getLogger(__name__)
-
-# How often gone files' state is looked for (at most; less when it is kept less long).
-_FORGET_LOOK_INTERVAL = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +225,6 @@ class SourceSet:
         self._quiet_rescan_interval = (
             rescan_interval if quiet_rescan_interval is None else quiet_rescan_interval
         )
-        self._forget_after = forget_after
         self._clock = clock
         options = ChunkerOptionsByPattern(
             ChunkerOptions(chunk_max_bytes, linger, partial_line_linger),
@@ -287,8 +283,14 @@ class SourceSet:
             on_pause_changed=on_pause_changed,
             start_backlog_file=self._discovery.start_backlog_file,
         )
-        self._next_forget_at = 0.0
-        self._state = ForgottenState(0, 0, 0, 0)
+        self._gone = GoneFileState(
+            spool,
+            self._registry,
+            forget_after=forget_after,
+            rotation_dirs=self._rotation_dirs,
+            watched_dirs=lambda: self._watcher.watched_dirs,
+            backlog_seen=lambda: self._backlog.seen,
+        )
         self._initial_scan_done = False
         self._stopping = False
         self._running = False
@@ -341,7 +343,7 @@ class SourceSet:
     def state_counts(self) -> ForgottenState:
         """The spool's file state as of the last look (checkpoints, backlog marks, and
         how many were forgotten then)."""
-        return self._state
+        return self._gone.counts
 
     def notify_room(self) -> None:
         """Call (on the loop thread) after acknowledgements freed spool room."""
@@ -375,7 +377,7 @@ class SourceSet:
             self._rescan(now, initial=True)
             self._recovery.recover_rotated_while_down(now, self._covered)
             self._backlog.scan()
-            self._forget_missing(now)
+            self._gone.look(now)
             self._initial_scan_done = True
             while not self._stopping:
                 more = self._round()
@@ -408,8 +410,8 @@ class SourceSet:
         now = self._clock()
         if self._rescan_requested or now >= self._next_rescan_at:
             self._rescan(now)
-        if now >= self._next_forget_at:
-            self._forget_missing(now)
+        if now >= self._gone.next_look_at:
+            self._gone.look(now)
         appended_before = self._reader.chunks_appended
         more = self._reader.read_round(now)
         if self._reader.chunks_appended != appended_before:
@@ -454,34 +456,3 @@ class SourceSet:
         self._rescan_requested = True
         if self._wake is not None:
             self._wake.set()
-
-    # ----------------------------------------------------------------- bounded state
-
-    def _forget_missing(self, now: float) -> None:
-        """Keep the spool's file state bounded (``Spool.forget_missing``): checkpoints of
-        files not found next to any followed log, and backlog marks of files not seen by
-        this run's backlog scan, are forgotten once gone for ``forget_after``. Looked at
-        once at start and then once a day."""
-        self._next_forget_at = now + min(self._forget_after / 2, _FORGET_LOOK_INTERVAL)
-        present = {f.key_text for f in self._registry.open_followers()}
-        directories = {os.path.dirname(c.path) for c in self._spool.checkpoints()}
-        directories.update(self._watcher.watched_dirs)
-        for globs in self._rotation_dirs.values():
-            directories.update(os.path.dirname(g) for g in globs)
-        for directory in directories:
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        with contextlib.suppress(OSError):
-                            present.add(str(FileKey.of(entry.stat(follow_symlinks=False))))
-            except OSError:
-                continue
-        marks = set(self._backlog.seen)
-        self._state = self._spool.forget_missing(present, marks, self._forget_after)
-        if self._state.checkpoints_forgotten or self._state.backlog_forgotten:
-            logger.info(
-                "forgot %d checkpoints and %d backlog marks of files gone for %g days",
-                self._state.checkpoints_forgotten,
-                self._state.backlog_forgotten,
-                self._forget_after / 86_400,
-            )
