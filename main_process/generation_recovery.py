@@ -163,7 +163,7 @@ class GenerationRecovery:
             if not missed:
                 return
             # What was cut of the previous content but not committed goes first.
-            missed[0].adopt_pending(follower.take_pending())
+            missed[0].pending.put_first(follower.pending.take_all())
             for generation in missed:
                 self._registry.add_member(generation, before=follower)
                 logger.info("reading the rest of %s from %s", follower.lineage, generation.path)

@@ -21,8 +21,9 @@ import contextlib
 from collections.abc import Callable
 
 from main_process.backlog_queue import BacklogQueue
-from main_process.file_follower import CommitTotals, FileFollower, FollowerRole
+from main_process.file_follower import FileFollower, FollowerRole
 from main_process.generation_recovery import GenerationRecovery
+from main_process.pending_chunks import CommitTotals
 from main_process.read_workers import ReadWorkers
 from main_process.rotation_policy import caught_up, detached_close_due, lineage_reads
 from main_process.source_registry import FollowerRegistry, TroubleLog
@@ -210,7 +211,7 @@ class LineageReader:
         reading pauses)."""
         totals = CommitTotals()
         try:
-            while follower.commit_one(self._spool, totals):
+            while follower.pending.commit_one(self._spool, totals):
                 pass
             committed = True
         except SpoolFull as exc:
