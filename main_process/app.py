@@ -531,9 +531,6 @@ class MainProcess:
             if ended is not None:
                 self._on_host_ended(ended)
             spool = self.spool.stats()
-            if not spool.full:
-                self._room_freed.set()
-                self.sources.notify_room()
             retrying = self._last_status is not None and self._last_status.next_retry_ms is not None
             if (
                 self._status_changed
