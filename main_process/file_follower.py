@@ -70,9 +70,9 @@ pread = os.pread
 in its place, to stand in for a stalled network file system)."""
 
 SymlinkPolicy: TypeAlias = Literal["named", "never", "always"]
-"""Which followed files may be symbolic links (the ``follow_symlinks`` setting; ``SourceSet``
-applies it, ``open_log_file`` enforces it): ``named``, only a path the user named without a
-wildcard that was a link when first seen; ``never``; ``always``."""
+"""Which followed files may be symbolic links (the ``follow_symlinks`` setting;
+``link_policy`` applies it, ``open_log_file`` enforces it): ``named``, only a path the user
+named without a wildcard that was a link when first seen; ``never``; ``always``."""
 
 # Where the OS has no O_NOFOLLOW (Windows), a link is refused by an lstat before the open.
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)

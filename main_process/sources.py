@@ -1,21 +1,29 @@
 """The file sources of the main process: which files are followed, when they are read, and
 how their chunks share the spool.
 
-Owns: expanding the ``PATH_OR_GLOB`` patterns (at start, whenever a watched directory
-reports a new or vanished entry, and every ``rescan_interval`` as a safety net, or every
-``quiet_rescan_interval`` while inotify watches every directory that can hold matches on a
-local file system, where it sees every change), one
-``FileFollower`` per file identity (device and inode, so a rename keeps its follower),
-the directory watcher (on the directories that can hold matches: on Linux an inotify
-descriptor read by the loop itself, ``inotify_watch``; elsewhere ``watchfiles.awatch``,
-FSEvents and ReadDirectoryChanges; polling with ``poll=True``), the *lineages* of followed logs
-(``rotation``: the generations of one log, read and committed oldest first; a file gone
-from every pattern is read to its end and closed once idle; a truncated file's rest is
-read from its ``copytruncate`` copy; generations rotated while the client was down, or
-between two looks, are found among the log's siblings, compressed or not), the backlog
-queue (older files uploaded once each, oldest first), backpressure (reading pauses while
-the spool is full), trouble reports, counters and backlog progress, and which symbolic
-links may be followed (the ``follow_symlinks`` policy, below).
+Owns: the rounds (when to rescan, read, sleep and wake: below), the public face of the
+file sources (``SourceSet``: counters, backlog progress, ``paused_reason``, and
+``notify_room`` / ``notify_delivery_room`` from the acknowledgement path), and the wiring
+of its parts, one concern each:
+
+- ``file_discovery``: expanding the ``PATH_OR_GLOB`` patterns (``source_patterns``) and
+  one ``FileFollower`` per file identity (device and inode, so a rename keeps its
+  follower), with its start position; ``link_policy``: which symbolic links may be
+  followed (the ``follow_symlinks`` policy, below);
+- ``directory_watch``: the watcher on the directories that can hold matches (on Linux an
+  inotify descriptor read by the loop itself, ``inotify_watch``; elsewhere
+  ``watchfiles.awatch``, FSEvents and ReadDirectoryChanges; polling with ``poll=True``);
+- ``generation_recovery``: the *lineages* of followed logs (``rotation``: the generations
+  of one log, read and committed oldest first; a truncated file's rest is read from its
+  ``copytruncate`` copy; generations rotated while the client was down, or between two
+  looks, are found among the log's siblings, compressed or not);
+- ``lineage_reader``: reading and committing each round by ``rotation_policy`` (a file
+  gone from every pattern is read to its end and closed once idle), and backpressure
+  (reading pauses while the spool is full, ``line_source``), in worker threads
+  (``read_workers``);
+- ``backlog_queue``: older files uploaded once each, oldest first, and their progress;
+- ``gone_file_state``: the spool's file state kept bounded;
+- ``source_registry``: the open followers, their counters once closed, trouble reports.
 
 Must not: send anything or know about the connection (``on_appended`` tells the owner
 that chunks are waiting), publish status itself (the owner reads ``paused_reason``,
@@ -26,7 +34,7 @@ Theory of operation
 -------------------
 Everything happens in *rounds* on the event loop thread (the spool's thread):
 
-1. Rescan if asked (a watcher event that is not "a followed file was modified") or due.
+1. Rescan (``file_discovery``) if asked (a watcher event that is not "a followed file was modified") or due.
    Every match is ``stat``-ed: a known (dev, ino) keeps its follower (its path is
    updated after a rename); an unknown one gets a new follower, starting at its stored
    checkpoint when the checkpoint's fingerprints describe the file (``file_identity``),
@@ -38,11 +46,11 @@ Everything happens in *rounds* on the event loop thread (the spool's thread):
    its descriptor, reads the rest, and is closed once it has not grown for
    ``detached_idle_close`` seconds (its partial last line is emitted then). At start,
    every lineage the spool has checkpoints of is checked the same way for generations
-   rotated while the client was down.
-2. If chunks are waiting because the spool was full, commit them first; while it is
+   rotated while the client was down (``generation_recovery``).
+2. (``lineage_reader``, to 4.) If chunks are waiting because the spool was full, commit them first; while it is
    still full, nothing is read (the files are the buffer) and ``paused_reason`` says why.
 3. Each lineage is read oldest generation first, up to ``live_read_budget`` bytes per
-   file, by the rule in ``rotation`` (sizes taken newest first; a newer generation waits
+   file, by the rule in ``rotation_policy`` (sizes taken newest first; a newer generation waits
    until the older ones are caught up and committed); a truncated file's previous
    content is finished from its copy before its new content is read. Then the active
    backlog file reads up to ``backlog_read_budget``. Live files come first in every
