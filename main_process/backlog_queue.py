@@ -121,14 +121,14 @@ class BacklogQueue:
                     # Its content key is known only once decompressed, which waits for its
                     # turn, so a start never decompresses every old log; a file done before
                     # is known by the identity of its compressed bytes.
-                    identity = self._compressed_identity_of(path, follow_symlink)
+                    identity = self._identity_of(path, follow_symlink, compressed_identity)
                     if identity is None:
                         continue
                     entry = _BacklogEntry(
                         path, status.st_mtime, status.st_size, follow_symlink, identity
                     )
                 else:
-                    identity = self._content_key_of(path, follow_symlink)
+                    identity = self._identity_of(path, follow_symlink, backlog_content_key)
                     if identity is None:
                         continue
                     entry = _BacklogEntry(path, status.st_mtime, status.st_size, follow_symlink)
@@ -200,28 +200,18 @@ class BacklogQueue:
         self._spool.mark_backlog_done(mark)
         self.seen.add(mark.fingerprint)
 
-    def _content_key_of(self, path: str, follow_symlink: bool) -> bytes | None:
+    def _identity_of(
+        self, path: str, follow_symlink: bool, identity: Callable[[int, int], bytes]
+    ) -> bytes | None:
+        """``identity(fd, size)`` of the file at ``path``; None (reported) when it cannot
+        be read."""
         try:
             fd, status = open_log_file(path, follow_symlink=follow_symlink)
         except FileTrouble as trouble:
             self._troubles.report(path, str(trouble))
             return None
         try:
-            return backlog_content_key(fd, status.st_size)
-        except OSError as exc:
-            self._troubles.report(path, f"{path} cannot be read: {exc.strerror or exc}.")
-            return None
-        finally:
-            os.close(fd)
-
-    def _compressed_identity_of(self, path: str, follow_symlink: bool) -> bytes | None:
-        try:
-            fd, status = open_log_file(path, follow_symlink=follow_symlink)
-        except FileTrouble as trouble:
-            self._troubles.report(path, str(trouble))
-            return None
-        try:
-            return compressed_identity(fd, status.st_size)
+            return identity(fd, status.st_size)
         except OSError as exc:
             self._troubles.report(path, f"{path} cannot be read: {exc.strerror or exc}.")
             return None

@@ -1,7 +1,8 @@
 """What the main process sees of a source of lines: the followed files (``SourceSet``)
 and a stream such as standard input (``text_feed.TextFeed``) alike.
 
-Owns: the ``LineSource`` interface and its backpressure contract: ONE signal. A source
+Owns: the ``LineSource`` interface and its backpressure contract (``paused_reason``'s
+sentence too: ``spool_full_reason``): ONE signal. A source
 pauses by itself when the spool refuses a chunk (``SpoolFull``: nothing more is read, the
 files or the pipe are the buffer) and says why in ``paused_reason``; it resumes when
 ``notify_room()`` is called from the acknowledgement path (a chunk left the spool, so
@@ -14,6 +15,16 @@ Must not: hold behaviour; each source implements it.
 from __future__ import annotations
 
 from typing import Protocol
+
+from main_process.spool import SpoolFull
+
+
+def spool_full_reason(full: SpoolFull) -> str:
+    """The ``paused_reason`` of a source the spool refused."""
+    return (
+        f"The spool is full ({full.buffered_bytes} of {full.max_bytes} bytes waiting "
+        "for the server); reading is paused until it drains."
+    )
 
 
 class LineSource(Protocol):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from main_process.backlog_queue import BacklogQueue
 from main_process.file_follower import FileFollower, FollowerRole
 from main_process.generation_recovery import GenerationRecovery
+from main_process.line_source import spool_full_reason
 from main_process.pending_chunks import CommitTotals
 from main_process.read_workers import ReadWorkers
 from main_process.rotation_policy import caught_up, detached_close_due, lineage_reads
@@ -215,10 +216,7 @@ class LineageReader:
                 pass
             committed = True
         except SpoolFull as exc:
-            self._set_paused(
-                f"The spool is full ({exc.buffered_bytes} of {exc.max_bytes} bytes waiting "
-                "for the server); reading is paused until it drains."
-            )
+            self._set_paused(spool_full_reason(exc))
             committed = False
         for path, text in totals.texts:
             self._on_chunk(path, text)

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from main_process.line_chunker import LineChunker, TextChunk
+from main_process.line_source import spool_full_reason
 from main_process.spool import ChunkSource, Spool, SpoolFull
 
 log = logging.getLogger("log_monitor.text_feed")
@@ -110,10 +111,7 @@ class TextFeed:
                     break
                 except SpoolFull as exc:
                     # Backpressure: stop reading until acknowledgements free room.
-                    self.paused_reason = (
-                        f"The spool is full ({exc.buffered_bytes} of {exc.max_bytes} bytes "
-                        "waiting for the server); reading is paused until it drains."
-                    )
+                    self.paused_reason = spool_full_reason(exc)
                     self._room_freed.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room_freed.wait(), self._full_retry_interval)
