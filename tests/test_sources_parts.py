@@ -164,7 +164,10 @@ async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-async def test_a_stream_pauses_on_a_full_spool_and_resumes_when_told_of_room() -> None:
+async def _paused_feed(
+    *, full_retry_interval: float
+) -> tuple[_RecordingSpool, TextFeed, asyncio.Task[None]]:
+    """A feed of one line, running, paused by a full spool."""
     spool = _RecordingSpool()
     spool.full = True
     feed = TextFeed(
@@ -174,10 +177,15 @@ async def test_a_stream_pauses_on_a_full_spool_and_resumes_when_told_of_room() -
         on_appended=_ignore,
         max_chunk_bytes=1024,
         linger=0,
-        full_retry_interval=60,
+        full_retry_interval=full_retry_interval,
     )
     task = asyncio.create_task(feed.run())
     await _until(lambda: feed.paused_reason is not None)
+    return spool, feed, task
+
+
+async def test_a_stream_pauses_on_a_full_spool_and_resumes_when_told_of_room() -> None:
+    spool, feed, task = await _paused_feed(full_retry_interval=60)
     assert feed.paused
     assert "spool is full" in (feed.paused_reason or "")
     spool.full = False
@@ -191,19 +199,7 @@ async def test_a_stream_pauses_on_a_full_spool_and_resumes_when_told_of_room() -
 async def test_a_stream_paused_by_a_full_disk_tries_again_by_itself() -> None:
     """No acknowledgement may come (the disk filled, not the spool): the retry interval
     resumes it without any ``notify_room``."""
-    spool = _RecordingSpool()
-    spool.full = True
-    feed = TextFeed(
-        "<stdin>",
-        _blocks([b"one\n"]),
-        spool,  # type: ignore[arg-type]
-        on_appended=_ignore,
-        max_chunk_bytes=1024,
-        linger=0,
-        full_retry_interval=0.01,
-    )
-    task = asyncio.create_task(feed.run())
-    await _until(lambda: feed.paused_reason is not None)
+    spool, _feed, task = await _paused_feed(full_retry_interval=0.01)
     spool.full = False
     await asyncio.wait_for(task, 5)
     assert [text for text, _ in spool.appended] == ["one\n"]
