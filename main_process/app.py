@@ -352,11 +352,6 @@ class MainProcess:
             self.sources.notify_room()
         self.status.wanted()
 
-    def room_freed(self) -> None:
-        """The spool is not full (seen by the status loop): paused producers may go on."""
-        self._room_freed.set()
-        self.sources.notify_room()
-
     def _on_trouble(self, message: str) -> None:
         log.warning("%s", message)
         self.status.source_warning = message

@@ -1,16 +1,19 @@
 """Following one open log file: read its new bytes, cut chunks, commit them with checkpoints.
 
 Owns: one file descriptor (opened once, so a rename or a delete does not stop reading the
-rest), the ``LineChunker`` of that file, the chunks cut but not yet in the spool (kept in
-order while the spool is full), the head fingerprint (extended while the file is short),
-detecting a truncation (``copytruncate``, truncate in place, a rewrite of the head), and
-committing every chunk with the checkpoint it advances in ONE ``Spool.append``.
+rest), the ``LineChunker`` of that file, detecting a truncation (``copytruncate``,
+truncate in place, a rewrite of the head), the file's role (live while a pattern matches
+it, detached once none does: ``matched_at``, ``detach``) and when it last grew, and
+opening log files (``open_log_file``: links refused unless allowed). Its parts: the
+chunks cut but not yet in the spool, committed with the checkpoint each advances in ONE
+``Spool.append`` (``pending_chunks``, the follower's ``pending``), and the head
+fingerprint and recent raw bytes its checkpoints are fingerprinted with (``read_mirror``).
 
 Must not: find files, decide which files to follow or when to stop, wait, or know about
-asyncio. ``SourceSet`` (``sources.py``) drives it: ``read`` when the file may have grown,
-``poll`` at ``next_deadline``, ``commit`` after either, ``flush_lines`` when a newer
-generation of the same log has lines (see ``rotation``), ``finish`` when the file will not
-grow again (rotated away and idle, or a backlog file at its end).
+asyncio. The parts of ``sources`` drive it: ``read`` when the file may have grown,
+``poll`` at ``next_deadline``, ``pending.commit_one`` after either, ``flush_lines`` when a
+newer generation of the same log has lines (see ``rotation``), ``finish`` when the file
+will not grow again (rotated away and idle, or a backlog file at its end).
 
 Lineage. A follower belongs to the *lineage* of the path its log was first followed at
 (``rotation``): its checkpoints and its chunks' ``source.path`` name that path, not the
@@ -33,19 +36,15 @@ import errno
 import os
 import stat
 import sys
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from main_process.file_identity import (
-    EMPTY_HEAD,
-    FINGERPRINT_SPAN,
-    Anchor,
     CheckpointFingerprint,
     FileKey,
     HeadFingerprint,
     backlog_content_key,
-    describes,
+    holds_copy_of,
     read_before,
     read_exactly,
     read_head,
@@ -57,7 +56,9 @@ from main_process.line_chunker import (
     LineChunker,
     TextChunk,
 )
-from main_process.spool import BacklogFile, Checkpoint, ChunkSource, Spool
+from main_process.pending_chunks import PendingChunk, PendingChunks
+from main_process.read_mirror import ReadMirror
+from main_process.spool import BacklogFile, Checkpoint, ChunkSource
 from main_process.text_codecs import DEFAULT_ENCODING, FileEncoding
 from main_process.windows_files import SymlinkRefused, deletion_pending, open_shared
 
@@ -69,9 +70,9 @@ pread = os.pread
 in its place, to stand in for a stalled network file system)."""
 
 SymlinkPolicy: TypeAlias = Literal["named", "never", "always"]
-"""Which followed files may be symbolic links (the ``follow_symlinks`` setting; ``SourceSet``
-applies it, ``open_log_file`` enforces it): ``named``, only a path the user named without a
-wildcard that was a link when first seen; ``never``; ``always``."""
+"""Which followed files may be symbolic links (the ``follow_symlinks`` setting;
+``link_policy`` applies it, ``open_log_file`` enforces it): ``named``, only a path the user
+named without a wildcard that was a link when first seen; ``never``; ``always``."""
 
 # Where the OS has no O_NOFOLLOW (Windows), a link is refused by an lstat before the open.
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -115,29 +116,6 @@ class Truncation:
 
     position: ReadPosition
     mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class PendingChunk:
-    """A chunk cut from the file and not yet in the spool, with the checkpoint it advances."""
-
-    text: str
-    source: ChunkSource
-    checkpoint: Checkpoint
-    raw_length: int
-    backlog_done: BacklogFile | None = None
-
-
-@dataclass(slots=True)
-class CommitTotals:
-    """What a series of ``commit_one`` calls put in the spool."""
-
-    chunks: int = 0
-    raw_bytes: int = 0
-    text_bytes: int = 0
-    lines: int = 0
-    texts: list[tuple[str, str]] = field(default_factory=list)
-    """(path, text) of every chunk appended, in order (references, no copies)."""
 
 
 def symlink_refused(path: str) -> FileTrouble:
@@ -223,6 +201,8 @@ class FileFollower:
         lineage: str | None = None,
         key: FileKey | None = None,
         decompressed: bool = False,
+        opened_at: float | None = None,
+        resumed: bool = False,
     ) -> None:
         self.path = path
         """The file's name now (for views and messages)."""
@@ -236,22 +216,23 @@ class FileFollower:
         self._options = options
         self.size_seen = status.st_size
         self._mtime_seen = status.st_mtime_ns
-        self.last_growth_at: float | None = None
-        """Clock time the file last grew (or was detached); for closing idle rotated files."""
-        self.pending: deque[PendingChunk] = deque()
-        self._backlog_mark: BacklogFile | None = None
+        self.last_growth_at: float | None = opened_at
+        """Clock time the file last grew (or was opened, or detached); for closing idle
+        rotated files."""
+        self.pending = PendingChunks(start_offset)
         self._invalid_before = 0
         self._bytes_read = 0
-        self._head = head if head is not None else HeadFingerprint.of(read_head(fd))
-        self._committed_offset = start_offset
         # The codec waits for the file's first two bytes when it depends on them (a UTF-16
         # byte-order mark); ``read`` settles it once they are there.
         self._codec_settled = not options.encoding.needs_head or status.st_size >= 2
         self._chunker = self._new_chunker(start_offset, fd)
-        self._mirror = bytearray(read_before(fd, start_offset))
-        self._mirror_start = start_offset - len(self._mirror)
+        self._mirror = ReadMirror(
+            head if head is not None else HeadFingerprint.of(read_head(fd)),
+            read_before(fd, start_offset),
+            start_offset,
+        )
         self.truncations = 0
-        self.resumed = False
+        self.resumed = resumed
         """It started at its own checkpoint: the file the last run was reading."""
         self.finished = False
         """``finish`` was called: the file is read to its end and only commits remain."""
@@ -265,15 +246,11 @@ class FileFollower:
     @property
     def committed_offset(self) -> int:
         """Where a restart would resume: the end of the last chunk in the spool."""
-        return self._committed_offset
+        return self.pending.committed_offset
 
     @property
     def read_offset(self) -> int:
         return self._chunker.next_offset
-
-    @property
-    def head(self) -> HeadFingerprint:
-        return self._head
 
     @property
     def invalid_bytes_replaced(self) -> int:
@@ -283,27 +260,15 @@ class FileFollower:
     def bytes_read(self) -> int:
         return self._bytes_read
 
-    @property
-    def closed(self) -> bool:
-        return self._fd is None
-
     def position(self) -> ReadPosition:
         """What was read so far (every byte read, held in the chunker or not)."""
         offset = self._chunker.next_offset
-        return ReadPosition(CheckpointFingerprint(self._head, self._anchor_at(offset)), offset)
+        return ReadPosition(self._mirror.fingerprint_at(offset), offset)
 
     def holds_copy_of(self, fd: int, size: int) -> bool:
-        """Whether the open file ``fd`` of ``size`` bytes holds this file's bytes (all of
-        them, or a prefix: a copy or a compressed copy made earlier), as far as the head
-        and the bytes before the shorter end tell."""
-        own = self._require_open()
-        end = min(size, os.fstat(own).st_size)
-        if end == 0:
-            return False
-        fingerprint = CheckpointFingerprint(
-            HeadFingerprint.of(read_head(own)), Anchor.of(read_before(own, end))
-        )
-        return describes(fingerprint, end, fd, size)
+        """Whether the open file ``fd`` of ``size`` bytes holds this file's bytes, or a
+        prefix of them (``file_identity.holds_copy_of``)."""
+        return holds_copy_of(self._require_open(), fd, size)
 
     def next_deadline(self) -> float | None:
         return self._chunker.next_deadline()
@@ -326,6 +291,25 @@ class FileFollower:
         """The open file's ``fstat``."""
         return os.fstat(self._require_open())
 
+    # ------------------------------------------------------------------------ matching
+
+    def matched_at(self, path: str) -> None:
+        """A source pattern matches the file, at ``path`` (its name may have changed): it
+        is followed live again if it was detached."""
+        self.path = path
+        if self.role is FollowerRole.DETACHED:
+            self.role = FollowerRole.LIVE
+
+    def detach(self, now: float) -> None:
+        """No source pattern matches the file any more: its rest is read, and it is closed
+        once it has been idle for a while (counted from ``now``)."""
+        self.role = FollowerRole.DETACHED
+        self.last_growth_at = now
+
+    def idle_since(self, now: float) -> float:
+        """Clock time the file last grew (``now`` when that is not known)."""
+        return self.last_growth_at if self.last_growth_at is not None else now
+
     # ------------------------------------------------------------------------- reading
 
     def read(
@@ -347,7 +331,9 @@ class FileFollower:
         changed = size != self.size_seen or status.st_mtime_ns != self._mtime_seen
         mtime_before = self._mtime_seen
         self._mtime_seen = status.st_mtime_ns
-        if size < self._chunker.next_offset or (changed and not self._same_content(fd)):
+        if size < self._chunker.next_offset or (
+            changed and not self._mirror.same_content(fd, self._chunker.next_offset)
+        ):
             # Shorter than what was read, or rewritten (possibly to the same size or
             # longer) between two looks: what was read is all there is of the old content.
             position = self._restart_after_truncation()
@@ -371,7 +357,7 @@ class FileFollower:
             if not data:
                 break
             total += len(data)
-            self._mirror += data
+            self._mirror.extend(data)
             self._take(self._chunker.feed(data, offset, now))
         if send_now:
             # After the whole read, not after each block of it: a burst read in several
@@ -393,18 +379,6 @@ class FileFollower:
         partial last line too when ``partial_line`` (its writer has moved on)."""
         self._take(self._chunker.flush() if partial_line else self._chunker.flush_lines())
 
-    def take_pending(self) -> list[PendingChunk]:
-        """Remove and return the chunks not yet in the spool (to be committed by the
-        follower that continues this content, see ``adopt_pending``)."""
-        chunks = list(self.pending)
-        self.pending.clear()
-        return chunks
-
-    def adopt_pending(self, chunks: list[PendingChunk]) -> None:
-        """Commit ``chunks`` (cut from an earlier part of the same content) before
-        anything of this follower's own."""
-        self.pending.extendleft(reversed(chunks))
-
     def finish(self, backlog_done: BacklogFile | None = None) -> None:
         """The file will not grow again: cut everything held, partial line included.
 
@@ -413,41 +387,8 @@ class FileFollower:
         """
         self._take(self._chunker.flush())
         self.finished = True
-        if backlog_done is None:
-            return
-        if self.pending:
-            last = self.pending.pop()
-            self.pending.append(
-                PendingChunk(last.text, last.source, last.checkpoint, last.raw_length, backlog_done)
-            )
-        else:
-            self._backlog_mark = backlog_done
-
-    # ------------------------------------------------------------------------ committing
-
-    def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
-        """Append the oldest pending chunk (adding to ``totals``); False when none was
-        pending. Raises ``SpoolFull`` when the spool refuses it: it stays pending."""
-        if not self.pending:
-            if self._backlog_mark is not None:
-                spool.mark_backlog_done(self._backlog_mark)
-                self._backlog_mark = None
-            return False
-        chunk = self.pending[0]
-        stored = spool.append(
-            chunk.text,
-            chunk.source,
-            checkpoint=chunk.checkpoint,
-            backlog_done=chunk.backlog_done,
-        )
-        self.pending.popleft()
-        self._committed_offset = chunk.checkpoint.offset
-        totals.chunks += 1
-        totals.raw_bytes += chunk.raw_length
-        totals.text_bytes += stored.byte_len
-        totals.lines += chunk.text.count("\n")
-        totals.texts.append((chunk.source.path, chunk.text))
-        return True
+        if backlog_done is not None:
+            self.pending.mark_backlog_done(backlog_done)
 
     def content_key(self) -> bytes:
         """The backlog content key of the bytes read so far (see ``file_identity``)."""
@@ -504,48 +445,23 @@ class FileFollower:
         if self._chunker.next_offset == 0:
             self._chunker = self._new_chunker(0, fd)
 
-    def _same_content(self, fd: int) -> bool:
-        """Whether the file still starts with the bytes read so far: its head matches
-        (a short head is extended) and the bytes before the read offset are unchanged.
-
-        Only called when the size or mtime changed, so the cost (two reads of up to 1 KiB)
-        is paid once per batch of new data.
-        """
-        extended = self._head.extended(read_head(fd))
-        if extended is None:
-            return False
-        offset = self._chunker.next_offset
-        if Anchor.of(read_before(fd, offset)) != self._anchor_at(offset):
-            return False
-        self._head = extended
-        return True
-
     def _restart_after_truncation(self) -> ReadPosition:
         position = self.position()
         self._take(self._chunker.flush())
         self._invalid_before += self._chunker.invalid_bytes_replaced
         self._chunker = self._new_chunker(0)
         self._codec_settled = not self._options.encoding.needs_head
-        self._mirror = bytearray()
-        self._mirror_start = 0
-        self._head = EMPTY_HEAD
+        self._mirror.reset()
         self.size_seen = 0
         self._mtime_seen = -1
         self.truncations += 1
         return position
 
-    def _anchor_at(self, offset: int) -> Anchor:
-        start = offset - min(offset, FINGERPRINT_SPAN) - self._mirror_start
-        end = offset - self._mirror_start
-        assert start >= 0, "anchor starts before the mirrored bytes"
-        assert end <= len(self._mirror), "anchor ends after the mirrored bytes"
-        return Anchor.of(bytes(self._mirror[start:end]))
-
     def _take(self, chunks: list[TextChunk]) -> None:
         if not chunks:
             return
         for chunk in chunks:
-            fingerprint = CheckpointFingerprint(self._head, self._anchor_at(chunk.end_offset))
+            fingerprint = self._mirror.fingerprint_at(chunk.end_offset)
             self.pending.append(
                 PendingChunk(
                     chunk.text,
@@ -556,10 +472,4 @@ class FileFollower:
                     chunk.raw_length,
                 )
             )
-        # Keep only what later anchors can need: the span before the first held byte.
-        keep_from = self._chunker.emitted_offset - min(
-            self._chunker.emitted_offset, FINGERPRINT_SPAN
-        )
-        if keep_from > self._mirror_start:
-            del self._mirror[: keep_from - self._mirror_start]
-            self._mirror_start = keep_from
+        self._mirror.keep_from(self._chunker.emitted_offset)

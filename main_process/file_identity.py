@@ -180,6 +180,19 @@ def describes(fingerprint: CheckpointFingerprint, offset: int, fd: int, size: in
     return Anchor.of(read_before(fd, offset)) == fingerprint.anchor
 
 
+def holds_copy_of(own: int, fd: int, size: int) -> bool:
+    """Whether the open file ``fd`` of ``size`` bytes holds the bytes of the open file
+    ``own`` (all of them, or a prefix: a copy or a compressed copy made earlier), as far
+    as the head and the bytes before the shorter end tell."""
+    end = min(size, os.fstat(own).st_size)
+    if end == 0:
+        return False
+    fingerprint = CheckpointFingerprint(
+        HeadFingerprint.of(read_head(own)), Anchor.of(read_before(own, end))
+    )
+    return describes(fingerprint, end, fd, size)
+
+
 def compressed_identity(fd: int, size: int) -> bytes:
     """A key for a compressed file as it lies on disk (its size, first and last KiB of
     compressed bytes): cheap to take, so a compressed backlog file uploaded before is

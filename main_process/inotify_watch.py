@@ -2,7 +2,7 @@
 
 Owns: one inotify descriptor watching a set of directories (not recursively), read by the
 event loop (``add_reader``) as soon as the kernel has events for it, and turned into the
-``(watchfiles.Change, path)`` pairs that ``SourceSet`` also takes from ``watchfiles``.
+``(watchfiles.Change, path)`` pairs that ``directory_watch`` also takes from ``watchfiles``.
 
 Why not ``watchfiles`` on Linux: its watcher thread looks for events every ``step`` ms and
 hands a batch over only once a look finds nothing new, so an append reaches the loop one
@@ -10,7 +10,7 @@ to two steps late (10 to 20 ms at our 10 ms step, most of a line's latency once 
 at once), and the thread takes the GIL every step even when nothing happens (100 times a
 second while idle). An inotify descriptor wakes the loop only when there is something to
 read. Elsewhere (macOS, Windows) and with ``poll`` (file systems that send no events),
-``SourceSet`` keeps ``watchfiles``.
+``directory_watch`` keeps ``watchfiles``.
 
 Must not: decide what a change means (``SourceSet`` does), or block: the descriptor is
 non-blocking and each wake-up reads what is there.

@@ -8,8 +8,8 @@ which known read position describes a file (``known_offset``), and the recovery 
 (``plan_recovery``): given the candidate files of a lineage, newest first, which ones
 still hold unread lines and from which byte.
 
-Must not: keep state, touch the spool, or decide when to look. ``SourceSet`` calls these
-when a lineage may have lost track of a generation and acts on the answer.
+Must not: keep state, touch the spool, or decide when to look. ``generation_recovery``
+calls these when a lineage may have lost track of a generation and acts on the answer.
 
 Theory of operation
 -------------------
@@ -26,11 +26,12 @@ A *lineage* is the sequence of files that were, one after another, the log at on
 
 **Order.** Each writer finishes with one generation before it writes the next, so if an
 older generation's bytes are committed before any of a newer one's, every writer's lines
-stay in order. ``SourceSet`` reads a lineage's open generations oldest first, but first
-takes their sizes newest first: whatever a newer one held at that moment was written after
-everything the older ones hold at the (later) moment their sizes were taken. An older
-generation is read up to its size and its complete lines are cut at once (no linger);
-a newer one is read only when all older ones are caught up and committed.
+stay in order. ``lineage_reader`` reads a lineage's open generations oldest first, but
+first takes their sizes newest first: whatever a newer one held at that moment was
+written after everything the older ones hold at the (later) moment their sizes were
+taken. An older generation is read up to its size and its complete lines are cut at once
+(no linger); a newer one is read only when all older ones are caught up and committed
+(the rule itself, without I/O: ``rotation_policy``).
 
 **Recovery.** Generations can be missed: rotated while the client was down, rotated twice
 between two looks (while reading is paused for a full spool, say), or the tail of a

@@ -189,8 +189,6 @@ class StatusPublication:
             if ended is not None:
                 main.on_host_ended(ended)
             spool = main.spool.stats()
-            if not spool.full:
-                main.room_freed()
             retrying = self._last_status is not None and self._last_status.next_retry_ms is not None
             if (
                 self._status_changed

@@ -6,12 +6,18 @@ spool and tells the connection. A stream has no checkpoint to resume from: what 
 is in the spool, what was not is still in the pipe. When the spool is full the feed
 stops reading, so the writer on the other end of the pipe is slowed down instead of any
 line being dropped.
+
+Backpressure is the same as the file sources' (``line_source.LineSource``): the feed
+pauses when the spool refuses a chunk (``paused_reason`` says why) and tries again when
+``notify_room()`` says acknowledgements freed room, or after ``full_retry_interval`` (the
+spool can also be full because the disk is, which no acknowledgement may end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import random
@@ -23,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from main_process.line_chunker import LineChunker, TextChunk
+from main_process.line_source import spool_full_reason
 from main_process.spool import ChunkSource, Spool, SpoolFull
 
 log = logging.getLogger("log_monitor.text_feed")
@@ -38,20 +45,31 @@ class TextFeed:
         spool: Spool,
         *,
         on_appended: Callable[[str, str], None],
-        room_freed: asyncio.Event,
+        room_freed: asyncio.Event | None = None,
         max_chunk_bytes: int,
         linger: float,
+        full_retry_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._stream = stream
         self._spool = spool
         self._on_appended = on_appended
-        self._room_freed = room_freed
+        self._room_freed = room_freed if room_freed is not None else asyncio.Event()
+        self._full_retry_interval = full_retry_interval
         self._chunker = LineChunker(max_chunk_bytes=max_chunk_bytes, linger=linger)
         self._clock = clock
-        self.paused = False
+        self.paused_reason: str | None = None
+        """Why reading is paused (one sentence), or None while reading."""
         self.finished = False
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_reason is not None
+
+    def notify_room(self) -> None:
+        """Call (on the loop thread) after acknowledgements freed spool room."""
+        self._room_freed.set()
 
     @property
     def invalid_bytes_replaced(self) -> int:
@@ -91,12 +109,13 @@ class TextFeed:
                 try:
                     self._spool.append(chunk.text, ChunkSource(self.name, chunk.start_offset))
                     break
-                except SpoolFull:
+                except SpoolFull as exc:
                     # Backpressure: stop reading until acknowledgements free room.
-                    self.paused = True
+                    self.paused_reason = spool_full_reason(exc)
                     self._room_freed.clear()
-                    await self._room_freed.wait()
-            self.paused = False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._room_freed.wait(), self._full_retry_interval)
+            self.paused_reason = None
             self._on_appended(self.name, chunk.text)
 
 

@@ -124,7 +124,7 @@ async def test_a_compressed_backlog_file_done_before_is_not_decompressed_again(
         opened.append(path)
         return open_generation(path, *args, **kwargs)
 
-    monkeypatch.setattr("main_process.sources.open_generation", counting)
+    monkeypatch.setattr("main_process.backlog_queue.open_generation", counting)
     progress = await upload_backlog(spool, [str(old)])
     assert progress.files_done == progress.files_total == 1
     assert opened == []

@@ -302,7 +302,7 @@ async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped
 ) -> None:
     """A compressed file that never gets its end marker is given up on after a while:
     one sentence names it, and the log goes on with its newer generation."""
-    monkeypatch.setattr("main_process.sources._HOLD_LIMIT", 0.3)
+    monkeypatch.setattr("main_process.generation_recovery._HOLD_LIMIT", 0.3)
     log = tmp_path / "logs" / "app.log"
     log.parent.mkdir()
     data = tmp_path / "data"

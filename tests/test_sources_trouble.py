@@ -80,14 +80,14 @@ async def test_glob_match_deleted_before_it_is_opened_is_reported(tmp_path: Path
     troubles: list[str] = []
     spool = open_spool(tmp_path / "data")
     sources = SourceSet([str(tmp_path / "*.log")], [], spool, on_trouble=troubles.append)
-    original = sources._stat_for_following
+    original = sources._discovery.stat_for_following
 
     def stat_then_delete(path: str, explicit: bool) -> tuple[os.stat_result, bool] | None:
         found = original(path, explicit)
         Path(path).unlink(missing_ok=True)
         return found
 
-    sources._stat_for_following = stat_then_delete  # type: ignore[method-assign]
+    sources._discovery.stat_for_following = stat_then_delete  # type: ignore[method-assign]
     async with RunningSources(sources) as running:
         await running.wait_until(lambda: bool(troubles), 5, "the report")
     assert troubles == [f"{log} was deleted before it could be read."]
