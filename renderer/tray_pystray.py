@@ -31,7 +31,7 @@ menu) and with the same effects (``renderer.tray_link``: the menu's commands, th
   applied, on a thread of this tray's own, so pystray is never called from two threads
   at once and the subscription never waits for it.
 * **X11's stuck calls.** A change handed to pystray's X11 loop can hang in python-xlib
-  (see ``_call_watched``); a call still running after ``STUCK_X11_CALL_S`` has its X
+  (see ``call_freeing_x11``); a call still running after ``STUCK_X11_CALL_S`` has its X
   connection read once more, which frees it.
 * **Acting.** A click on the icon does the menu's default entry, Open window (on macOS,
   where pystray's status item has no default action, a click opens the menu, Open
@@ -104,6 +104,34 @@ def load_pictures() -> dict[str, Image.Image]:
         with Image.open(static_dir() / f"{name}.png") as picture:
             pictures[name] = picture.convert("RGBA")
     return pictures
+
+
+def call_freeing_x11(call: Callable[[], object], read_connection: Callable[[], object]) -> None:
+    """Run a call that pystray's X11 backend hands to its loop's thread, and unstick it.
+
+    That backend runs a change on its loop's thread and waits for it; that thread's next
+    request to the X server can wait forever when python-xlib 0.33's ``send_and_recv``
+    returns early from our thread's flush (the path for data that arrived while another
+    thread receives) without waking a request waiting on it. Any later complete
+    ``send_and_recv`` wakes it: a call that has not returned after ``STUCK_X11_CALL_S``
+    has the connection read once (``read_connection``: ``pending_events``) from here.
+    """
+    done = threading.Event()
+
+    def nudge_until_done() -> None:
+        while not done.wait(STUCK_X11_CALL_S):
+            log.debug("a call into pystray's X11 loop is stuck; nudging its X connection")
+            try:
+                read_connection()
+            except Exception:
+                log.debug("nudging the X connection failed", exc_info=True)
+                return
+
+    threading.Thread(target=nudge_until_done, name="tray-x11-nudge", daemon=True).start()
+    try:
+        call()
+    finally:
+        done.set()
 
 
 class PystrayTray:
@@ -230,34 +258,10 @@ class PystrayTray:
         self._poster(posted)
 
     def _call_watched(self, call: Callable[[], object]) -> None:
-        """Run a call that pystray hands to its loop's thread, and on X11 unstick it.
-
-        pystray's X11 backend runs a change on its loop's thread and waits for it; that
-        thread's next request to the X server can wait forever when python-xlib 0.33's
-        ``send_and_recv`` returns early from our thread's flush (the path for data that
-        arrived while another thread receives) without waking a request waiting on it.
-        Any later complete ``send_and_recv`` wakes it: a call that has not returned after
-        ``STUCK_X11_CALL_S`` has the connection read once (``pending_events``) from here.
-        """
-        if not self._x11:
+        if self._x11:
+            call_freeing_x11(call, lambda: self._icon._display.pending_events())
+        else:
             call()
-            return
-        done = threading.Event()
-
-        def nudge_until_done() -> None:
-            while not done.wait(STUCK_X11_CALL_S):
-                log.debug("a call into pystray's X11 loop is stuck; nudging its X connection")
-                try:
-                    self._icon._display.pending_events()
-                except Exception:
-                    log.debug("nudging the X connection failed", exc_info=True)
-                    return
-
-        threading.Thread(target=nudge_until_done, name="tray-x11-nudge", daemon=True).start()
-        try:
-            call()
-        finally:
-            done.set()
 
     @staticmethod
     def _hide(icon: Any) -> None:
