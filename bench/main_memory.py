@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from main_process.identity import load_or_create_client_id
-from main_process.spool import Spool
+from main_process.credentials import load_or_create_client_id
+from main_process.spool.chunks import Spool
 from tests.main_process_runner import MainProcessRunner
 
 MIB = 1024 * 1024

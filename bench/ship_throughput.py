@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from main_process.connection import ServerConnection
-from main_process.connection_state import ConnectionConfig
-from main_process.identity import TokenStore
-from main_process.spool import Spool
+from main_process.connection.server_connection import ServerConnection
+from main_process.connection.state import ConnectionConfig
+from main_process.credentials import TokenStore
+from main_process.spool.chunks import Spool
 from tests.protocol_client import authenticated_guest
 from tests.server_process import REPOSITORY, ServerProcess
 

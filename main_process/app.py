@@ -50,20 +50,20 @@ from typing import TYPE_CHECKING, Any
 from ipc.host import IpcHost
 from ipc.messages import ServerEvent, TrayState, WindowState
 from main_process.command_handlers import CommandHandlers
-from main_process.connection import ServerConnection
-from main_process.connection_state import ConnectionConfig, ConnectionStatus
+from main_process.connection.server_connection import ServerConnection
+from main_process.connection.state import ConnectionConfig, ConnectionStatus
+from main_process.credentials import ClientIdFile, TokenStore
 from main_process.desktop_notifications import DesktopNotifier
-from main_process.identity import ClientIdFile, TokenStore
 from main_process.keychain import AnyTokenStore, KeychainUnavailable, open_token_store
 from main_process.notifications import NotificationPolicy
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
 from main_process.shipping_history import ShippingRecorder
-from main_process.sources import SourceSet
-from main_process.spool import Spool
-from main_process.star_citizen import star_citizen_preset
+from main_process.sources.source_set import SourceSet
+from main_process.sources.star_citizen import star_citizen_preset
+from main_process.sources.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
+from main_process.spool.chunks import Spool
 from main_process.status_publication import StatusPublication, last_lines
-from main_process.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
 from main_process.windows import HostEnded, WindowHost, can_show_windows
 
 if TYPE_CHECKING:

@@ -54,8 +54,8 @@ from ipc.messages import (
     WindowAnswer,
     WindowsReport,
 )
+from main_process.credentials import IdentityError, load_or_create_client_id
 from main_process.embedded_server import EmbeddedServer, EmbeddedServerError
-from main_process.identity import IdentityError, load_or_create_client_id
 from main_process.keychain import AnyTokenStore
 from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
@@ -71,7 +71,7 @@ from main_process.settings import (
     read_environment_layer,
     read_file_layer,
 )
-from main_process.spool import SpoolError
+from main_process.spool.chunks import SpoolError
 from main_process.version import client_version
 
 PROG = "log-monitor"
@@ -735,7 +735,7 @@ def _offline(
     server is started just for this, on the same data as ``run`` would use. The tokens
     are where ``run`` would keep them (``keychain.open_token_store``).
     """
-    from main_process.connection import ServerAddress
+    from main_process.connection.server_connection import ServerAddress
     from main_process.keychain import open_token_store
 
     server = settings.server
@@ -765,7 +765,7 @@ def _offline(
 def _sign_in_offline(
     base: str, store: AnyTokenStore, client_id: str, identifier: str, password: str
 ) -> str:
-    from main_process.auth_client import SignInFailed, sign_in
+    from main_process.connection.auth_client import SignInFailed, sign_in
 
     held = store.load()
     try:
@@ -786,7 +786,7 @@ def _sign_in_offline(
 
 
 def _sign_out_offline(base: str, store: AnyTokenStore, client_id: str) -> None:
-    from main_process.auth_client import sign_out, signed_out
+    from main_process.connection.auth_client import sign_out, signed_out
 
     tokens = store.load()
     store.save(signed_out(tokens))

@@ -50,8 +50,8 @@ from ipc.messages import (
     WindowsInventory,
 )
 from ipc.messages import Reply as IpcReply
-from main_process.auth_client import SignInFailed, sign_in, sign_out, signed_out
-from main_process.connection import ServerConnection
+from main_process.connection.auth_client import SignInFailed, sign_in, sign_out, signed_out
+from main_process.connection.server_connection import ServerConnection
 from main_process.windows import can_show_windows
 
 if TYPE_CHECKING:

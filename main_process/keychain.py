@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 from ipc.atomic_file import write_file_atomically
-from main_process.identity import (
+from main_process.credentials import (
     IdentityError,
     Tokens,
     TokenStore,

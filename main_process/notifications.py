@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from ipc.messages import Status
-from main_process.connection_state import CLIENT_MISMATCH_MESSAGE, SIGNED_OUT_MESSAGE
+from main_process.connection.state import CLIENT_MISMATCH_MESSAGE, SIGNED_OUT_MESSAGE
 
 NotificationKind: TypeAlias = Literal["signed_out", "spool_full", "dead_lettered", "unreachable"]
 Urgency: TypeAlias = Literal["normal", "critical"]

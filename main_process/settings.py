@@ -33,8 +33,8 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 import msgspec
 import platformdirs
 
-from main_process.file_follower import SymlinkPolicy
-from main_process.text_codecs import normalize as normalize_encoding
+from main_process.sources.file_follower import SymlinkPolicy
+from main_process.sources.text_codecs import normalize as normalize_encoding
 from protocol import DEFAULT_NAMESPACE, DEFAULT_SOCKETIO_PATH, ProtocolError, parse_server_url
 
 CONFIG_ENV = "LOG_MONITOR_CONFIG"

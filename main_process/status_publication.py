@@ -31,7 +31,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ipc.messages import LogLine, LogLines, Published, Stats, Status, TrayNotice
-from main_process.connection_state import ConnectionStatus
+from main_process.connection.state import ConnectionStatus
 from main_process.notifications import Notification
 
 if TYPE_CHECKING:

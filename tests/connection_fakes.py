@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from main_process.connection_state import Chunk
-from main_process.identity import Tokens
+from main_process.connection.state import Chunk
+from main_process.credentials import Tokens
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pathlib import Path
 from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
 from ipc.messages import Connect, Ok
-from main_process.connection_state import SIGNED_OUT_MESSAGE
+from main_process.connection.state import SIGNED_OUT_MESSAGE
 from tests.desktop_session import DesktopSession
 from tests.server_process import ServerProcess, server_cli, wait_for
 from tests.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER

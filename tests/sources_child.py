@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from main_process.sources import SourceSet
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import open_spool
 
 

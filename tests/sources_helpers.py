@@ -17,8 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from main_process.sources import FollowedFile, SourceSet
-from main_process.spool import Spool, SpooledChunk
+from main_process.sources.source_set import FollowedFile, SourceSet
+from main_process.spool.chunks import Spool, SpooledChunk
 
 CLIENT_ID = "0b1e6a0e-4a52-4d3e-9d6b-4a4f3f1f0c11"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio._backends._asyncio  # loaded by the first anyio call: import it while we may
 import anyio.to_thread  # noqa: F401 - idem
 
-from main_process.sources import SourceSet
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import RunningSources, open_spool, spooled_text
 
 NOBODY = 65534

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from main_process.connection_state import (
+from main_process.connection.state import (
     SEND_AT_ONCE_BELOW,
     Authenticated,
     ConnectionConfig,
@@ -20,8 +20,8 @@ from main_process.connection_state import (
     DisconnectRequested,
     SocketConnected,
 )
-from main_process.line_chunker import LineChunker
-from main_process.sources import SourceSet
+from main_process.sources.line_chunker import LineChunker
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import RunningSources, append_bytes, open_spool, spooled_text
 
 LONG_LINGER = 600.0

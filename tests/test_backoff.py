@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from main_process.backoff import Backoff, BackoffPolicy
+from main_process.connection.backoff import Backoff, BackoffPolicy
 
 
 def test_ceilings_double_from_base_up_to_cap() -> None:

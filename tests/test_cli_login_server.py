@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from main_process.identity import TokenStore
+from main_process.credentials import TokenStore
 from tests.main_process_runner import log_monitor
 from tests.server_process import ServerProcess, server_cli
 

@@ -28,15 +28,20 @@ import pytest
 import socketio
 from aiohttp import web
 
-from main_process.backoff import BackoffPolicy
-from main_process.connection import USER_AGENT, ChunkStore, ServerConnection, TokenStore
-from main_process.connection_state import (
+from main_process.connection.backoff import BackoffPolicy
+from main_process.connection.server_connection import (
+    USER_AGENT,
+    ChunkStore,
+    ServerConnection,
+    TokenStore,
+)
+from main_process.connection.state import (
     SIGNED_OUT_MESSAGE,
     ChunkLocation,
     ConnectionConfig,
     ConnectionStatus,
 )
-from main_process.identity import Tokens
+from main_process.credentials import Tokens
 from main_process.version import client_version
 from tests.connection_fakes import MemorySpool, MemoryTokenStore
 from tests.server_process import REPOSITORY, ServerProcess
@@ -176,8 +181,8 @@ async def test_guest_flow_end_to_end(reference_server: ServerProcess) -> None:
 async def test_real_spool_and_token_store_fit_the_protocols(
     reference_server: ServerProcess, tmp_path: Path
 ) -> None:
-    from main_process.identity import TokenStore as FileTokenStore
-    from main_process.spool import ChunkSource, Spool
+    from main_process.credentials import TokenStore as FileTokenStore
+    from main_process.spool.chunks import ChunkSource, Spool
 
     client_id = str(uuid.uuid4())
     spool = Spool(tmp_path / "spool.sqlite3", client_id)
@@ -267,7 +272,7 @@ async def test_access_tokens_living_1_s_are_used_as_soon_as_refreshed_and_10000_
 ) -> None:
     # Each access token lives 1 s, less than the 2 s a reconnect after ``retry_auth``
     # would wait: the client must reconnect the moment the rotated tokens are saved.
-    from main_process.identity import TokenStore as FileTokenStore
+    from main_process.credentials import TokenStore as FileTokenStore
 
     server = await with_access_ttl(tmp_path, 1.0)
     try:
@@ -493,7 +498,7 @@ def test_the_user_agent_carries_whatever_version_the_package_metadata_gives() ->
     script = (
         "import main_process.version as version\n"
         "version.client_version = lambda: '9.8.7'\n"
-        "from main_process.connection import USER_AGENT\n"
+        "from main_process.connection.server_connection import USER_AGENT\n"
         "print(USER_AGENT)\n"
     )
     result = subprocess.run(
@@ -624,7 +629,7 @@ async def test_stop_during_connect_to_an_unreachable_server(tmp_path: Path) -> N
 
 
 def test_server_urls_of_every_accepted_scheme() -> None:
-    from main_process.connection import ServerAddress
+    from main_process.connection.server_connection import ServerAddress
 
     assert ServerAddress.parse("ws://127.0.0.1:5324") == ServerAddress(
         "http://127.0.0.1:5324", "http://127.0.0.1:5324"

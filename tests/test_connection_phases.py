@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from main_process import connection_state
-from main_process.connection_phases import (
+from main_process.connection import state as connection_state
+from main_process.connection.phases import (
     PHASE_MOVES,
     IllegalPhaseMove,
     Phase,
@@ -25,7 +25,7 @@ from main_process.connection_phases import (
     PhaseMove,
     render_phase_moves,
 )
-from main_process.connection_state import (
+from main_process.connection.state import (
     AckReceived,
     Authenticated,
     ChunksAppended,
@@ -46,7 +46,7 @@ from main_process.connection_state import (
     SocketConnected,
     SocketDisconnected,
 )
-from main_process.identity import Tokens
+from main_process.credentials import Tokens
 from tests.test_connection_state import GUEST, USER, Driver
 
 Move = tuple[Phase, PhaseMove]

@@ -19,8 +19,8 @@ from typing import TypeVar
 
 import pytest
 
-from main_process.backoff import BackoffPolicy
-from main_process.connection_state import (
+from main_process.connection.backoff import BackoffPolicy
+from main_process.connection.state import (
     CLIENT_MISMATCH_MESSAGE,
     MAX_MESSAGE_CHARS,
     SIGNED_OUT_MESSAGE,
@@ -66,7 +66,7 @@ from main_process.connection_state import (
     UnknownServerEvent,
     is_auth_error,
 )
-from main_process.identity import Tokens
+from main_process.credentials import Tokens
 from protocol.socket_events import ChunkRefused, parse_chunk_ack
 
 ActionT = TypeVar("ActionT")

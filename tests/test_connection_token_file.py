@@ -37,10 +37,10 @@ from typing import Literal
 
 import pytest
 
-from main_process.connection import ServerConnection
-from main_process.connection_state import SIGNED_OUT_MESSAGE, ConnectionStatus
-from main_process.identity import Tokens
-from main_process.identity import TokenStore as FileTokenStore
+from main_process.connection.server_connection import ServerConnection
+from main_process.connection.state import SIGNED_OUT_MESSAGE, ConnectionStatus
+from main_process.credentials import Tokens
+from main_process.credentials import TokenStore as FileTokenStore
 from tests.connection_fakes import MemorySpool
 from tests.server_process import ServerProcess
 from tests.test_connection_integration import (

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from main_process.line_chunker import LineChunker
-from main_process.sources import SourceSet
-from main_process.text_codecs import FileEncoding, Utf16Codec, codec, normalize
+from main_process.sources.line_chunker import LineChunker
+from main_process.sources.source_set import SourceSet
+from main_process.sources.text_codecs import FileEncoding, Utf16Codec, codec, normalize
 from tests.main_process_runner import log_monitor
 from tests.sources_helpers import RunningSources, append_bytes, open_spool, spooled
 

@@ -1,7 +1,7 @@
 """Fuzzing what a server sends the client, with hypothesis: event payloads, acks, refreshes.
 
 The client reads what arrives from a server with ``protocol``'s ``parse_*`` functions,
-and turns it into state-machine events in ``main_process/socket_attempt.py`` (the
+and turns it into state-machine events in ``main_process/connection/socket_attempt.py`` (the
 Socket.IO handlers of a ``SocketAttempt``: ``authenticated``, ``guestToken``,
 ``retry_auth``, ``pong``, ``processed_event``, ``connect_error``, the catch-all, and the
 ack callback of ``send_chunk``) and in ``auth_client.refresh_tokens`` (the HTTP refresh
@@ -43,11 +43,12 @@ from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from main_process.auth_client import refresh_tokens
-from main_process.backoff import BackoffPolicy
-from main_process.connection import ServerConnection
-from main_process.connection_credentials import ClientIdInMemory, ConnectionCredentials
-from main_process.connection_state import (
+from main_process.connection.auth_client import refresh_tokens
+from main_process.connection.backoff import BackoffPolicy
+from main_process.connection.credential_saves import ClientIdInMemory, ConnectionCredentials
+from main_process.connection.server_connection import ServerConnection
+from main_process.connection.socket_attempt import SocketAttempt
+from main_process.connection.state import (
     MAX_MESSAGE_CHARS,
     MAX_NAME_CHARS,
     AcknowledgeChunk,
@@ -82,8 +83,7 @@ from main_process.connection_state import (
     UnknownServerEvent,
     is_auth_error,
 )
-from main_process.identity import Tokens
-from main_process.socket_attempt import SocketAttempt
+from main_process.credentials import Tokens
 from protocol import (
     MAX_TOKEN_CHARS,
     ChunkRefused,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ipc.atomic_file import write_file_atomically
-from main_process.identity import (
+from main_process.credentials import (
     TOKEN_RESERVE_BYTES,
     ClientIdFile,
     IdentityError,
@@ -86,7 +86,7 @@ def test_a_corrupt_client_id_is_replaced_and_kept_aside(
     tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "client-id").write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+    with caplog.at_level(logging.WARNING, logger="main_process.credentials"):
         fresh = load_or_create_client_id(tmp_path)
     assert uuid.UUID(fresh).version == 4
     assert load_or_create_client_id(tmp_path) == fresh
@@ -229,7 +229,7 @@ def test_a_full_disk_takes_one_more_save_through_the_reserve(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", full_until_the_reserve_is_gone)
-    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+    with caplog.at_level(logging.WARNING, logger="main_process.credentials"):
         store.save(USER_TOKENS)
     monkeypatch.undo()
     assert len(refusals) == 1
@@ -264,7 +264,7 @@ def test_a_token_file_open_to_others_is_tightened_on_load(
     store = TokenStore(tmp_path / "tokens.json")
     store.save(USER_TOKENS)
     store.path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+    with caplog.at_level(logging.WARNING, logger="main_process.credentials"):
         assert store.load() == USER_TOKENS
     assert mode_of(store.path) == 0o600
     assert "readable by others" in caplog.text
@@ -288,7 +288,7 @@ def test_a_corrupt_token_file_means_a_fresh_guest_with_one_warning(
     path = tmp_path / "tokens.json"
     path.write_bytes(content)
     path.chmod(0o600)
-    with caplog.at_level(logging.DEBUG, logger="main_process.identity"):
+    with caplog.at_level(logging.DEBUG, logger="main_process.credentials"):
         assert TokenStore(path).load() == Tokens()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
@@ -307,7 +307,7 @@ def test_an_unreadable_token_file_means_a_fresh_guest(
 ) -> None:
     path = tmp_path / "tokens.json"
     path.mkdir()  # readable by no one as a file, root included
-    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+    with caplog.at_level(logging.WARNING, logger="main_process.credentials"):
         assert TokenStore(path).load() == Tokens()
     assert "unreadable" in caplog.text
 
@@ -393,7 +393,7 @@ def test_a_token_file_that_cannot_be_made_private_is_still_used(
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "fchmod", refuse)
-    with caplog.at_level(logging.WARNING, logger="main_process.identity"):
+    with caplog.at_level(logging.WARNING, logger="main_process.credentials"):
         assert store.load() == USER_TOKENS
     assert "cannot be made private" in caplog.text
     assert_no_secret_in(caplog.text)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import watchfiles
 
-from main_process import inotify_watch
-from main_process.inotify_watch import Changes, InotifyWatcher
-from main_process.sources import SourceSet
+from main_process.sources import inotify_watch
+from main_process.sources.inotify_watch import Changes, InotifyWatcher
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import RunningSources, append_bytes, open_spool, spooled_text
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from main_process.identity import Tokens, TokenStore
+from main_process.credentials import Tokens, TokenStore
 from main_process.keychain import (
     SERVICE,
     KeychainTokenStore,

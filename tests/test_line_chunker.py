@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from main_process.line_chunker import LineChunker, TextChunk
-from main_process.text_codecs import decode_utf8
+from main_process.sources.line_chunker import LineChunker, TextChunk
+from main_process.sources.text_codecs import decode_utf8
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -19,10 +19,10 @@ import zmq
 from ipc.endpoints import Endpoints
 from ipc.host import connect_subscriber
 from ipc.messages import TOPIC_STATUS, Status
-from main_process.identity import load_or_create_client_id
+from main_process.credentials import load_or_create_client_id
 from main_process.log_file import log_path
 from main_process.settings import SettingsLayer, merge, read_environment_layer, read_file_layer
-from main_process.spool import Spool
+from main_process.spool.chunks import Spool
 from tests.main_process_runner import MainProcessRunner, log_monitor
 from tests.server_process import ServerProcess, wait_for
 

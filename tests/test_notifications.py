@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ipc.messages import Status
-from main_process.connection_state import CLIENT_MISMATCH_MESSAGE, SIGNED_OUT_MESSAGE
+from main_process.connection.state import CLIENT_MISMATCH_MESSAGE, SIGNED_OUT_MESSAGE
 from main_process.desktop_notifications import (
     DELIVERED_KEPT,
     DesktopNotifier,

@@ -19,16 +19,16 @@ import pytest
 import socketio
 from aiohttp import web
 
-from main_process.auth_client import sign_in
-from main_process.backoff import BackoffPolicy
-from main_process.connection import ServerConnection
-from main_process.connection_state import (
+from main_process.connection.auth_client import sign_in
+from main_process.connection.backoff import BackoffPolicy
+from main_process.connection.server_connection import ServerConnection
+from main_process.connection.state import (
     MAX_MESSAGE_CHARS,
     MAX_NAME_CHARS,
     ConnectionConfig,
     ConnectionStatus,
 )
-from main_process.identity import Tokens
+from main_process.credentials import Tokens
 from tests.connection_fakes import MemorySpool, MemoryTokenStore
 
 HUGE = "x" * 560_000

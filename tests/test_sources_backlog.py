@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from main_process.sources import BacklogProgress, SourceSet
-from main_process.spool import Spool
+from main_process.sources.source_set import BacklogProgress, SourceSet
+from main_process.spool.chunks import Spool
 from tests.sources_helpers import (
     RunningSources,
     assert_exactly_once_in_order,

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from main_process.rotation import OpenedGeneration, open_generation
-from main_process.sources import SourceSet
-from main_process.spool import Spool
+from main_process.sources.rotation import OpenedGeneration, open_generation
+from main_process.sources.source_set import SourceSet
+from main_process.spool.chunks import Spool
 from tests.sources_helpers import CLIENT_ID, RunningSources, numbered_lines
 from tests.test_sources_backlog import upload_backlog
 
@@ -124,7 +124,7 @@ async def test_a_compressed_backlog_file_done_before_is_not_decompressed_again(
         opened.append(path)
         return open_generation(path, *args, **kwargs)
 
-    monkeypatch.setattr("main_process.backlog_queue.open_generation", counting)
+    monkeypatch.setattr("main_process.sources.backlog_queue.open_generation", counting)
     progress = await upload_backlog(spool, [str(old)])
     assert progress.files_done == progress.files_total == 1
     assert opened == []

@@ -12,7 +12,7 @@ import lzma
 import os
 from pathlib import Path
 
-from main_process.sources import SourceSet
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import (
     RunningSources,
     append_bytes,

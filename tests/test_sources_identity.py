@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from main_process.file_follower import FileFollower, FollowerRole, open_log_file
-from main_process.file_identity import (
+from main_process.sources.file_follower import FileFollower, FollowerRole, open_log_file
+from main_process.sources.file_identity import (
     FINGERPRINT_SPAN,
     Anchor,
     CheckpointFingerprint,

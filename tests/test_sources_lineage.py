@@ -6,7 +6,7 @@ would (``rotate_by_rename``, ``rotate_by_copy``), with a ``SourceSet`` run befor
 and after; the spool must then hold every number of every generation exactly once, in
 order across generations. ``tests/test_logrotate.py`` does the same end to end with the
 real ``logrotate``; these pin down each case quickly, and the pure parts of
-``main_process.rotation`` are tested at the bottom.
+``main_process.sources.rotation`` are tested at the bottom.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from main_process.file_identity import (
+from main_process.sources.file_identity import (
     Anchor,
     CheckpointFingerprint,
     FileKey,
     HeadFingerprint,
 )
-from main_process.rotation import (
+from main_process.sources.rotation import (
     NOTHING_LEFT,
     Candidate,
     KnownPosition,
@@ -36,7 +36,7 @@ from main_process.rotation import (
     known_offset,
     plan_recovery,
 )
-from main_process.sources import SourceSet
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import (
     RunningSources,
     append_bytes,
@@ -302,7 +302,7 @@ async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped
 ) -> None:
     """A compressed file that never gets its end marker is given up on after a while:
     one sentence names it, and the log goes on with its newer generation."""
-    monkeypatch.setattr("main_process.generation_recovery._HOLD_LIMIT", 0.3)
+    monkeypatch.setattr("main_process.sources.generation_recovery._HOLD_LIMIT", 0.3)
     log = tmp_path / "logs" / "app.log"
     log.parent.mkdir()
     data = tmp_path / "data"

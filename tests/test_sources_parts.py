@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from main_process.line_source import LineSource
-from main_process.pending_chunks import CommitTotals, PendingChunk, PendingChunks
-from main_process.rotation_policy import (
+from main_process.sources.line_source import LineSource
+from main_process.sources.pending_chunks import CommitTotals, PendingChunk, PendingChunks
+from main_process.sources.rotation_policy import (
     GenerationRead,
     caught_up,
     detached_close_due,
     lineage_reads,
 )
-from main_process.sources import SourceSet
-from main_process.spool import BacklogFile, Checkpoint, ChunkSource, SpoolFull
-from main_process.text_feed import TextFeed
+from main_process.sources.source_set import SourceSet
+from main_process.sources.text_feed import TextFeed
+from main_process.spool.chunks import BacklogFile, Checkpoint, ChunkSource, SpoolFull
 from tests.sources_helpers import open_spool
 
 # ------------------------------------------------------------------ rotation policy

@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from main_process.sources import SourceSet
-from main_process.spool import Spool
+from main_process.sources.source_set import SourceSet
+from main_process.spool.chunks import Spool
 from tests.sources_helpers import (
     RunningSources,
     WriterThread,

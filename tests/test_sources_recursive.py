@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from main_process.sources import SourceSet
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import (
     RunningSources,
     append_bytes,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import main_process.file_follower
-from main_process.sources import SourceSet
+import main_process.sources.file_follower
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import (
     RunningSources,
     append_bytes,
@@ -58,7 +58,7 @@ async def test_a_stalled_read_stops_neither_the_loop_nor_the_other_files(
     stalled.write_bytes(numbered_lines(range(0, 10)))
     healthy.write_bytes(numbered_lines(range(1000, 1010)))
     reads = HeldReads(stalled)
-    monkeypatch.setattr(main_process.file_follower, "pread", reads)
+    monkeypatch.setattr(main_process.sources.file_follower, "pread", reads)
     spool = open_spool(tmp_path / "data")
     sources = SourceSet([str(stalled), str(healthy)], [], spool, read_stall_after=0.3)
     lags: list[float] = []

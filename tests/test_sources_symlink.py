@@ -19,9 +19,9 @@ from typing import Self
 
 import pytest
 
-from main_process.file_follower import FileTrouble, SymlinkPolicy, open_log_file
-from main_process.sources import SourceSet
-from main_process.spool import Spool
+from main_process.sources.file_follower import FileTrouble, SymlinkPolicy, open_log_file
+from main_process.sources.source_set import SourceSet
+from main_process.spool.chunks import Spool
 from tests.main_process_runner import MainProcessRunner
 from tests.server_process import ServerProcess, wait_for
 from tests.sources_helpers import RunningSources, append_bytes, open_spool, spooled_text

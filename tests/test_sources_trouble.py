@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from main_process.file_follower import FileTrouble, open_log_file
-from main_process.sources import SourceSet
+from main_process.sources.file_follower import FileTrouble, open_log_file
+from main_process.sources.source_set import SourceSet
 from tests.sources_helpers import RunningSources, open_spool, spooled_text
 
 REPOSITORY = Path(__file__).resolve().parent.parent

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from main_process import spool as spool_module
-from main_process import spool_database
-from main_process.spool import (
+from main_process.spool import chunks as spool_module
+from main_process.spool import database as spool_database
+from main_process.spool.chunks import (
     BacklogFile,
     Checkpoint,
     ChunkSource,
@@ -450,7 +450,7 @@ def test_an_impossible_location_is_reported_as_unavailable(tmp_path: Path) -> No
 
 _WRITER = r"""
 import sys
-from main_process.spool import Checkpoint, ChunkSource, Spool
+from main_process.spool.chunks import Checkpoint, ChunkSource, Spool
 
 def chunk_text(offset):
     # Deterministic from the offset, varied sizes, multi-byte characters inside.

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from main_process.sources import SourceSet
-from main_process.star_citizen import star_citizen_preset
+from main_process.sources.source_set import SourceSet
+from main_process.sources.star_citizen import star_citizen_preset
 from tests.main_process_runner import MainProcessRunner
 from tests.server_process import ServerProcess, wait_for
 from tests.sources_helpers import (

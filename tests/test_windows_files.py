@@ -1,4 +1,4 @@
-"""How log files are opened on Windows (``main_process.windows_files``), driven here with
+"""How log files are opened on Windows (``main_process.sources.windows_files``), driven here with
 stand-ins for ``kernel32`` and ``msvcrt``: the share flags that let the game rename and
 delete its log while it is followed, the refusal of a reparse point (a symbolic link),
 errors as ``os.open`` would raise them, and a pending deletion. Windows itself runs this
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from main_process.windows_files import (
+from main_process.sources.windows_files import (
     FILE_ATTRIBUTE_NORMAL,
     FILE_ATTRIBUTE_REPARSE_POINT,
     FILE_BASIC_INFO_CLASS,

@@ -1,0 +1,107 @@
+"""The chunks a follower cut and the spool has not taken yet, in order.
+
+Owns: the queue of pending chunks, each with the checkpoint it advances; committing the
+oldest one in ONE ``Spool.append`` (chunk and checkpoint together, and a finished backlog
+file's mark with its last chunk, or alone when there is none); handing chunks over to
+the follower that continues the same content (``copytruncate``); the committed offset.
+
+Must not: cut chunks (``FileFollower`` does, with ``LineChunker``) or retry: a chunk the
+spool refuses (``SpoolFull``) stays first in the queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from main_process.spool.chunks import BacklogFile, Checkpoint, ChunkSource, Spool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChunk:
+    """A chunk cut from the file and not yet in the spool, with the checkpoint it advances."""
+
+    text: str
+    source: ChunkSource
+    checkpoint: Checkpoint
+    raw_length: int
+    backlog_done: BacklogFile | None = None
+
+
+@dataclass(slots=True)
+class CommitTotals:
+    """What a series of ``commit_one`` calls put in the spool."""
+
+    chunks: int = 0
+    raw_bytes: int = 0
+    text_bytes: int = 0
+    lines: int = 0
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    """(path, text) of every chunk appended, in order (references, no copies)."""
+
+
+class PendingChunks:
+    """One follower's chunks not yet in the spool; see the module docstring."""
+
+    def __init__(self, committed_offset: int) -> None:
+        self._chunks: deque[PendingChunk] = deque()
+        self._backlog_mark: BacklogFile | None = None
+        self.committed_offset = committed_offset
+        """Where a restart would resume: the end of the last chunk in the spool."""
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def __getitem__(self, index: int) -> PendingChunk:
+        return self._chunks[index]
+
+    def __iter__(self) -> Iterator[PendingChunk]:
+        return iter(self._chunks)
+
+    def append(self, chunk: PendingChunk) -> None:
+        self._chunks.append(chunk)
+
+    def take_all(self) -> list[PendingChunk]:
+        """Remove and return every pending chunk."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        return chunks
+
+    def put_first(self, chunks: list[PendingChunk]) -> None:
+        """Commit ``chunks`` before anything pending now."""
+        self._chunks.extendleft(reversed(chunks))
+
+    def mark_backlog_done(self, mark: BacklogFile) -> None:
+        """Commit ``mark`` with the last pending chunk, or alone if there is none."""
+        if self._chunks:
+            last = self._chunks.pop()
+            self._chunks.append(
+                PendingChunk(last.text, last.source, last.checkpoint, last.raw_length, mark)
+            )
+        else:
+            self._backlog_mark = mark
+
+    def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
+        """Append the oldest pending chunk (adding to ``totals``); False when none was
+        pending. Raises ``SpoolFull`` when the spool refuses it: it stays pending."""
+        if not self._chunks:
+            if self._backlog_mark is not None:
+                spool.mark_backlog_done(self._backlog_mark)
+                self._backlog_mark = None
+            return False
+        chunk = self._chunks[0]
+        stored = spool.append(
+            chunk.text,
+            chunk.source,
+            checkpoint=chunk.checkpoint,
+            backlog_done=chunk.backlog_done,
+        )
+        self._chunks.popleft()
+        self.committed_offset = chunk.checkpoint.offset
+        totals.chunks += 1
+        totals.raw_bytes += chunk.raw_length
+        totals.text_bytes += stored.byte_len
+        totals.lines += chunk.text.count("\n")
+        totals.texts.append((chunk.source.path, chunk.text))
+        return True

@@ -1,0 +1,435 @@
+"""The durable send buffer: every chunk waits here, on disk, until the server acks it.
+
+Owns one SQLite file (``<data-dir>/spool.sqlite3``) holding:
+
+- ``chunks``: the chunks not yet acknowledged, one row each, ``seq`` strictly increasing
+  and never reused (AUTOINCREMENT remembers the largest seq ever handed out, even after
+  every row is deleted), so ``chunkId = "<clientId>:<seq>"`` is stable across resends;
+- ``dead_letter``: chunks the server rejected permanently (``too_large``, ``invalid``),
+  kept for the user, counted in status;
+- ``checkpoints`` and ``backlog_done``: where reading of each file resumes and which
+  backlog files are done (``spool_file_state.SpoolFileState``);
+- ``counters``: totals of chunks and bytes acknowledged, across restarts.
+
+``Spool`` is the one interface its callers see. It keeps the chunks and dead letters
+itself and hands the rest to three parts: ``spool_database.SpoolDatabase`` (the file, its
+schema, transactions and errors), ``spool_file_state.SpoolFileState`` (checkpoints and
+backlog marks) and ``spool_room.SpoolRoom`` (the counters, the byte bound, the disk).
+
+Rules it keeps:
+
+1. A chunk and the checkpoint (and backlog mark) it advances are committed in ONE
+   transaction: after a crash either both exist or neither, so a restart resumes exactly
+   after the last committed chunk, with no line twice and none skipped.
+2. A chunk leaves ``chunks`` only by ``acknowledge`` (a positive ack) or ``dead_letter``
+   (a permanent rejection, moved in one transaction). Nothing is deleted otherwise.
+3. The spool is bounded by bytes (UTF-8 size of the text): ``append`` raises ``SpoolFull``
+   when the bound would be exceeded, and sources pause (the file is the buffer). A
+   single chunk larger than the bound is accepted when the spool is empty, so one huge
+   line cannot block a source forever.
+4. A damaged or unreadable file raises ``SpoolCorruptError`` or ``SpoolUnavailableError``
+   with a one-sentence message. Nothing is deleted, moved or recreated: the main process
+   stops with that sentence, and the file stays where it is for the user to inspect.
+
+Durability. The journal is WAL with ``synchronous=NORMAL`` by default: a commit reaches
+the operating system before ``append`` returns, so killing the process (kill -9, a
+crash) at any instant loses no committed chunk. On power loss or an OS crash, the last
+few commits may be rolled back (the database stays consistent, and a chunk rolls back
+with its checkpoint, so the lines are read again). The one hazard would be a chunk that
+was already sent and then rolled back: its seq would be handed out again for different
+text. ``sync()`` closes that gap: it forces everything committed so far to stable storage
+with one fsync, and is a no-op when nothing was appended since; the connection calls it
+before sending chunks it has not sent before. ``durability="full"`` instead fsyncs every
+commit (slower, for users who prefer it).
+
+Threads. A ``Spool`` is used from one thread, the main process's asyncio thread (every
+call is a short local transaction, a few milliseconds at most for a 512 KiB chunk).
+sqlite3's ``check_same_thread`` stays on, so use from another thread raises instead of
+corrupting state. ``stats()`` is O(1): counters live in memory, loaded once at open and
+updated only after each transaction commits.
+
+Must not: read log files, talk to the server, or decide when to send or retry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from main_process.spool.database import (
+    CHUNK_COLUMNS,
+    SpoolCorruptError,
+    SpoolDatabase,
+    SpoolDiskFull,
+    SpoolError,
+    SpoolFull,
+    SpoolUnavailableError,
+)
+from main_process.spool.file_state import (
+    BacklogFile,
+    Checkpoint,
+    ForgottenState,
+    SpoolFileState,
+)
+from main_process.spool.room import RESERVE_BYTES, SpoolRoom, SpoolStats
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "RESERVE_BYTES",
+    "BacklogFile",
+    "Checkpoint",
+    "ChunkSource",
+    "DeadLetter",
+    "ForgottenState",
+    "NewChunk",
+    "Spool",
+    "SpoolCorruptError",
+    "SpoolDiskFull",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolStats",
+    "SpoolUnavailableError",
+    "SpooledChunk",
+]
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSource:
+    """The file a chunk was read from and the byte offset where the chunk starts."""
+
+    path: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    """A chunk to append with ``append_many``."""
+
+    text: str
+    source: ChunkSource | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledChunk:
+    """A chunk in the spool, waiting for its acknowledgement."""
+
+    seq: int
+    chunk_id: str
+    text: str
+    source: ChunkSource | None
+    byte_len: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A chunk the server rejected permanently, kept for the user."""
+
+    seq: int
+    chunk_id: str
+    text: str
+    source: ChunkSource | None
+    byte_len: int
+    created_at: float
+    code: str
+    message: str
+    dead_lettered_at: float
+
+
+class Spool:
+    """The durable, bounded, ordered send buffer; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        client_id: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        durability: Literal["normal", "full"] = "normal",
+        verify: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create) the spool at ``path``.
+
+        ``verify`` runs SQLite's ``quick_check`` so damage is reported now, as a
+        ``SpoolCorruptError``, rather than in the middle of delivery.
+        """
+        self._path = Path(path)
+        self.directory = self._path.parent
+        """Where the spool lives (the data dir), also for scratch files of the sources."""
+        self._client_id = client_id
+        self._clock = clock
+        self._appended_since_sync = False
+        self._room = SpoolRoom(self._path, max_bytes)
+        self._database = SpoolDatabase(self._path, self._room, durability=durability, verify=verify)
+        try:
+            self._room.load(self._database)
+        except BaseException:
+            self._database.close()
+            raise
+        self._files = SpoolFileState(self._database, clock)
+
+    def close(self) -> None:
+        """Close the database (the WAL is checkpointed by SQLite). Idempotent."""
+        self._database.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------------------- facts
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
+    def max_bytes(self) -> int:
+        return self._room.max_bytes
+
+    def stats(self) -> SpoolStats:
+        return self._room.stats()
+
+    @property
+    def buffered_chunks(self) -> int:
+        """Chunks not yet acknowledged (``stats().buffered_chunks``, without the copy)."""
+        return self._room.buffered_chunks
+
+    def chunk_id(self, seq: int) -> str:
+        return f"{self._client_id}:{seq}"
+
+    def has_room(self, byte_len: int) -> bool:
+        """Whether a chunk of ``byte_len`` UTF-8 bytes can be appended now.
+
+        A refusal marks the spool ``full`` in stats, as a refused ``append`` does.
+        """
+        if self._room.fits(byte_len, 1):
+            return True
+        self._room.full = True
+        return False
+
+    # ------------------------------------------------------------------------ writing
+
+    def append(
+        self,
+        text: str,
+        source: ChunkSource | None = None,
+        *,
+        checkpoint: Checkpoint | None = None,
+        backlog_done: BacklogFile | None = None,
+    ) -> SpooledChunk:
+        """Store one chunk, and with it (same transaction) the checkpoint it advances and
+        the mark of a backlog file it completes. Raises ``SpoolFull``."""
+        return self.append_many(
+            [NewChunk(text, source)], checkpoint=checkpoint, backlog_done=backlog_done
+        )[0]
+
+    def append_many(
+        self,
+        chunks: Sequence[NewChunk],
+        *,
+        checkpoint: Checkpoint | None = None,
+        backlog_done: BacklogFile | None = None,
+    ) -> list[SpooledChunk]:
+        """Store several chunks in order, in one transaction with the checkpoint and mark.
+
+        All or nothing: raises ``SpoolFull`` when they do not all fit.
+        """
+        sizes = [len(chunk.text.encode("utf-8")) for chunk in chunks]
+        total = sum(sizes)
+        room = self._room
+        if not room.fits(total, len(chunks)):
+            room.full = True
+            raise SpoolFull(total, room.buffered_bytes, room.max_bytes)
+        now = self._clock()
+        try:
+            stored = self._insert(chunks, sizes, now, checkpoint, backlog_done)
+        except SpoolDiskFull:
+            # Something else filled the disk past the margin; give the WAL's space back
+            # so that acknowledgements can still drain the spool.
+            self._database.truncate_wal()
+            raise
+        room.appended(len(stored), total)
+        if stored:
+            self._appended_since_sync = True
+        return stored
+
+    def _insert(
+        self,
+        chunks: Sequence[NewChunk],
+        sizes: list[int],
+        now: float,
+        checkpoint: Checkpoint | None,
+        backlog_done: BacklogFile | None,
+    ) -> list[SpooledChunk]:
+        stored: list[SpooledChunk] = []
+        with self._database.write_transaction() as connection:
+            for chunk, size in zip(chunks, sizes, strict=True):
+                source = chunk.source
+                cursor = connection.execute(
+                    "INSERT INTO chunks (text, source_path, source_offset, byte_len, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        chunk.text,
+                        None if source is None else source.path,
+                        None if source is None else source.offset,
+                        size,
+                        now,
+                    ),
+                )
+                seq = cursor.lastrowid
+                assert seq is not None
+                stored.append(SpooledChunk(seq, self.chunk_id(seq), chunk.text, source, size, now))
+            if checkpoint is not None:
+                SpoolFileState.write_checkpoint(connection, checkpoint, now)
+            if backlog_done is not None:
+                SpoolFileState.write_backlog_done(connection, backlog_done, now)
+        return stored
+
+    def acknowledge(self, seq: int) -> bool:
+        """Delete an acknowledged chunk and count it as sent.
+
+        Returns False (and changes nothing) when the chunk is not in the spool, e.g. a
+        duplicate ack after a resend.
+        """
+        return self._room.draining(self._acknowledge, seq)
+
+    def _acknowledge(self, seq: int) -> bool:
+        with self._database.write_transaction() as connection:
+            # fetchall: the DELETE statement must be finished before COMMIT.
+            rows = connection.execute(
+                "DELETE FROM chunks WHERE seq = ? RETURNING byte_len", (seq,)
+            ).fetchall()
+            if not rows:
+                return False
+            byte_len = int(rows[0][0])
+            connection.execute(
+                "UPDATE counters SET sent_chunks = sent_chunks + 1,"
+                " sent_bytes = sent_bytes + ? WHERE id = 1",
+                (byte_len,),
+            )
+        self._room.acknowledged(byte_len)
+        return True
+
+    def dead_letter(self, seq: int, code: str, message: str = "") -> bool:
+        """Move a permanently rejected chunk to the dead-letter table (one transaction).
+
+        Returns False when the chunk is not in the spool.
+        """
+        return self._room.draining(self._dead_letter, seq, code, message)
+
+    def _dead_letter(self, seq: int, code: str, message: str) -> bool:
+        now = self._clock()
+        with self._database.write_transaction() as connection:
+            rows = connection.execute(
+                f"DELETE FROM chunks WHERE seq = ? RETURNING {CHUNK_COLUMNS}", (seq,)
+            ).fetchall()
+            if not rows:
+                return False
+            row = rows[0]
+            connection.execute(
+                f"INSERT INTO dead_letter ({CHUNK_COLUMNS}, code, message, dead_lettered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, code, message, now),
+            )
+            byte_len = int(row[4])
+        self._room.dead_letter_moved(byte_len)
+        return True
+
+    def sync(self) -> None:
+        """Force every committed chunk to stable storage (survives power loss).
+
+        One fsync of the WAL, and only when something was appended since the last call.
+        """
+        if not self._appended_since_sync:
+            return
+        self._database.sync()
+        self._appended_since_sync = False
+
+    # ------------------------------------------------------------------------ reading
+
+    def pending(self, after_seq: int | None = None, limit: int = 64) -> list[SpooledChunk]:
+        """Up to ``limit`` chunks with ``seq > after_seq`` (all when None), in seq order."""
+        rows = self._database.read_all(
+            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE seq > ? ORDER BY seq LIMIT ?",
+            (-1 if after_seq is None else after_seq, limit),
+        )
+        return [
+            SpooledChunk(row[0], self.chunk_id(row[0]), row[1], _source(row), row[4], row[5])
+            for row in rows
+        ]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead-lettered chunks, in seq order."""
+        rows = self._database.read_all(
+            f"SELECT {CHUNK_COLUMNS}, code, message, dead_lettered_at FROM dead_letter"
+            " ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            DeadLetter(row[0], self.chunk_id(row[0]), row[1], _source(row), *row[4:9])
+            for row in rows
+        ]
+
+    # ------------------------------------------------- file state (SpoolFileState)
+
+    def set_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint on its own (a new file, a truncation, ``--from-end``)."""
+        self._files.set_checkpoint(checkpoint)
+
+    def delete_checkpoint(self, key: str) -> bool:
+        """Forget a file's checkpoint (the file is gone for good)."""
+        return self._files.delete_checkpoint(key)
+
+    def mark_backlog_done(self, backlog_file: BacklogFile) -> None:
+        """Record a backlog file as uploaded (for files that produced no chunk, e.g. empty;
+        otherwise pass ``backlog_done`` to the append of its last chunk)."""
+        self._files.mark_backlog_done(backlog_file)
+
+    def forget_missing(
+        self,
+        present_keys: set[str],
+        present_fingerprints: set[bytes],
+        after_seconds: float,
+    ) -> ForgottenState:
+        """Keep the file state bounded: a checkpoint whose file (``key``) is not among
+        ``present_keys``, or a backlog mark whose content is not among
+        ``present_fingerprints``, is noted missing (from now); one missing for longer than
+        ``after_seconds`` is deleted. One present again is no longer missing."""
+        return self._files.forget_missing(present_keys, present_fingerprints, after_seconds)
+
+    def state_counts(self) -> tuple[int, int]:
+        """How many checkpoints and backlog marks the spool holds."""
+        return self._files.state_counts()
+
+    def get_checkpoint(self, key: str) -> Checkpoint | None:
+        return self._files.get_checkpoint(key)
+
+    def checkpoints(self, path: str | None = None) -> list[Checkpoint]:
+        """Every checkpoint, or those of one log ``path`` (the lineage they continue)."""
+        return self._files.checkpoints(path)
+
+    def is_backlog_done(self, fingerprint: bytes) -> bool:
+        return self._files.is_backlog_done(fingerprint)
+
+
+def _source(row: Any) -> ChunkSource | None:
+    """The source of a row of ``CHUNK_COLUMNS`` (path, offset); None for stdin's chunks."""
+    return None if row[2] is None else ChunkSource(row[2], row[3])
