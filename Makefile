@@ -44,7 +44,7 @@ bench: $(STAMP)
 # The fault campaign against the real server and client; prints one table. Quick by
 # default (it also runs inside `make test`); FULL=1 runs for 10 minutes.
 chaos: $(STAMP)
-	$(BIN)/python -m tests.chaos_campaign $(if $(FULL),--full,--quick)
+	$(BIN)/python -m tests.support.chaos_campaign $(if $(FULL),--full,--quick)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -26,7 +26,7 @@ from typing import Any
 import socketio
 
 from bench.ship_throughput import chunk_text
-from tests.protocol_client import authenticated_guest
+from harness.protocol_client import authenticated_guest
 
 ACK_TIMEOUT_S = 60.0
 

@@ -58,8 +58,9 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import IO, Protocol
 
-from tests.main_process_runner import MainProcessRunner
-from tests.server_process import REPOSITORY, ServerProcess, server_cli, wait_for
+from harness.main_process_runner import MainProcessRunner
+from harness.server_process import REPOSITORY, ServerProcess, server_cli
+from harness.waiting import wait_until
 
 NODE_FOLDER = REPOSITORY / "bench" / "node"
 LINE_BYTES = 100
@@ -91,7 +92,7 @@ class Server:
             return int(json.loads(reply.read())["bytes_stored"])
 
     def wait_for_bytes(self, target: int, timeout: float, what: str) -> None:
-        wait_for(lambda: self.bytes_stored() >= target, timeout, what, interval=0.01)
+        wait_until(lambda: self.bytes_stored() >= target, timeout, what, interval=0.01)
 
     def chunks(self, client_id: str) -> list[dict[str, object]]:
         out = server_cli(self.process.data_dir, "dump", "--client-id", client_id, "--json")

@@ -31,8 +31,9 @@ import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from tests.main_process_runner import MainProcessRunner, headless_environment
-from tests.server_process import REPOSITORY, ServerProcess, wait_for
+from harness.main_process_runner import MainProcessRunner, headless_environment
+from harness.server_process import REPOSITORY, ServerProcess
+from harness.waiting import wait_until
 
 IDLE_TARGET_ALONE = 0.1  # % of a core
 IDLE_TARGET_WINDOW = 0.3
@@ -159,7 +160,7 @@ def start_run(server: ServerProcess, work: Path) -> float:
         return False
 
     try:
-        wait_for(is_connected, 60, "the main process to connect", interval=0.01)
+        wait_until(is_connected, 60, "the main process to connect", interval=0.01)
         return connected[0] - started
     finally:
         runner.stop()

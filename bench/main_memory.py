@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.main_process_runner import MainProcessRunner
 from main_process.credentials import load_or_create_client_id
 from main_process.spool.chunks import Spool
-from tests.main_process_runner import MainProcessRunner
 
 MIB = 1024 * 1024
 CHUNK = 512 * 1024

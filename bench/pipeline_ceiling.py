@@ -62,8 +62,9 @@ from bench.e2e_pipeline import (
 )
 from bench.ship_throughput import Result, median_result, ship_node
 from bench.window_latency import cpu_seconds
-from tests.main_process_runner import MainProcessRunner
-from tests.server_process import REPOSITORY, wait_for
+from harness.main_process_runner import MainProcessRunner
+from harness.server_process import REPOSITORY
+from harness.waiting import wait_until
 
 CHUNK_BYTES = 512 * 1024
 WINDOW = 8
@@ -213,7 +214,7 @@ def ours_cold(server: Server, work: Path, data: bytes) -> Result:
         return False
 
     try:
-        wait_for(all_stored, STORE_TIMEOUT_S, f"ours to store a {len(data)}-byte file", 0.01)
+        wait_until(all_stored, STORE_TIMEOUT_S, f"ours to store a {len(data)}-byte file", 0.01)
         # Everything the process used since its spawn: start-up is part of a cold start.
         cpu = cpu_seconds([process.pid])
     except RuntimeError as error:

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.protocol_client import ProtocolClient, authenticated_guest
-from tests.server_process import ServerProcess
+from harness.protocol_client import ProtocolClient, authenticated_guest
+from harness.server_process import ServerProcess
 
 KIB = 1024
 

@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.protocol_client import authenticated_guest
+from harness.server_process import REPOSITORY, ServerProcess
 from main_process.connection.server_connection import ServerConnection
 from main_process.connection.state import ConnectionConfig
 from main_process.credentials import TokenStore
 from main_process.spool.chunks import Spool
-from tests.protocol_client import authenticated_guest
-from tests.server_process import REPOSITORY, ServerProcess
 
 KIB = 1024
 LINE = "2026-11-25 12:00:00.000 [INFO] player joined the session id=42 region=eu\n"

@@ -64,6 +64,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.server_process import REPOSITORY, ServerProcess
 from ipc.host import IpcHost
 from ipc.messages import (
     Command,
@@ -79,7 +80,6 @@ from ipc.messages import (
     to_json,
 )
 from renderer.page import page_url
-from tests.server_process import REPOSITORY, ServerProcess
 
 STATES: tuple[ConnectionStateName, ...] = ("connecting", "connected", "disconnected", "error")
 INTERVAL_S = 0.15

@@ -675,7 +675,7 @@ class WindowsReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True, ren
 
 # What a decoder can raise on hostile bytes: msgspec's DecodeError (ValidationError is
 # one), and UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag, which msgspec
-# 0.22 lets through (found by tests/test_ipc_fuzz.py).
+# 0.22 lets through (found by tests/integration/test_ipc_fuzz.py).
 DECODE_ERRORS: Final = (msgspec.DecodeError, ValueError)
 
 ENCODER: Final = msgspec.msgpack.Encoder()

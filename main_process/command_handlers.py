@@ -17,7 +17,7 @@ main process answers to the method that answers it, and those methods:
 
 ``ANSWERED_BY_IPC`` names the commands ``ipc.commands`` answers itself (from the
 publisher's cache) without asking the main process; every other ``Command`` type has a
-row in the table (``tests/test_command_table.py`` checks it).
+row in the table (``tests/unit/test_command_table.py`` checks it).
 
 Must not: decide protocol matters (``connection_state`` does), or hold tokens beyond the
 call that saves them.

@@ -13,7 +13,7 @@ behind HAProxy, all on loopback, all in temporary directories (``make cluster``)
 
 It prints the URL to give ``log-monitor run --server`` and the commands for users, waits,
 and on Ctrl-C (or SIGTERM) stops everything it started and removes the directory. The
-classes are what the tests use to start the same parts (``tests/cluster_parts.py``).
+classes are what the tests use to start the same parts (``tests/support/cluster_parts.py``).
 
 Trust authentication on loopback: the database is a temporary one for one person's
 machine, reachable from this machine only. Not a deployment.

@@ -1,7 +1,7 @@
 """What every test shares: processes started by the tests keep their log files in a
 temporary directory of the test session, not in the user's home, and keep their tokens
 in files, not in the keychain of the session the tests run in (the keychain tests start a
-keychain of their own: ``tests/desktop_session.py``)."""
+keychain of their own: ``tests/support/desktop_session.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from harness.server_process import ServerProcess
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,3 +31,14 @@ def private_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """The reference server in its own process on a loopback port, data in the test's
+    temporary directory (a test module that needs users or flags defines its own)."""
+    process = ServerProcess(tmp_path / "server").start()
+    try:
+        yield process
+    finally:
+        process.stop()

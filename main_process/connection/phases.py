@@ -10,7 +10,7 @@ when is ``connection_state.py``'s decision; this module only says whether it is 
 
 Rules: every phase change goes through ``PhaseMachine.move``; a move the table does not
 hold raises ``IllegalPhaseMove`` and leaves the phase as it was. The table lists exactly
-the moves the machine makes (``tests/test_connection_phases.py`` reaches every entry and
+the moves the machine makes (``tests/unit/test_connection_phases.py`` reaches every entry and
 checks the docstring's block against ``render_phase_moves``), so a raise is a bug.
 
 Theory: as in h11's ``_state.py``, the states and transitions are a table, and the code

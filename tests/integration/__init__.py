@@ -1,0 +1,2 @@
+"""Integration tests: real parts on loopback (the reference server, ZeroMQ
+sockets, the main process), in temporary directories."""

@@ -1,0 +1,1 @@
+"""Unit tests: I/O-free classes and in-process parts with temporary files only."""
