@@ -25,17 +25,7 @@ from tests.support.sources_helpers import (
     open_spool,
     spooled,
 )
-
-INSTALL = Path("drive_c") / "Program Files" / "Roberts Space Industries" / "StarCitizen"
-
-
-def make_install(root: Path, channels: tuple[str, ...] = ("LIVE", "PTU")) -> Path:
-    install = root / INSTALL
-    for channel in channels:
-        (install / channel / "logbackups").mkdir(parents=True)
-        (install / channel / "Game.log").touch()
-    (install / "LIVE" / "Data.p4k").touch()  # not a channel thing, must be ignored
-    return install
+from tests.support.star_citizen_install import make_install
 
 
 def backup_name(build: int, stamp: str) -> str:

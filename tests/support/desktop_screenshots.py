@@ -29,9 +29,9 @@ from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
 from ipc.messages import Connect, Ok
 from main_process.connection.state import SIGNED_OUT_MESSAGE
-from tests.integration.test_star_citizen import make_install
 from tests.support.desktop_session import DesktopSession
-from tests.system.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER
+from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER
+from tests.support.star_citizen_install import make_install
 from tests.system.test_tray import TrayMain, embedded_at, shown
 
 # The window's chart when it is taken: CHART_SECONDS of shipping, with the server away

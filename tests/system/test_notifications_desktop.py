@@ -23,7 +23,7 @@ from ipc.host import connect_sync_client
 from ipc.messages import Connect, Ok
 from main_process.connection.state import SIGNED_OUT_MESSAGE
 from tests.support.desktop_session import DesktopSession
-from tests.system.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain
+from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER, LiveMain
 from tests.system.test_tray import TrayMain, desktop_env, shown
 
 pytestmark = pytest.mark.timeout(300)

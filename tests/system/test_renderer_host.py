@@ -30,7 +30,7 @@ from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
 from ipc.messages import Connect, Disconnect, Ok, OpenWindow
 from main_process.log_file import log_path
-from tests.system.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain
+from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER, LiveMain
 
 pytestmark = pytest.mark.timeout(300)
 

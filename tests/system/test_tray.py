@@ -36,7 +36,7 @@ from ipc.messages import TOPIC_TRAY, Connect, Ok, TrayState, WindowGeometry
 from ipc.subscriber import Delivery, SubscriberThread
 from main_process.log_file import log_path
 from tests.support.desktop_session import DesktopSession
-from tests.system.test_renderer_live import PASSWORD, START_TIMEOUT_S, USER, LiveMain
+from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER, LiveMain
 
 pytestmark = pytest.mark.timeout(300)
 

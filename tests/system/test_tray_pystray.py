@@ -36,7 +36,7 @@ from harness.waiting import wait_until
 from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import TOPIC_TRAY, Ok, OpenWindow, WindowGeometry, WindowRef
 from tests.support.desktop_session import DesktopSession
-from tests.system.test_renderer_live import START_TIMEOUT_S, LiveMain
+from tests.support.live_main import START_TIMEOUT_S, LiveMain
 from tests.system.test_tray import TrayWatch, desktop_env, shown
 
 pytestmark = pytest.mark.timeout(300)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from harness.waiting import wait_until
-from tests.system.test_renderer_live import START_TIMEOUT_S, LiveMain
+from tests.support.live_main import START_TIMEOUT_S, LiveMain
 
 pytestmark = pytest.mark.timeout(240)
 
