@@ -32,7 +32,7 @@ from main_process.connection.state import SIGNED_OUT_MESSAGE
 from tests.support.desktop_session import DesktopSession
 from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER
 from tests.support.star_citizen_install import make_install
-from tests.system.test_tray import TrayMain, embedded_at, shown
+from tests.support.tray_watch import TrayMain, embedded_at, shown
 
 # The window's chart when it is taken: CHART_SECONDS of shipping, with the server away
 # for OUTAGE_S from the OUTAGE_AT_S'th second.

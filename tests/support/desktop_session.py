@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from harness.waiting import wait_until
+from tests.support.display_servers import start_xvfb
 
 # A session bus with no service directories: nothing is started on demand (a call to the
 # Secret Service while the test has stopped it must find it gone, not start a locked one).
@@ -178,8 +179,6 @@ class DesktopSession:
         self.bus_address = ""
 
     def start(self) -> Self:
-        from tests.system.test_window_display import start_xvfb
-
         self._xvfb = start_xvfb(self.directory / "xvfb.log")
         self.display = str(self._xvfb.env["DISPLAY"])
         bus, self.bus_address = start_session_bus(self.directory)

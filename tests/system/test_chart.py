@@ -24,8 +24,8 @@ from ipc.subscriber import Delivery
 from main_process.shipping_history import HISTORY_SECONDS, ShippingRecorder
 from renderer.coalescer import UpdateCoalescer
 from renderer.demo_driver import DemoWindowProcess
+from tests.support.demo_window import start_window
 from tests.support.live_main import START_TIMEOUT_S, LiveMain
-from tests.system.test_renderer_window import start_window
 
 pytestmark = pytest.mark.timeout(240)
 

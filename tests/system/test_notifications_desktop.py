@@ -24,7 +24,7 @@ from ipc.messages import Connect, Ok
 from main_process.connection.state import SIGNED_OUT_MESSAGE
 from tests.support.desktop_session import DesktopSession
 from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER, LiveMain
-from tests.system.test_tray import TrayMain, desktop_env, shown
+from tests.support.tray_watch import TrayMain, desktop_env, shown
 
 pytestmark = pytest.mark.timeout(300)
 

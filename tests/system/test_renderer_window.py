@@ -23,8 +23,8 @@ import pytest
 
 from ipc.host_launch import EXIT_MAIN_PROCESS_GONE
 from renderer.demo_driver import DemoWindowProcess
+from tests.support.demo_window import START_TIMEOUT_S, start_window, status
 
-START_TIMEOUT_S = 60.0
 pytestmark = pytest.mark.timeout(180)
 
 STATE_WORDS = {
@@ -33,28 +33,6 @@ STATE_WORDS = {
     "disconnected": "Not connected",
     "error": "Connection failed",
 }
-
-
-def status(**fields: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "type": "status",
-        "state": "connected",
-        "server": "http://127.0.0.1:3000",
-        "clientId": "client-1",
-    }
-    base.update(fields)
-    return base
-
-
-def start_window(*extra: str) -> DemoWindowProcess:
-    window = DemoWindowProcess(["--offscreen", "--size", "1000x760", *extra])
-    window.send(status())
-    try:
-        window.wait_event("ready", START_TIMEOUT_S)
-    except Exception:
-        window.close()
-        raise
-    return window
 
 
 @pytest.fixture(scope="module")

@@ -18,89 +18,26 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.processes import alive
 from harness.server_process import ServerProcess, server_cli
 from harness.waiting import wait_until
-from ipc.host import connect_subscriber_thread, connect_sync_client
+from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
-from ipc.messages import TOPIC_TRAY, Connect, Ok, TrayState, WindowGeometry
-from ipc.subscriber import Delivery, SubscriberThread
+from ipc.messages import Connect, Ok, TrayState
 from main_process.log_file import log_path
 from tests.support.desktop_session import DesktopSession
 from tests.support.live_main import PASSWORD, START_TIMEOUT_S, USER, LiveMain
+from tests.support.tray_watch import TrayMain, desktop_env, embedded_at, shown
 
 pytestmark = pytest.mark.timeout(300)
 
 NOTHING_TO_SHOW_BOUND_S = 30.0
-
-
-@dataclass
-class TrayWatch:
-    """Every ``TrayState`` the main process publishes, as it arrives."""
-
-    states: list[TrayState] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    subscriber: SubscriberThread | None = None
-
-    def on_delivery(self, delivery: Delivery) -> None:
-        if isinstance(delivery.message, TrayState):
-            with self.changed:
-                self.states.append(delivery.message)
-                self.changed.notify_all()
-
-    def wait(self, predicate: Callable[[TrayState], bool], timeout: float, what: str) -> TrayState:
-        with self.changed:
-            if not self.changed.wait_for(
-                lambda: bool(self.states) and predicate(self.states[-1]), timeout
-            ):
-                last = self.states[-1] if self.states else None
-                raise AssertionError(
-                    f"timed out after {timeout} s waiting for {what}; last: {last}"
-                )
-            return self.states[-1]
-
-
-def desktop_env(desktop: DesktopSession) -> dict[str, str | None]:
-    return {
-        "DISPLAY": desktop.display,
-        "DBUS_SESSION_BUS_ADDRESS": desktop.bus_address,
-        "XDG_CONFIG_HOME": str(desktop.home / ".config"),
-        "QT_QPA_PLATFORM": None,
-        "WAYLAND_DISPLAY": None,
-    }
-
-
-class TrayMain:
-    """``log-monitor run --windows 0`` on the desktop, with a watch on its tray."""
-
-    def __init__(self, data_dir: Path, desktop: DesktopSession, server: str, *extra: str) -> None:
-        self.main = LiveMain(data_dir, 0, server, display=desktop_env(desktop), extra=extra)
-        self.tray = TrayWatch()
-        self.tray.subscriber = connect_subscriber_thread(
-            data_dir, self.tray.on_delivery, (TOPIC_TRAY,)
-        ).start()
-
-    def windows_json(self) -> dict[str, Any]:
-        result = self.main.command("windows", "--json")
-        assert result.returncode == 0, result.stderr
-        report = json.loads(result.stdout)
-        assert isinstance(report, dict)
-        return report
-
-    def close(self) -> None:
-        if self.tray.subscriber is not None:
-            self.tray.subscriber.stop()
-        self.main.host_pids.update(s.host for s in self.tray.states)
-        self.main.close()
 
 
 @pytest.fixture
@@ -118,10 +55,6 @@ def tray_main(desktop: DesktopSession, server: ServerProcess, tmp_path: Path) ->
         main.close()
 
 
-def shown(state: str) -> Callable[[TrayState], bool]:
-    return lambda tray: tray.shown and tray.state == state
-
-
 def placed(tray_main: TrayMain, desktop: DesktopSession) -> TrayState:
     """The tray connected, and reported where the X server has its icon."""
     tray_main.tray.wait(shown("connected"), START_TIMEOUT_S, "the tray to show connected")
@@ -129,19 +62,6 @@ def placed(tray_main: TrayMain, desktop: DesktopSession) -> TrayState:
     return tray_main.tray.wait(
         lambda t: shown("connected")(t) and t.geometry == where, 15, f"the icon at {where}"
     )
-
-
-def embedded_at(desktop: DesktopSession) -> WindowGeometry:
-    """Where the X server has the one "Log monitor" window inside trayer's panel (its
-    size, and its place on the screen)."""
-    panel = desktop.tray_panel()
-    assert panel is not None, "no tray panel"
-    embedded = [line for line in panel.splitlines() if '"Log monitor"' in line]
-    assert len(embedded) == 1, panel
-    found = re.search(r"(\d+)x(\d+)[+-]\d+[+-]\d+\s+\+(-?\d+)\+(-?\d+)", embedded[0])
-    assert found is not None, embedded[0]
-    width, height, x, y = (int(group) for group in found.groups())
-    return WindowGeometry(x=x, y=y, width=width, height=height)
 
 
 def icon_pixels(

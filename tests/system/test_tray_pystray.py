@@ -37,7 +37,7 @@ from ipc.host import connect_subscriber_thread, connect_sync_client
 from ipc.messages import TOPIC_TRAY, Ok, OpenWindow, WindowGeometry, WindowRef
 from tests.support.desktop_session import DesktopSession
 from tests.support.live_main import START_TIMEOUT_S, LiveMain
-from tests.system.test_tray import TrayWatch, desktop_env, shown
+from tests.support.tray_watch import TrayWatch, desktop_env, shown
 
 pytestmark = pytest.mark.timeout(300)
 
