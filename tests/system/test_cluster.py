@@ -38,7 +38,7 @@ from harness.protocol_client import ProtocolClient
 from harness.server_process import ServerProcess, server_cli
 from server.local_cluster import LocalHaproxy, LocalRedis
 from tests.support.cluster_parts import database_url, postgres_engine, redis_engine
-from tests.system.test_end_to_end_kill import LineWriter
+from tests.support.line_writer import LineWriter
 
 __all__ = ["database_url", "postgres_engine", "redis_engine"]  # fixtures of cluster_parts
 

@@ -5,7 +5,6 @@ holds exactly what the writer wrote, once, in order."""
 from __future__ import annotations
 
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -13,39 +12,9 @@ import pytest
 
 from harness.main_process_runner import MainProcessRunner
 from harness.server_process import ServerProcess
+from tests.support.line_writer import LineWriter
 
 ROUNDS = 50
-
-
-class LineWriter:
-    """Appends numbered lines to a log file from a thread until told to stop."""
-
-    def __init__(self, path: Path, seed: int) -> None:
-        self.path = path
-        self.lines_written = 0
-        self._stop = threading.Event()
-        self._random = random.Random(seed)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> LineWriter:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        with self.path.open("a", encoding="utf-8", buffering=1) as log:
-            while not self._stop.is_set():
-                for _ in range(self._random.randint(1, 40)):
-                    self.lines_written += 1
-                    log.write(
-                        f"{self.lines_written:07d} event ünïcode {'x' * self._random.randint(0, 80)}\n"
-                    )
-                # Pacing, not synchronisation: a writer that never pauses would make the
-                # file grow faster than a test of restarts needs.
-                self._stop.wait(0.002)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def test_fifty_kills_while_a_writer_runs_lose_and_duplicate_nothing(
