@@ -17,7 +17,7 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import socketio
 from aiohttp import web
 
 from harness.server_process import REPOSITORY, ServerProcess
-from main_process.connection.backoff import BackoffPolicy
+from harness.waiting import wait_until_async
 from main_process.connection.server_connection import (
     USER_AGENT,
     ChunkStore,
@@ -45,34 +45,16 @@ from main_process.connection.state import (
 from main_process.credentials import Tokens
 from main_process.version import client_version
 from tests.support.connection_fakes import MemorySpool, MemoryTokenStore
-
-# Short timers so a test sees many reconnects in seconds; the logic is the same.
-FAST = ConnectionConfig(
-    handshake_timeout=5.0,
-    ack_timeout=10.0,
-    guest_token_reconnect_delay=0.05,
-    retry_auth_reconnect_delay=0.2,
-    backoff=BackoffPolicy(base=0.05, factor=2.0, cap=0.5, reset_after=2.0),
+from tests.support.connection_helpers import (
+    FAST,
+    connected,
+    group,
+    login,
+    numbered_lines,
+    server_stats,
 )
 
-
 # ----------------------------------------------------------------------------- helpers
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def connected(identity: str | None = None) -> Callable[[ConnectionStatus], bool]:
-    def check(status: ConnectionStatus) -> bool:
-        return status.state == "connected" and (identity is None or status.identity == identity)
-
-    return check
 
 
 @pytest.fixture
@@ -91,37 +73,6 @@ async def with_access_ttl(tmp_path: Path, seconds: float) -> ServerProcess:
     return server
 
 
-async def login(
-    server: ServerProcess, name: str, client_id: str, guest_token: str | None = None
-) -> Tokens:
-    """Add the user and sign in from ``client_id`` (showing its guest token, if any)."""
-    result = await asyncio.to_thread(
-        server.run_cli, "add-user", name, "--password-stdin", input_text="s3cret-pass\n"
-    )
-    assert result.returncode == 0, result.stderr
-    request = {
-        "identifier": name,
-        "password": "s3cret-pass",
-        "hostname": "test-host",
-        "clientId": client_id,
-    }
-    if guest_token is not None:
-        request["guestToken"] = guest_token
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(server.url + "/api/auth/login", json=request) as response,
-    ):
-        assert response.status == 200
-        body = await response.json()
-    return Tokens(
-        access_token=body["access_token"],
-        refresh_token=body["refresh_token"],
-        guest_token=guest_token,
-        user_id=body["user"]["id"],
-        username=body["user"]["username"],
-    )
-
-
 async def register_guest(server: ServerProcess, client_id: str) -> str:
     """The guest token an installation gets before it signs in (its own credentials)."""
     async with (
@@ -134,14 +85,6 @@ async def register_guest(server: ServerProcess, client_id: str) -> str:
         assert response.status == 200
         token: str = (await response.json())["guestToken"]
         return token
-
-
-def numbered_lines(count: int, tag: str = "line") -> list[str]:
-    return [f'{tag} {i:05d} level=info msg="player joined" zone=7\n' for i in range(count)]
-
-
-def group(lines: list[str], per_chunk: int) -> list[str]:
-    return ["".join(lines[i : i + per_chunk]) for i in range(0, len(lines), per_chunk)]
 
 
 # ----------------------------------------------------------------------------- reference server
@@ -164,7 +107,7 @@ async def test_guest_flow_end_to_end(reference_server: ServerProcess) -> None:
             source = ChunkLocation("/var/log/game.log", i * 1000)
             await connection.ensure_connected_and_send_log_chunk(text, source)
         status = await connection.wait_for_status(connected("guest"), 20)
-        await until(lambda: not spool.chunks, 20, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "every chunk acknowledged")
         assert status.attempt == 0
         assert status.last_error is None
         # The server issued a guest token, the client saved it and came back with it.
@@ -202,7 +145,7 @@ async def test_real_spool_and_token_store_fit_the_protocols(
                 source = ChunkSource("/var/log/app.log", i * 100)
                 await connection.ensure_connected_and_send_log_chunk(text, source)
             await connection.wait_for_status(connected("guest"), 20)
-            await until(lambda: spool.stats().buffered_chunks == 0, 20, "an empty spool")
+            await wait_until_async(lambda: spool.stats().buffered_chunks == 0, 20, "an empty spool")
         assert json.loads(token_file.read_text())["guest_token"]
         assert token_file.stat().st_mode & 0o777 == 0o600
     finally:
@@ -238,7 +181,7 @@ async def test_access_token_expiring_mid_stream_is_refreshed_and_the_stream_comp
             for i, text in enumerate(texts):
                 await connection.ensure_connected_and_send_log_chunk(text)
                 await asyncio.sleep(max(0.0, started + i * 0.017 - loop.time()))
-            await until(lambda: not spool.chunks, 30, "every chunk acknowledged")
+            await wait_until_async(lambda: not spool.chunks, 30, "every chunk acknowledged")
             status = await connection.wait_for_status(connected("user"), 20)
             assert status.username == "ada"
             assert status.last_error is None
@@ -258,13 +201,6 @@ async def test_access_token_expiring_mid_stream_is_refreshed_and_the_stream_comp
             assert secret not in logged  # ...but never a token
     finally:
         await asyncio.to_thread(server.stop)
-
-
-async def server_stats(server: ServerProcess) -> dict[str, int]:
-    async with aiohttp.ClientSession() as http, http.get(server.url + "/api/stats") as response:
-        assert response.status == 200
-        stats: dict[str, int] = await response.json()
-        return stats
 
 
 async def test_access_tokens_living_1_s_are_used_as_soon_as_refreshed_and_10000_lines_ship(
@@ -298,7 +234,7 @@ async def test_access_tokens_living_1_s_are_used_as_soon_as_refreshed_and_10000_
             for i, text in enumerate(texts):
                 await connection.ensure_connected_and_send_log_chunk(text)
                 await asyncio.sleep(max(0.0, started + i * 0.005 - loop.time()))
-            await until(lambda: not spool.chunks, 60, "every chunk acknowledged")
+            await wait_until_async(lambda: not spool.chunks, 60, "every chunk acknowledged")
             status = await connection.wait_for_status(connected("user"), 20)
             assert (status.username, status.last_error) == ("ada", None)
             assert status.attempt == 0  # refreshes that worked are not failures to back off
@@ -333,7 +269,7 @@ async def test_refused_refresh_continues_as_guest_and_says_so(
             await connection.ensure_connected_and_send_log_chunk(text)
         status = await connection.wait_for_status(connected("guest"), 20)
         assert status.last_error == SIGNED_OUT_MESSAGE
-        await until(lambda: not spool.chunks, 20, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "every chunk acknowledged")
         final = token_store.tokens
         assert (final.access_token, final.refresh_token, final.username) == (None, None, None)
         assert final.guest_token == guest_token
@@ -383,7 +319,7 @@ async def test_server_killed_and_restarted_while_streaming_stores_every_chunk_on
         producer = asyncio.create_task(produce())
         for n in range(restarts):
             threshold = (n + 1) * len(texts) // (restarts + 2)
-            await until(
+            await wait_until_async(
                 lambda threshold=threshold: spool.acknowledged >= threshold,  # type: ignore[misc]
                 60,
                 f"{threshold} chunks acknowledged",
@@ -393,7 +329,7 @@ async def test_server_killed_and_restarted_while_streaming_stores_every_chunk_on
             await connection.wait_for_status(lambda s: s.state != "connected", 20)
             await asyncio.to_thread(reference_server.start)
         await producer
-        await until(lambda: not spool.chunks, 60, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 60, "every chunk acknowledged")
         assert connection.counters.sockets_opened >= restarts + 2
     assert spool.dead == {}
     assert reference_server.dump(client_id) == "".join(lines).encode()
@@ -468,8 +404,10 @@ async def test_a_server_that_never_acks_gets_the_same_chunks_again_after_the_ack
     ) as connection:
         for i in range(6):
             await connection.ensure_connected_and_send_log_chunk(f"text {i}\n")
-        await until(lambda: len(fake_server.connections) >= 2, 10, "a reconnect")
-        await until(lambda: sum(1 for n, _ in fake_server.chunks if n == 2) >= 4, 10, "the resend")
+        await wait_until_async(lambda: len(fake_server.connections) >= 2, 10, "a reconnect")
+        await wait_until_async(
+            lambda: sum(1 for n, _ in fake_server.chunks if n == 2) >= 4, 10, "the resend"
+        )
         first = [c["chunkId"] for n, c in fake_server.chunks if n == 1]
         second = [c["chunkId"] for n, c in fake_server.chunks if n == 2]
         assert first == second == [f"client-1:{i}" for i in range(1, 5)]  # window of 4
@@ -478,7 +416,7 @@ async def test_a_server_that_never_acks_gets_the_same_chunks_again_after_the_ack
         assert list(spool.chunks) == [1, 2, 3, 4, 5, 6]  # nothing lost, nothing deleted
         # Once the server acknowledges again, everything is delivered.
         fake_server.ack = True
-        await until(lambda: not spool.chunks, 15, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 15, "every chunk acknowledged")
 
     handshake = fake_server.connections[0]
     assert handshake["auth"] == {"token": "g-1"}
@@ -537,7 +475,9 @@ async def test_unknown_events_and_wrong_shapes_are_counted_never_fatal(
         await connection.connect_to_server()
         status = await connection.wait_for_status(connected(), 10)
         assert status.identity == "guest"
-        await until(lambda: connection.counters.malformed_payloads == 3, 5, "three counted")
+        await wait_until_async(
+            lambda: connection.counters.malformed_payloads == 3, 5, "three counted"
+        )
         assert connection.counters.unknown_events == 1
         assert forwarded == [{"type": "chunk_stored"}]
         assert fake_server.connections[0]["auth"] in ({}, None)
@@ -599,7 +539,7 @@ async def test_disconnect_stops_reconnecting_until_connect(fake_server: FakeServ
         assert list(spool.chunks) == [1]
         await connection.connect_to_server()
         await connection.wait_for_status(connected(), 10)
-        await until(lambda: not spool.chunks, 10, "the spooled chunk delivered")
+        await wait_until_async(lambda: not spool.chunks, 10, "the spooled chunk delivered")
         assert len(fake_server.connections) == 2
 
 

@@ -38,20 +38,20 @@ from typing import Literal
 import pytest
 
 from harness.server_process import ServerProcess
+from harness.waiting import wait_until_async
 from main_process.connection.server_connection import ServerConnection
 from main_process.connection.state import SIGNED_OUT_MESSAGE, ConnectionStatus
 from main_process.credentials import Tokens
 from main_process.credentials import TokenStore as FileTokenStore
-from tests.integration.test_connection_integration import (
+from tests.support.connection_fakes import MemorySpool
+from tests.support.connection_helpers import (
     FAST,
     connected,
     group,
     login,
     numbered_lines,
     server_stats,
-    until,
 )
-from tests.support.connection_fakes import MemorySpool
 
 # ----------------------------------------------------------------------------- the data dir
 
@@ -211,7 +211,7 @@ async def test_a_refresh_waits_for_a_read_only_token_file_then_the_session_goes_
         for text in texts[:30]:
             await connection.ensure_connected_and_send_log_chunk(text)
         await connection.wait_for_status(connected("user"), 20)
-        await until(lambda: not spool.chunks, 20, "the first half acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the first half acknowledged")
 
         reason = client_dir.refuse_writes("read-only")
         expected = f"cannot save tokens: {reason} ({store.path})"
@@ -220,7 +220,7 @@ async def test_a_refresh_waits_for_a_read_only_token_file_then_the_session_goes_
         assert held.state == "disconnected"
         for text in texts[30:]:
             await connection.ensure_connected_and_send_log_chunk(text)
-        await until(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
+        await wait_until_async(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
         assert connection.status().state == "disconnected"
         assert connection.status().last_error == expected
         # Nothing was refreshed: the refresh token on disk is the one the server holds.
@@ -232,7 +232,7 @@ async def test_a_refresh_waits_for_a_read_only_token_file_then_the_session_goes_
         await connection.wait_for_status(
             lambda s: connected("user")(s) and s.last_error is None, 20
         )
-        await until(lambda: not spool.chunks, 20, "the second half acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the second half acknowledged")
         assert connection.tokens.refresh_token != signed_in.refresh_token
         assert store.load() == connection.tokens
         final = connection.tokens
@@ -265,7 +265,7 @@ async def test_stopped_while_the_token_file_is_read_only_the_next_start_is_still
         for text in texts[:20]:
             await connection.ensure_connected_and_send_log_chunk(text)
         await connection.wait_for_status(connected("user"), 20)
-        await until(lambda: not spool.chunks, 20, "the first half acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the first half acknowledged")
         client_dir.refuse_writes("read-only")
         # Wait until the access token has expired and the client has acted on it: either
         # it holds (the file cannot be written) or it went ahead on a second socket.
@@ -295,7 +295,7 @@ async def test_stopped_while_the_token_file_is_read_only_the_next_start_is_still
         status = await restarted.wait_for_status(connected(), 20)
         assert (status.identity, status.username) == ("user", "ada")
         assert status.last_error != SIGNED_OUT_MESSAGE
-        await until(lambda: not spool.chunks, 20, "the rest acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the rest acknowledged")
         assert store.load() == restarted.tokens
         final = restarted.tokens
     assert server.dump(client_id) == "".join(texts).encode()
@@ -328,7 +328,7 @@ async def test_a_guest_token_that_cannot_be_saved_is_not_presented_until_it_is(
             await connection.ensure_connected_and_send_log_chunk(text)
         held = await connection.wait_for_status(lambda s: s.last_error == expected, 20)
         assert held.state == "disconnected"
-        await until(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
+        await wait_until_async(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
         assert connection.counters.sockets_opened == 1  # the tokenless one, nothing since
         assert connection.status().state == "disconnected"
         assert len(spool.chunks) == len(texts)
@@ -338,7 +338,7 @@ async def test_a_guest_token_that_cannot_be_saved_is_not_presented_until_it_is(
         client_dir.accept_writes()
         status = await connection.wait_for_status(connected("guest"), 20)
         assert status.last_error is None
-        await until(lambda: not spool.chunks, 20, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "every chunk acknowledged")
         assert connection.counters.sockets_opened == 2
         assert store.load() == connection.tokens
         assert connection.tokens.guest_token is not None
@@ -374,7 +374,7 @@ async def test_on_a_disk_that_fills_while_running_the_reserve_takes_the_guest_to
         for text in texts:
             await connection.ensure_connected_and_send_log_chunk(text)
         await connection.wait_for_status(connected("guest"), 20)
-        await until(lambda: not spool.chunks, 20, "every chunk acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "every chunk acknowledged")
         assert failed_saves(caplog) == 0
         assert all(not (s.last_error or "").startswith("cannot save") for s in statuses)
         assert store.load() == connection.tokens
@@ -429,7 +429,7 @@ async def test_rotated_tokens_that_cannot_be_saved_are_presented_only_once_saved
         for text in texts[:20]:
             await connection.ensure_connected_and_send_log_chunk(text)
         await connection.wait_for_status(connected("user"), 20)
-        await until(lambda: not spool.chunks, 20, "the first half acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the first half acknowledged")
         store.armed = True
         # The access token expires within 2 s: save (works), refresh (rotates), save (fails).
         held = await connection.wait_for_status(
@@ -440,7 +440,7 @@ async def test_rotated_tokens_that_cannot_be_saved_are_presented_only_once_saved
         opened = connection.counters.sockets_opened
         for text in texts[20:]:
             await connection.ensure_connected_and_send_log_chunk(text)
-        await until(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
+        await wait_until_async(lambda: failed_saves(caplog) >= 3, 20, "three failed saves")
         # Rotated: the server spent the token on disk, so the new ones are kept in memory...
         assert connection.tokens.refresh_token != signed_in.refresh_token
         assert store.load() == signed_in
@@ -454,7 +454,7 @@ async def test_rotated_tokens_that_cannot_be_saved_are_presented_only_once_saved
         )
         assert connection.counters.sockets_opened == opened + 1
         assert store.load() == connection.tokens
-        await until(lambda: not spool.chunks, 20, "the second half acknowledged")
+        await wait_until_async(lambda: not spool.chunks, 20, "the second half acknowledged")
         final = connection.tokens
     assert server.dump(client_id) == "".join(texts).encode()
     assert_no_secret_shown(tokens_of(signed_in, final), caplog, statuses)
