@@ -1,5 +1,7 @@
 """Helpers for the sources tests: run a ``SourceSet`` on the test's loop, write numbered
-lines from a thread, wait for conditions with deadlines, and check the spool's content.
+lines from a thread, wait for conditions with deadlines, and check the spool's content;
+upload a backlog to the end (``upload_backlog``) and rotate a log the way logrotate's
+numbered scheme does (``rotate_by_rename``, compressed with one of ``COMPRESSORS``).
 
 Lines are ``"%08d <payload>\\n"`` with a global number, so "exactly once, in order per
 file" is checked from the spool alone: every number written appears once, and the
@@ -9,15 +11,18 @@ numbers written to one file appear in increasing order.
 from __future__ import annotations
 
 import asyncio
+import bz2
+import gzip
+import lzma
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from main_process.sources.source_set import FollowedFile, SourceSet
+from harness.waiting import wait_until_async
+from main_process.sources.source_set import BacklogProgress, FollowedFile, SourceSet
 from main_process.spool.chunks import Spool, SpooledChunk
 
 CLIENT_ID = "0b1e6a0e-4a52-4d3e-9d6b-4a4f3f1f0c11"
@@ -106,14 +111,18 @@ class RunningSources:
             await asyncio.sleep(0.005)
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
+        """Poll ``predicate`` until it holds; fail at once if ``SourceSet.run`` ends first
+        (with its exception, if it raised one)."""
+
+        def holds_while_running() -> bool:
+            if predicate():
+                return True
             if self._task is not None and self._task.done():
                 self._task.result()
                 raise AssertionError(f"SourceSet.run returned while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-            await asyncio.sleep(0.01)
+            return False
+
+        await wait_until_async(holds_while_running, timeout, what)
 
     def quiet(self, files: Sequence[Path], lines: int = 0) -> bool:
         """At least ``lines`` lines were spooled, every given file is followed and read to
@@ -130,14 +139,6 @@ class RunningSources:
             if entry is None or entry.committed_offset != path.stat().st_size:
                 return False
         return True
-
-
-def wait_in_thread(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.002)
 
 
 class WriterThread(threading.Thread):
@@ -179,3 +180,51 @@ def rewrite_in_place(path: Path, data: bytes) -> None:
     with open(path, "r+b") as file:
         file.truncate(0)
         file.write(data)
+
+
+async def upload_backlog(spool: Spool, patterns: list[str]) -> BacklogProgress:
+    """Run a ``SourceSet`` with ``patterns`` as its backlog until every file of it is
+    uploaded; its progress then."""
+    sources = SourceSet([], patterns, spool)
+    async with RunningSources(sources) as running:
+
+        def done() -> bool:
+            progress = sources.progress()
+            return (
+                sources.initial_scan_done
+                and progress.files_done == progress.files_total
+                and not sources.followed()
+            )
+
+        await running.wait_until(done, 20, "the backlog")
+    return sources.progress()
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+}
+
+
+def rotate_by_rename(log: Path, compress: str | None = None) -> None:
+    """logrotate's numbered scheme: ``.N`` → ``.N+1``, the log → ``.1`` (compressed at
+    once with ``compress``, the uncompressed file removed), then a new empty log."""
+    suffix = compress or ""
+    rotated = sorted(
+        (p for p in log.parent.iterdir() if p.name.startswith(log.name + ".")),
+        key=lambda p: int(p.name[len(log.name) + 1 :].split(".")[0]),
+        reverse=True,
+    )
+    for path in rotated:
+        number = int(path.name[len(log.name) + 1 :].split(".")[0])
+        rest = path.name[len(log.name) + 1 + len(str(number)) :]
+        path.rename(log.with_name(f"{log.name}.{number + 1}{rest}"))
+    first = log.with_name(f"{log.name}.1")
+    log.rename(first)
+    if compress is not None:
+        compressed = first.with_name(first.name + suffix)
+        compressed.write_bytes(COMPRESSORS[compress](first.read_bytes()))
+        os.utime(compressed, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns))
+        first.unlink()
+    log.touch()

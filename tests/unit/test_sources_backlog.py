@@ -15,6 +15,7 @@ from tests.support.sources_helpers import (
     numbered_lines,
     open_spool,
     spooled,
+    upload_backlog,
 )
 
 
@@ -32,22 +33,6 @@ def make_backlog(directory: Path, files: int, lines: int) -> list[Path]:
         os.utime(path, (1_000_000 - index * 100, 1_000_000 - index * 100))
         paths.append(path)
     return paths
-
-
-async def upload_backlog(spool: Spool, patterns: list[str]) -> BacklogProgress:
-    sources = SourceSet([], patterns, spool)
-    async with RunningSources(sources) as running:
-
-        def done() -> bool:
-            progress = sources.progress()
-            return (
-                sources.initial_scan_done
-                and progress.files_done == progress.files_total
-                and not sources.followed()
-            )
-
-        await running.wait_until(done, 20, "the backlog")
-    return sources.progress()
 
 
 def source_order(spool: Spool) -> list[str]:

@@ -16,8 +16,7 @@ import pytest
 from main_process.sources.rotation import OpenedGeneration, open_generation
 from main_process.sources.source_set import SourceSet
 from main_process.spool.chunks import Spool
-from tests.support.sources_helpers import CLIENT_ID, RunningSources, numbered_lines
-from tests.unit.test_sources_backlog import upload_backlog
+from tests.support.sources_helpers import CLIENT_ID, RunningSources, numbered_lines, upload_backlog
 
 DAY = 86_400.0
 

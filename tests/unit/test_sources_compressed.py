@@ -20,10 +20,10 @@ from tests.support.sources_helpers import (
     line_numbers,
     numbered_lines,
     open_spool,
+    rotate_by_rename,
     spooled,
+    upload_backlog,
 )
-from tests.unit.test_sources_backlog import upload_backlog
-from tests.unit.test_sources_lineage import rotate_by_rename
 
 
 def _write(path: Path, data: bytes, mtime: int) -> None:

@@ -11,13 +11,10 @@ real ``logrotate``; these pin down each case quickly, and the pure parts of
 
 from __future__ import annotations
 
-import bz2
 import functools
 import gzip
-import lzma
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,43 +35,16 @@ from main_process.sources.rotation import (
 )
 from main_process.sources.source_set import SourceSet
 from tests.support.sources_helpers import (
+    COMPRESSORS,
     RunningSources,
     append_bytes,
     assert_exactly_once_in_order,
     line_numbers,
     numbered_lines,
     open_spool,
+    rotate_by_rename,
     spooled,
 )
-
-COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    ".gz": gzip.compress,
-    ".bz2": bz2.compress,
-    ".xz": lzma.compress,
-}
-
-
-def rotate_by_rename(log: Path, compress: str | None = None) -> None:
-    """logrotate's numbered scheme: ``.N`` → ``.N+1``, the log → ``.1`` (compressed at
-    once with ``compress``, the uncompressed file removed), then a new empty log."""
-    suffix = compress or ""
-    rotated = sorted(
-        (p for p in log.parent.iterdir() if p.name.startswith(log.name + ".")),
-        key=lambda p: int(p.name[len(log.name) + 1 :].split(".")[0]),
-        reverse=True,
-    )
-    for path in rotated:
-        number = int(path.name[len(log.name) + 1 :].split(".")[0])
-        rest = path.name[len(log.name) + 1 + len(str(number)) :]
-        path.rename(log.with_name(f"{log.name}.{number + 1}{rest}"))
-    first = log.with_name(f"{log.name}.1")
-    log.rename(first)
-    if compress is not None:
-        compressed = first.with_name(first.name + suffix)
-        compressed.write_bytes(COMPRESSORS[compress](first.read_bytes()))
-        os.utime(compressed, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns))
-        first.unlink()
-    log.touch()
 
 
 def rotate_by_copy(log: Path) -> None:

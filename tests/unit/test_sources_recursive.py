@@ -16,8 +16,8 @@ from tests.support.sources_helpers import (
     numbered_lines,
     open_spool,
     spooled,
+    upload_backlog,
 )
-from tests.unit.test_sources_backlog import upload_backlog
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])

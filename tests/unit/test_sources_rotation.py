@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.waiting import wait_until
 from main_process.sources.source_set import SourceSet
 from tests.support.sources_helpers import (
     RunningSources,
@@ -31,7 +32,6 @@ from tests.support.sources_helpers import (
     rewrite_in_place,
     spooled,
     spooled_text,
-    wait_in_thread,
 )
 
 LINES_PER_FILE = 6000
@@ -111,14 +111,14 @@ async def test_rename_and_create(tmp_path: Path, poll: bool) -> None:
                 first, middle, last = split(segment, 0.25, 0.75)
                 write_numbers(fd, first)
                 opened = functools.partial(followed_key, running, key)
-                wait_in_thread(opened, 10, "the reader to open it")
+                wait_until(opened, 10, "the reader to open it", interval=0.002)
                 write_numbers(fd, middle)
                 if index < FILES - 1:
                     os.rename(log, log.with_name(f"app.log.{index + 1}"))
                     # The writer goes on writing to the renamed file after the reader
                     # noticed the rename: those lines are read too.
                     detached = functools.partial(has_role, running, key, "detached")
-                    wait_in_thread(detached, 10, "the reader to notice the rename")
+                    wait_until(detached, 10, "the reader to notice the rename", interval=0.002)
                 write_numbers(fd, last)
                 os.close(fd)
 
@@ -140,7 +140,9 @@ async def test_copytruncate(tmp_path: Path, poll: bool) -> None:
                 write_numbers(fd, first)
                 # More lines spooled than all earlier files hold: some of this one is read.
                 done = index * LINES_PER_FILE
-                wait_in_thread(functools.partial(lines_over, running, done), 10, "a read")
+                wait_until(
+                    functools.partial(lines_over, running, done), 10, "a read", interval=0.002
+                )
                 write_numbers(fd, rest)
                 if index < FILES - 1:
                     shutil.copyfile(log, log.with_name(f"app.log.{index + 1}"))
@@ -164,7 +166,12 @@ async def test_truncate_in_place(tmp_path: Path, poll: bool) -> None:
                 write_numbers(fd, segment)
                 if index < FILES - 1:
                     lines = (index + 1) * LINES_PER_FILE
-                    wait_in_thread(functools.partial(lines_over, running, lines - 1), 10, "a read")
+                    wait_until(
+                        functools.partial(lines_over, running, lines - 1),
+                        10,
+                        "a read",
+                        interval=0.002,
+                    )
                     os.ftruncate(fd, 0)
             os.close(fd)
 
@@ -186,12 +193,12 @@ async def test_delete_and_recreate(tmp_path: Path, poll: bool) -> None:
                 first, middle, last = split(segment, 0.25, 0.75)
                 write_numbers(fd, first)
                 opened = functools.partial(followed_key, running, key)
-                wait_in_thread(opened, 10, "the reader to open it")
+                wait_until(opened, 10, "the reader to open it", interval=0.002)
                 write_numbers(fd, middle)
                 if index < FILES - 1:
                     log.unlink()
                     detached = functools.partial(has_role, running, key, "detached")
-                    wait_in_thread(detached, 10, "the reader to notice the deletion")
+                    wait_until(detached, 10, "the reader to notice the deletion", interval=0.002)
                 write_numbers(fd, last)
                 os.close(fd)
 
