@@ -28,7 +28,7 @@ from server import auth as server_auth
 from server.app import ServerConfig, build
 from server.auth import DEFAULT_PASSWORD_CHECKS, DEFAULT_PASSWORD_QUEUE
 from server.passwords import hash_password, verify_password
-from tests.integration.test_fuzz_server import asgi_request
+from tests.support.asgi_request import asgi_request
 
 PASSWORD = "correct horse battery staple"
 
