@@ -56,6 +56,7 @@ from main_process.connection.credential_saves import (
     TokenStore,
 )
 from main_process.connection.driver import MachineDriver
+from main_process.connection.packet_json import ClientPacket
 from main_process.connection.socket_attempt import CLOSE_TIMEOUT, SocketAttempt
 from main_process.connection.state import (
     AcknowledgeChunk,
@@ -398,6 +399,7 @@ class ServerConnection:
             handle_sigint=False,
             http_session=self._http,
             ssl_verify=self._ssl_verify,
+            serializer=ClientPacket,
         )
         attempt = SocketAttempt(
             action.epoch, client, self._namespace, self._driver.feed, self._forward_server_event
