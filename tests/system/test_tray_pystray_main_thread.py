@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ipc.messages import Shutdown
-from tests.unit.test_tray_pystray_units import (
+from tests.support.tray_recorders import (
     Recorder,
     RecordingReporter,
     RecordingSender,

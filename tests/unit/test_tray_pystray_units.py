@@ -31,12 +31,9 @@ from ipc.messages import (
     Connect,
     Disconnect,
     Logout,
-    Ok,
-    Reply,
     Shutdown,
     Stats,
     Status,
-    TrayState,
 )
 from main_process.desktop_notifications import DesktopNotifier
 from main_process.notifications import Notification
@@ -52,15 +49,15 @@ from renderer.tray_model import (
     short_tooltip,
     tray_look,
 )
-
-SERVER = "http://127.0.0.1:5324"
-WAIT_S = 10.0
-
-
-def status(**fields: Any) -> Status:
-    base: dict[str, Any] = {"state": "connected", "server": SERVER, "identity": "guest"}
-    base.update(fields)
-    return Status(**base)
+from tests.support.tray_recorders import (
+    WAIT_S,
+    Recorder,
+    RecordingReporter,
+    RecordingSender,
+    last_report,
+    state_is,
+    status,
+)
 
 
 @pytest.fixture
@@ -71,53 +68,6 @@ def pystray_module(monkeypatch: pytest.MonkeyPatch) -> Any:
     import pystray
 
     return pystray
-
-
-class Recorder:
-    """What the stand-ins saw, with a condition to wait on."""
-
-    def __init__(self) -> None:
-        self.changed = threading.Condition()
-        self.calls: list[tuple[str, Any]] = []
-        self.commands: list[Command] = []
-        self.reports: list[TrayState] = []
-        self.opened = 0
-
-    def add(self, kind: str, value: Any) -> None:
-        with self.changed:
-            self.calls.append((kind, value))
-            self.changed.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], what: str) -> None:
-        with self.changed:
-            assert self.changed.wait_for(predicate, WAIT_S), f"timed out waiting for {what}"
-
-
-class RecordingSender:
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
-
-    def send(self, command: Command, timeout: float) -> Reply:
-        with self._recorder.changed:
-            self._recorder.commands.append(command)
-            self._recorder.changed.notify_all()
-        return Ok()
-
-
-class RecordingReporter:
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
-
-    def report(self, state: TrayState) -> None:
-        with self._recorder.changed:
-            self._recorder.reports.append(state)
-            self._recorder.changed.notify_all()
-
-    def send_now(self, state: TrayState) -> None:
-        self.report(state)
-
-    def stop(self) -> None:
-        pass
 
 
 def recording_icon_class(
@@ -202,17 +152,8 @@ def make_tray(
     return tray
 
 
-def last_report(recorder: Recorder, predicate: Callable[[TrayState], bool], what: str) -> TrayState:
-    recorder.wait(lambda: bool(recorder.reports) and predicate(recorder.reports[-1]), what)
-    return recorder.reports[-1]
-
-
 def pictures_set(recorder: Recorder) -> list[Any]:
     return [value for kind, value in recorder.calls if kind == "picture"]
-
-
-def state_is(state: str) -> Callable[[TrayState], bool]:
-    return lambda report: report.state == state
 
 
 def picture_is(recorder: Recorder, wanted: bytes) -> Callable[[], bool]:
