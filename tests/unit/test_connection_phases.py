@@ -47,7 +47,7 @@ from main_process.connection.state import (
     SocketDisconnected,
 )
 from main_process.credentials import Tokens
-from tests.unit.test_connection_state import GUEST, USER, Driver
+from tests.support.connection_driver import GUEST, USER, Driver
 
 Move = tuple[Phase, PhaseMove]
 
