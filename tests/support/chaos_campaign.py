@@ -81,6 +81,7 @@ from typing import Any
 from harness.main_process_runner import MainProcessRunner, log_monitor
 from harness.processes import alive, descendants
 from harness.server_process import REPOSITORY, ServerProcess
+from harness.waiting import wait_until
 from ipc.inspection import InspectionError, ask_windows
 from ipc.messages import WindowAnswer
 from tests.support.chaos_proxy import ChaosProxy
@@ -249,17 +250,6 @@ class RoundResult:
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until ``predicate()``; the seconds it took. Raises RoundProblem at the deadline."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RoundProblem(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def kill_window_process(pid: int) -> None:
@@ -727,6 +717,8 @@ def round_disk_full(r: Round) -> None:
             lambda: free_bytes(mount) < 256 * 1024 or bool(r.status().get("spoolFull")),
             120,
             "the spool full on its small disk",
+            interval=0.05,
+            error=RoundProblem,
         )
         ballast = mount / "ballast"
         with ballast.open("wb") as sink, contextlib.suppress(OSError):
@@ -745,7 +737,7 @@ def round_disk_full(r: Round) -> None:
         r.result.notes.append(
             f"spool full: status paused={full['paused']}, lastError={full['lastError']!r}"
         )
-    wait_until(lambda: flood.done, 120, "the flood writer done")
+    wait_until(lambda: flood.done, 120, "the flood writer done", interval=0.05, error=RoundProblem)
     r.pause(0.5, 2.0)
     r.status()  # still alive while full
     proxy.set_mode("pass")
@@ -797,12 +789,20 @@ def kill_host(r: Round, host: int, count: int) -> None:
         lambda: sum(1 for a in ready_windows(r) if a.host != host) >= count,
         WINDOW_START_TIMEOUT,
         f"{count} windows back in a new host",
+        interval=0.05,
+        error=RoundProblem,
     )
     r.result.notes.append(f"host SIGKILL: {count} windows back in {took:.1f} s")
     if r.status()["windows"] != count:
         raise RoundProblem(f"the status counts {r.status()['windows']} windows, not {count}")
     with contextlib.suppress(RoundProblem):
-        wait_until(lambda: not any(alive(p) for p in below), 10, "the host's helpers gone")
+        wait_until(
+            lambda: not any(alive(p) for p in below),
+            10,
+            "the host's helpers gone",
+            interval=0.05,
+            error=RoundProblem,
+        )
     left = [p for p in below if alive(p)]
     if left:
         r.result.notes.append(f"{len(left)} helper processes outlived the killed host")
@@ -839,7 +839,13 @@ def kill_page(r: Round, answers: list[WindowAnswer]) -> None:
             and page.fields.get("renderProcess") not in (None, process)
         )
 
-    wait_until(reloaded, 15, "the killed page reloaded and showing the status")
+    wait_until(
+        reloaded,
+        15,
+        "the killed page reloaded and showing the status",
+        interval=0.05,
+        error=RoundProblem,
+    )
     others = {a.ref: a for a in ready_windows(r) if a.ref != victim.ref}
     for ref, count in reloads.items():
         if ref != victim.ref and (
@@ -873,7 +879,9 @@ def wait_for_ready_windows(r: Round, count: int) -> list[WindowAnswer]:
         found[:] = ready_windows(r)
         return len(found) >= count
 
-    wait_until(ready, WINDOW_START_TIMEOUT, f"{count} ready windows")
+    wait_until(
+        ready, WINDOW_START_TIMEOUT, f"{count} ready windows", interval=0.05, error=RoundProblem
+    )
     return found
 
 
