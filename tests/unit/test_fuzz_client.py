@@ -43,6 +43,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from harness.waiting import wait_until_async
 from main_process.connection.auth_client import refresh_tokens
 from main_process.connection.backoff import BackoffPolicy
 from main_process.connection.credential_saves import ClientIdInMemory, ConnectionCredentials
@@ -585,16 +586,6 @@ harmless_acks = st.lists(payloads, max_size=2).filter(
 )
 
 
-async def until(predicate: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
-    """Wait for a condition, checking it every 10 ms, with a deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
-        await asyncio.sleep(0.01)
-
-
 async def fuzz_end_to_end(events: list[Emitted], acks: list[list[Any]]) -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
     app = web.Application()
@@ -650,15 +641,15 @@ async def fuzz_end_to_end(events: list[Emitted], acks: list[list[Any]]) -> None:
             def counted() -> tuple[int, int, int]:
                 return (counters.unknown_events, counters.malformed_payloads, len(forwarded))
 
-            await until(
-                lambda: counted() == expected,
-                5,
-                lambda: (
-                    f"(unknown, malformed, forwarded) == {expected}, have {counted()}"
-                    f" after {[(e.event, e.args) for e in events]}"
-                ),
-            )
-            await until(lambda: not spool.chunks, 5, lambda: "every chunk delivered")
+            try:
+                await wait_until_async(lambda: counted() == expected, 5, "the counters")
+            except TimeoutError:
+                # What was counted, and after which events: the fuzz case to replay.
+                raise AssertionError(
+                    f"timed out after 5 s waiting for (unknown, malformed, forwarded) =="
+                    f" {expected}, have {counted()} after {[(e.event, e.args) for e in events]}"
+                ) from None
+            await wait_until_async(lambda: not spool.chunks, 5, "every chunk delivered")
             assert spool.acknowledged + len(spool.dead) == 6
             status = connection.status()
             assert status.state == "connected", status

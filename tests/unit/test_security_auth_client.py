@@ -9,7 +9,6 @@ published in status, and ``identity: "user"`` was believed on a guest connection
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -81,15 +80,6 @@ def emitting(*events: tuple[str, Any]) -> OnConnect:
             await sio.emit(name, payload, to=sid, namespace="/client")
 
     return on_connect
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def longest_log_line(caplog: pytest.LogCaptureFixture) -> int:

@@ -4,11 +4,12 @@ that the followed files and a stream share (``line_source.LineSource``)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from harness.waiting import wait_until_async
 from main_process.sources.line_source import LineSource
 from main_process.sources.pending_chunks import CommitTotals, PendingChunk, PendingChunks
 from main_process.sources.rotation_policy import (
@@ -157,13 +158,6 @@ async def _blocks(blocks: list[bytes]) -> AsyncIterator[bytes]:
         yield block
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
-
-
 async def _paused_feed(
     *, full_retry_interval: float
 ) -> tuple[_RecordingSpool, TextFeed, asyncio.Task[None]]:
@@ -180,7 +174,9 @@ async def _paused_feed(
         full_retry_interval=full_retry_interval,
     )
     task = asyncio.create_task(feed.run())
-    await _until(lambda: feed.paused_reason is not None)
+    await wait_until_async(
+        lambda: feed.paused_reason is not None, 5.0, "the feed paused", interval=0.005
+    )
     return spool, feed, task
 
 
