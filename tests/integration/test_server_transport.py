@@ -30,6 +30,7 @@ from websockets.sync.client import connect
 
 from harness.protocol_client import NAMESPACE, authenticated_guest
 from harness.server_process import ServerProcess
+from harness.waiting import wait_until
 
 # What `serve` allows when nothing is said (README's serve flags).
 HANDSHAKE_TIMEOUT = 10.0
@@ -129,12 +130,15 @@ def accept_queue_length(port: int) -> int:
 def wait_for_accept_queue_to_empty(port: int, timeout: float) -> float:
     """Seconds until the server has taken every completed connection (``timeout`` if it
     never does: a server out of descriptors stops accepting)."""
-    started = time.monotonic()
-    while accept_queue_length(port) > 0:
-        if time.monotonic() - started > timeout:
-            return timeout
-        time.sleep(0.01)
-    return time.monotonic() - started
+    try:
+        return wait_until(
+            lambda: accept_queue_length(port) == 0,
+            timeout,
+            "the accept queue empty",
+            interval=0.01,
+        )
+    except TimeoutError:
+        return timeout
 
 
 def transport_stats(server: ServerProcess) -> dict[str, int]:

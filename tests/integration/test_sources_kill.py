@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.waiting import wait_until
 from tests.support.sources_helpers import (
     WriterThread,
     append_all,
@@ -85,10 +86,12 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path: Path) -> N
     writer.join_checked()
     child = start_child(data_dir, log)
     try:
-        deadline = time.monotonic() + 30
-        while spooled_newlines(data_dir / "spool.sqlite3") < TOTAL:
-            assert time.monotonic() < deadline, "the last run did not catch up"
-            time.sleep(0.05)
+        wait_until(
+            lambda: spooled_newlines(data_dir / "spool.sqlite3") >= TOTAL,
+            30,
+            "the last run to catch up",
+            interval=0.05,
+        )
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()

@@ -113,16 +113,18 @@ def make(directory: Path) -> None:
                 "click",
                 "3",
             )
-            deadline = time.monotonic() + 15
             popup: list[str] = []
-            while not popup:
-                assert time.monotonic() < deadline, "the menu did not open"
-                popup = [
+
+            def menu_open() -> bool:
+                popup[:] = [
                     line
                     for line in set(desktop.top_level_windows()) - before
                     if '"Log monitor"' in line
                 ]
-                time.sleep(0.05)  # polling the X window tree, with a deadline
+                return bool(popup)
+
+            # Polling the X window tree: there is no event to wait on.
+            wait_until(menu_open, 15, "the menu to open", interval=0.05)
             x, y, width, height = _geometry(popup[0])
             desktop.xdotool("mousemove", str(x + width // 2), str(y + 12))  # "Open window"
             time.sleep(0.5)  # let the highlighted entry paint: a picture, not a test

@@ -26,6 +26,7 @@ import pytest
 
 from harness.processes import alive, descendants
 from harness.server_process import ServerProcess, server_cli
+from harness.waiting import wait_until
 from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
 from ipc.messages import Connect, Disconnect, Ok, OpenWindow
@@ -347,12 +348,16 @@ def test_no_secret_in_any_frame_the_host_receives(server: ServerProcess, tmp_pat
             ],
             stderr=subprocess.PIPE,
         )
+
         # strace has attached once the traced threads start showing up in its log.
-        deadline = time.monotonic() + 20
-        while not (trace.exists() and trace.stat().st_size > 0):
+        def attached() -> bool:
+            if trace.exists() and trace.stat().st_size > 0:
+                return True
             assert tracer.poll() is None, tracer.stderr.read() if tracer.stderr else b""
-            assert time.monotonic() < deadline, "strace did not attach"
-            time.sleep(0.05)  # polling the trace file, with a deadline
+            return False
+
+        # Polling the trace file: there is no event to wait on.
+        wait_until(attached, 20, "strace to attach", interval=0.05)
         # The test types the password through the page's test hook, whose script every
         # subscriber receives: spelt as character codes, so the only copy of the password
         # in a frame could come from the product.

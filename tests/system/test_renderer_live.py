@@ -26,6 +26,7 @@ import pytest
 
 from harness.processes import alive, descendants
 from harness.server_process import ServerProcess, server_cli
+from harness.waiting import wait_until
 from ipc.host import connect_sync_client
 from ipc.inspection import ask_windows
 from ipc.messages import (
@@ -343,10 +344,13 @@ def test_a_hung_main_process_closes_every_window_by_heartbeat_silence(live: Live
     stopped_at = time.monotonic()
     live.process.send_signal(signal.SIGSTOP)
     try:
-        deadline = stopped_at + DEFAULT_SILENCE_S + 5.0
-        while any(alive(pid) for pid in processes):
-            assert time.monotonic() < deadline, [pid for pid in processes if alive(pid)]
-            time.sleep(0.05)  # polling /proc with a deadline: there is no event to wait on
+        # Polling /proc: there is no event to wait on.
+        wait_until(
+            lambda: not any(alive(pid) for pid in processes),
+            DEFAULT_SILENCE_S + 5.0,
+            f"the window processes {processes} to end",
+            interval=0.05,
+        )
         took = time.monotonic() - stopped_at
     finally:
         live.process.send_signal(signal.SIGCONT)
@@ -366,8 +370,10 @@ def test_killing_the_main_process_closes_every_window(live: LiveMain) -> None:
     killed_at = time.monotonic()
     live.process.kill()
     live.process.wait(10)
-    deadline = killed_at + 5.0
-    while any(alive(pid) for pid in processes):
-        assert time.monotonic() < deadline, [pid for pid in processes if alive(pid)]
-        time.sleep(0.02)  # polling /proc with a deadline: there is no event to wait on
+    # Polling /proc: there is no event to wait on.
+    wait_until(
+        lambda: not any(alive(pid) for pid in processes),
+        5.0,
+        f"the window processes {processes} to end",
+    )
     print(f"\nall windows gone {(time.monotonic() - killed_at) * 1000:.0f} ms after SIGKILL")

@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from harness.waiting import wait_until
 from ipc.host_launch import format_geometry, parse_geometry
 from ipc.messages import (
     Command,
@@ -592,10 +593,7 @@ def test_reporter_reports_lifecycle_and_only_real_changes_at_a_bounded_rate() ->
         for ms in range(5):
             page.page["countdownMs"] = ms
             reporter.page_changed()
-        deadline = time.monotonic() + 5.0
-        while page.describes < 3:
-            assert time.monotonic() < deadline, "the page was not read back"
-            time.sleep(0.01)
+        wait_until(lambda: page.describes >= 3, 5.0, "the page read back", interval=0.01)
         assert len(sink.states) == 2
         # ...while a real change is reported, however many pushes came in between.
         started = time.monotonic()

@@ -251,10 +251,13 @@ def test_quit_in_the_menu_stops_the_main_process(
     choose_in_menu(desktop, tray, "Up")  # the last entry: Quit
     assert main.process.wait(30) == 0
     assert not main.running
-    host_gone = time.monotonic() + 10
-    while alive(tray.host):
-        assert time.monotonic() < host_gone, "the renderer host outlived the main process"
-        time.sleep(0.05)  # polling /proc with a deadline: there is no event to wait on
+    # Polling /proc: there is no event to wait on.
+    wait_until(
+        lambda: not alive(tray.host),
+        10,
+        "the renderer host to end with the main process",
+        interval=0.05,
+    )
 
 
 def test_the_menu_disconnects_connects_and_signs_out_only_a_signed_in_user(
@@ -331,10 +334,13 @@ def test_without_a_tray_closing_the_last_window_ends_the_host_as_before(
                 main.data_dir, "evaluate", script="window.close(); true", windows=(ref,), timeout=5
             )
             main.watch.wait(lambda: ref in main.watch.closed, 20, "the window to close")
-            deadline = time.monotonic() + 20
-            while alive(ref.host):
-                assert time.monotonic() < deadline, "the host outlived its last window"
-                time.sleep(0.05)  # polling /proc with a deadline: there is no event to wait on
+            # Polling /proc: there is no event to wait on.
+            wait_until(
+                lambda: not alive(ref.host),
+                20,
+                "the host to end with its last window",
+                interval=0.05,
+            )
             main.watch.wait(lambda: main.watch.status().windows == 0, 10, "no window counted")
             # The main process ships on alone, as before there was a tray.
             sent = main.watch.status().sent_chunks
@@ -380,10 +386,15 @@ def test_without_a_tray_there_is_nothing_to_show_and_nothing_restarted(
                 "connected",
             )
             [pid] = host_starts(main)  # a host was started to look for a tray
-            deadline = time.monotonic() + NOTHING_TO_SHOW_BOUND_S
-            while "had nothing to show" not in full_log(main):
-                assert time.monotonic() < deadline, main.log_text()
-                time.sleep(0.1)  # polling the log with a deadline
+            try:  # polling the log: there is no event to wait on
+                wait_until(
+                    lambda: "had nothing to show" in full_log(main),
+                    NOTHING_TO_SHOW_BOUND_S,
+                    "the host to say it had nothing to show",
+                    interval=0.1,
+                )
+            except TimeoutError:
+                raise AssertionError(main.log_text()) from None
             assert not alive(int(pid))
             ended_at = time.time()
             # Not a failure: no sentence, no lastError; and nothing started again while
