@@ -2,7 +2,7 @@
 
 ``log-monitor run --demo --windows 8`` against a real server, offscreen; the windows are
 real pywebview windows (Qt WebEngine) in one ``python -m renderer`` host. What each page
-shows is read from the windows' own ``WindowState`` reports (``tests.system.test_renderer_live``'s
+shows is read from the windows' own ``WindowState`` reports (``tests.support.live_main``'s
 ``Watch``). Faults are real: ``SIGKILL`` of one page's render process (a QtWebEngineProcess
 child of the host) and of the host itself. Every wait is for a condition, with a deadline.
 
