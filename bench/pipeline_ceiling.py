@@ -61,8 +61,8 @@ from bench.e2e_pipeline import (
     verdict,
 )
 from bench.ship_throughput import Result, median_result, ship_node
-from bench.window_latency import cpu_seconds
 from harness.main_process_runner import MainProcessRunner
+from harness.processes import cpu_seconds
 from harness.server_process import REPOSITORY
 from harness.waiting import wait_until
 
@@ -183,11 +183,11 @@ def ours_warm(server: Server, space: Workspace, contender: Contender, data: byte
         assert pipeline.runner.process is not None
         pid = pipeline.runner.process.pid
         target = server.bytes_stored() + len(data)
-        cpu_start, started = cpu_seconds([pid]), time.perf_counter()
+        cpu_start, started = cpu_seconds(pid), time.perf_counter()
         with open(file, "ab", buffering=0) as out:
             write_in_blocks(out, data)
         server.wait_for_bytes(target, STORE_TIMEOUT_S, f"ours to store {len(data)} bytes")
-        seconds, cpu = time.perf_counter() - started, cpu_seconds([pid]) - cpu_start
+        seconds, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu_start
     finally:
         pipeline.stop()
     return Result(seconds, cpu, len(data))
@@ -216,7 +216,7 @@ def ours_cold(server: Server, work: Path, data: bytes) -> Result:
     try:
         wait_until(all_stored, STORE_TIMEOUT_S, f"ours to store a {len(data)}-byte file", 0.01)
         # Everything the process used since its spawn: start-up is part of a cold start.
-        cpu = cpu_seconds([process.pid])
+        cpu = cpu_seconds(process.pid)
     except RuntimeError as error:
         raise RuntimeError(f"{error}: {runner.log_text()[-2000:]}") from None
     finally:

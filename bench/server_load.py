@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.processes import cpu_seconds
 from server.local_cluster import (
     REPOSITORY,
     LocalHaproxy,
@@ -161,16 +162,6 @@ def raise_descriptor_limit(wanted: int) -> str | None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system time of a process (all its threads), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:
@@ -320,7 +311,7 @@ def run_load(url: str, row: Row, seconds: int, started: Servers, directory: Path
                 if event in ("measuring", "measured"):
                     samples[event] = Sample(
                         time.monotonic(),
-                        sum(cpu_seconds(pid) for pid in started.pids),
+                        cpu_seconds(*started.pids),
                         cpu_seconds(generator.pid),
                         machine_busy_seconds(),
                         # Idle, there is nothing to count, and a server holding all the

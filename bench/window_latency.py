@@ -64,6 +64,7 @@ from typing import Any
 
 import aiohttp
 
+from harness.processes import cpu_seconds
 from harness.server_process import REPOSITORY, ServerProcess
 from ipc.host import IpcHost
 from ipc.messages import (
@@ -190,19 +191,6 @@ def memory_mib(pids: list[int]) -> tuple[float, float]:
         except OSError:
             continue
     return rss / 1024, pss / 1024
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` (the processes themselves, not reaped children)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 # ---- the windows' reports ----------------------------------------------------------------
@@ -342,12 +330,12 @@ async def idle_cpu(
 ) -> tuple[float, float]:
     """% of one core used over ``IDLE_S`` by the hosts, and by them with their children."""
     await asyncio.sleep(2.0)  # let the last pushes and readbacks settle
-    host_before, all_before = cpu_seconds(hosts()), cpu_seconds(pids())
+    host_before, all_before = cpu_seconds(*hosts()), cpu_seconds(*pids())
     started = time.monotonic()
     await asyncio.sleep(IDLE_S)
     elapsed = time.monotonic() - started
-    host_used = cpu_seconds(hosts()) - host_before
-    all_used = cpu_seconds(pids()) - all_before
+    host_used = cpu_seconds(*hosts()) - host_before
+    all_used = cpu_seconds(*pids()) - all_before
     return host_used / elapsed * 100, all_used / elapsed * 100
 
 

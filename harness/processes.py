@@ -1,7 +1,9 @@
-"""Looking at processes through /proc (Linux), for tests that kill and count them."""
+"""Looking at processes through /proc (Linux): for tests that kill and count them, and
+for benchmarks that count their CPU time."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -33,3 +35,16 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time of ``pids`` (all their threads; not their reaped children);
+    a process that is gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
