@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,17 @@ def desktop_env(desktop: DesktopSession) -> dict[str, str | None]:
 class TrayMain:
     """``log-monitor run --windows 0`` on the desktop, with a watch on its tray."""
 
-    def __init__(self, data_dir: Path, desktop: DesktopSession, server: str, *extra: str) -> None:
-        self.main = LiveMain(data_dir, 0, server, display=desktop_env(desktop), extra=extra)
+    def __init__(
+        self,
+        data_dir: Path,
+        desktop: DesktopSession,
+        server: str,
+        *extra: str,
+        environment: Mapping[str, str | None] | None = None,
+    ) -> None:
+        # ``environment``: more variables for the main process (and so its host).
+        display: dict[str, str | None] = {**desktop_env(desktop), **(environment or {})}
+        self.main = LiveMain(data_dir, 0, server, display=display, extra=extra)
         self.tray = TrayWatch()
         self.tray.subscriber = connect_subscriber_thread(
             data_dir, self.tray.on_delivery, (TOPIC_TRAY,)

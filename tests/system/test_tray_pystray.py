@@ -33,11 +33,11 @@ import pytest
 from harness.processes import alive
 from harness.server_process import ServerProcess
 from harness.waiting import wait_until
-from ipc.host import connect_subscriber_thread, connect_sync_client
-from ipc.messages import TOPIC_TRAY, Ok, OpenWindow, WindowGeometry, WindowRef
+from ipc.host import connect_sync_client
+from ipc.messages import Ok, OpenWindow, WindowGeometry, WindowRef
 from tests.support.desktop_session import DesktopSession
 from tests.support.live_main import START_TIMEOUT_S, LiveMain
-from tests.support.tray_watch import TrayWatch, desktop_env, shown
+from tests.support.tray_watch import TrayMain, shown
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,33 +49,6 @@ AS_ON_WINDOWS = {
 }
 
 
-class PystrayMain:
-    """``log-monitor run --windows 0`` with the host as on Windows, and a watch on its tray."""
-
-    def __init__(self, data_dir: Path, desktop: DesktopSession, server: str) -> None:
-        display: dict[str, str | None] = {**desktop_env(desktop), **AS_ON_WINDOWS}
-        self.main = LiveMain(data_dir, 0, server, display=display)
-        self.tray = TrayWatch()
-        self.tray.subscriber = connect_subscriber_thread(
-            data_dir, self.tray.on_delivery, (TOPIC_TRAY,)
-        ).start()
-
-    def windows_json(self) -> dict[str, object]:
-        import json
-
-        result = self.main.command("windows", "--json")
-        assert result.returncode == 0, result.stderr
-        report = json.loads(result.stdout)
-        assert isinstance(report, dict)
-        return report
-
-    def close(self) -> None:
-        if self.tray.subscriber is not None:
-            self.tray.subscriber.stop()
-        self.main.host_pids.update(s.host for s in self.tray.states)
-        self.main.close()
-
-
 @pytest.fixture
 def desktop(tmp_path: Path) -> Iterator[DesktopSession]:
     with DesktopSession(tmp_path / "desktop", notifications=False) as session:
@@ -85,8 +58,8 @@ def desktop(tmp_path: Path) -> Iterator[DesktopSession]:
 @pytest.fixture
 def pystray_main(
     desktop: DesktopSession, server: ServerProcess, tmp_path: Path
-) -> Iterator[PystrayMain]:
-    main = PystrayMain(tmp_path / "client", desktop, server.url)
+) -> Iterator[TrayMain]:
+    main = TrayMain(tmp_path / "client", desktop, server.url, environment=AS_ON_WINDOWS)
     try:
         yield main
     finally:
@@ -209,7 +182,7 @@ def settled_pixels(
 
 
 def test_the_pystray_icon_sits_in_the_tray_and_follows_the_server(
-    pystray_main: PystrayMain, desktop: DesktopSession, server: ServerProcess, tmp_path: Path
+    pystray_main: TrayMain, desktop: DesktopSession, server: ServerProcess, tmp_path: Path
 ) -> None:
     watch = pystray_main.tray
     connected = watch.wait(shown("connected"), START_TIMEOUT_S, "the tray to show connected")
@@ -304,7 +277,7 @@ def open_window(main: LiveMain) -> None:
 
 
 def test_a_window_opens_in_the_tray_host_closing_it_leaves_the_tray_stop_ends_it(
-    pystray_main: PystrayMain, desktop: DesktopSession
+    pystray_main: TrayMain, desktop: DesktopSession
 ) -> None:
     main = pystray_main.main
     tray = pystray_main.tray.wait(shown("connected"), START_TIMEOUT_S, "the tray shown")
