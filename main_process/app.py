@@ -294,6 +294,7 @@ class MainProcess:
                 self.spool,
                 on_appended=self._on_appended,
                 room_freed=self._room_freed,
+                delivery_room=self._delivery_room,
                 max_chunk_bytes=self.settings.chunk_max_bytes,
                 linger=self.settings.chunk_linger_ms / 1000,
             )
@@ -347,6 +348,8 @@ class MainProcess:
         """A chunk left the spool (acknowledged, or refused for good): room for the
         sources, new counters for the viewers."""
         self.sources.notify_delivery_room()
+        for feed in self.feeds:
+            feed.notify_delivery_room()
         if not self.spool.stats().full:
             self._room_freed.set()
             self.sources.notify_room()
@@ -379,6 +382,8 @@ class MainProcess:
         self.status.publish_status(status)
         if status.state == "connected":
             self.sources.notify_delivery_room()
+            for feed in self.feeds:
+                feed.notify_delivery_room()
 
     def _on_server_event(self, payload: dict[str, Any]) -> None:
         self.status.publish(ServerEvent(payload=payload))

@@ -7,6 +7,11 @@ is in the spool, what was not is still in the pipe. When the spool is full the f
 stops reading, so the writer on the other end of the pipe is slowed down instead of any
 line being dropped.
 
+Batching is the file sources' too: lines are cut into a chunk at once while
+``delivery_room()`` says a chunk would be sent at once (nothing waits for an
+acknowledgement), else they group until ``notify_delivery_room()`` (an acknowledgement)
+or the linger.
+
 Backpressure is the same as the file sources' (``line_source.LineSource``): the feed
 pauses when the spool refuses a chunk (``paused_reason`` says why) and tries again when
 ``notify_room()`` says acknowledgements freed room, or after ``full_retry_interval`` (the
@@ -27,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from main_process.sources.line_chunker import LineChunker, TextChunk
 from main_process.sources.line_source import spool_full_reason
@@ -46,6 +52,7 @@ class TextFeed:
         *,
         on_appended: Callable[[str, str], None],
         room_freed: asyncio.Event | None = None,
+        delivery_room: Callable[[], bool] = lambda: False,
         max_chunk_bytes: int,
         linger: float,
         full_retry_interval: float = 0.5,
@@ -57,6 +64,8 @@ class TextFeed:
         self._on_appended = on_appended
         self._room_freed = room_freed if room_freed is not None else asyncio.Event()
         self._full_retry_interval = full_retry_interval
+        self._delivery_room = delivery_room
+        self._delivery_freed = asyncio.Event()
         self._chunker = LineChunker(max_chunk_bytes=max_chunk_bytes, linger=linger)
         self._clock = clock
         self.paused_reason: str | None = None
@@ -71,6 +80,16 @@ class TextFeed:
         """Call (on the loop thread) after acknowledgements freed spool room."""
         self._room_freed.set()
 
+    def notify_delivery_room(self) -> None:
+        """Call (on the loop thread) when an acknowledgement left room to send: lines
+        that wait are cut at once."""
+        self._delivery_freed.set()
+
+    @property
+    def holds_lines(self) -> bool:
+        """Whether complete lines wait to be cut (for room to send, or the linger)."""
+        return self._chunker.holds_lines
+
     @property
     def invalid_bytes_replaced(self) -> int:
         return self._chunker.invalid_bytes_replaced
@@ -79,14 +98,28 @@ class TextFeed:
         offset = 0
         iterator = aiter(self._stream)
         pending_read: asyncio.Task[bytes] | None = None
+        room: asyncio.Task[bool] | None = None
         try:
             while True:
                 if pending_read is None:
                     pending_read = asyncio.ensure_future(anext(iterator))
+                waiting_for: set[asyncio.Future[Any]] = {pending_read}
+                if self._chunker.holds_lines:
+                    # Lines wait for room to send: an acknowledgement may bring it.
+                    if room is None:
+                        room = asyncio.ensure_future(self._delivery_freed.wait())
+                    waiting_for.add(room)
                 deadline = self._chunker.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                done, _ = await asyncio.wait([pending_read], timeout=timeout)
-                if not done:
+                done, _ = await asyncio.wait(
+                    waiting_for, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if room is not None and room in done:
+                    room = None
+                    self._delivery_freed.clear()
+                    if self._delivery_room():
+                        await self._store(self._chunker.flush_lines())
+                if pending_read not in done:
                     await self._store(self._chunker.poll(self._clock()))
                     continue
                 finished_read, pending_read = pending_read, None
@@ -94,14 +127,18 @@ class TextFeed:
                     data = finished_read.result()
                 except StopAsyncIteration:
                     break
-                await self._store(self._chunker.feed(data, offset, self._clock()))
+                chunks = self._chunker.feed(
+                    data, offset, self._clock(), send_now=self._delivery_room()
+                )
+                await self._store(chunks)
                 offset += len(data)
             await self._store(self._chunker.flush())
             self.finished = True
             log.info("%s ended; %d bytes read", self.name, offset)
         finally:
-            if pending_read is not None:
-                pending_read.cancel()
+            for task in (pending_read, room):
+                if task is not None:
+                    task.cancel()
 
     async def _store(self, chunks: list[TextChunk]) -> None:
         for chunk in chunks:

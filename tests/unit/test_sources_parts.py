@@ -199,3 +199,38 @@ async def test_a_stream_paused_by_a_full_disk_tries_again_by_itself() -> None:
     spool.full = False
     await asyncio.wait_for(task, 5)
     assert [text for text, _ in spool.appended] == ["one\n"]
+
+
+async def _lines(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    while (block := await queue.get()) is not None:
+        yield block
+
+
+async def test_a_stream_sends_at_once_while_the_delivery_has_room_and_groups_while_not() -> None:
+    """Adaptive batching for streams, as for files: the linger is far longer than any
+    wait here, so a chunk seen in time was cut by the room rule."""
+    spool = _RecordingSpool()
+    room = [True]
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    feed = TextFeed(
+        "<stdin>",
+        _lines(queue),
+        spool,  # type: ignore[arg-type]
+        on_appended=_ignore,
+        delivery_room=lambda: room[0],
+        max_chunk_bytes=1024,
+        linger=600.0,
+    )
+    task = asyncio.create_task(feed.run())
+    await queue.put(b"first\n")
+    await wait_until_async(lambda: len(spool.appended) == 1, 5.0, "the line sent at once")
+    room[0] = False  # a chunk awaits its acknowledgement: lines group
+    await queue.put(b"second\nthird\n")
+    await wait_until_async(lambda: feed.holds_lines, 5.0, "both lines read and held")
+    assert [text for text, _ in spool.appended] == ["first\n"]
+    room[0] = True
+    feed.notify_delivery_room()  # the acknowledgement came
+    await wait_until_async(lambda: len(spool.appended) == 2, 5.0, "the grouped lines sent")
+    assert [text for text, _ in spool.appended] == ["first\n", "second\nthird\n"]
+    await queue.put(None)
+    await asyncio.wait_for(task, 5)
