@@ -11,7 +11,7 @@ fingerprint and recent raw bytes its checkpoints are fingerprinted with (``read_
 
 Must not: find files, decide which files to follow or when to stop, wait, or know about
 asyncio. The parts of ``sources`` drive it: ``read`` when the file may have grown,
-``poll`` at ``next_deadline``, ``pending.commit_one`` after either, ``flush_lines`` when a
+``poll`` at ``next_deadline``, ``pending.commit_all`` after either, ``flush_lines`` when a
 newer generation of the same log has lines (see ``rotation``), ``finish`` when the file
 will not grow again (rotated away and idle, or a backlog file at its end).
 

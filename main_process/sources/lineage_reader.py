@@ -212,8 +212,7 @@ class LineageReader:
         reading pauses)."""
         totals = CommitTotals()
         try:
-            while follower.pending.commit_one(self._spool, totals):
-                pass
+            follower.pending.commit_all(self._spool, totals)
             committed = True
         except SpoolFull as exc:
             self._set_paused(spool_full_reason(exc))

@@ -1,8 +1,10 @@
 """The chunks a follower cut and the spool has not taken yet, in order.
 
-Owns: the queue of pending chunks, each with the checkpoint it advances; committing the
-oldest one in ONE ``Spool.append`` (chunk and checkpoint together, and a finished backlog
-file's mark with its last chunk, or alone when there is none); handing chunks over to
+Owns: the queue of pending chunks, each with the checkpoint it advances; committing them
+(``commit_all``: every pending chunk of one file in ONE ``Spool.append_many``, with the
+last one's checkpoint and a finished backlog file's mark, so a burst costs one commit,
+one fsync, rather than one a chunk; ``commit_one``: the oldest alone, chunk and
+checkpoint together, what a spool too full for them all still takes); handing chunks over to
 the follower that continues the same content (``copytruncate``); the committed offset.
 
 Must not: cut chunks (``FileFollower`` does, with ``LineChunker``) or retry: a chunk the
@@ -15,7 +17,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from main_process.spool.chunks import BacklogFile, Checkpoint, ChunkSource, Spool
+from main_process.spool.chunks import (
+    BacklogFile,
+    Checkpoint,
+    ChunkSource,
+    NewChunk,
+    Spool,
+    SpoolFull,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +40,7 @@ class PendingChunk:
 
 @dataclass(slots=True)
 class CommitTotals:
-    """What a series of ``commit_one`` calls put in the spool."""
+    """What a series of commits put in the spool."""
 
     chunks: int = 0
     raw_bytes: int = 0
@@ -39,6 +48,13 @@ class CommitTotals:
     lines: int = 0
     texts: list[tuple[str, str]] = field(default_factory=list)
     """(path, text) of every chunk appended, in order (references, no copies)."""
+
+    def add(self, chunk: PendingChunk, text_bytes: int) -> None:
+        self.chunks += 1
+        self.raw_bytes += chunk.raw_length
+        self.text_bytes += text_bytes
+        self.lines += chunk.text.count("\n")
+        self.texts.append((chunk.source.path, chunk.text))
 
 
 class PendingChunks:
@@ -82,6 +98,34 @@ class PendingChunks:
         else:
             self._backlog_mark = mark
 
+    def commit_all(self, spool: Spool, totals: CommitTotals) -> None:
+        """Append every pending chunk (adding to ``totals``): all in one transaction when
+        they are one file's and the spool takes them all, else one by one as far as the
+        spool takes them. Raises ``SpoolFull`` when it refuses the oldest: the rest stays
+        pending."""
+        chunks = list(self._chunks)
+        if (
+            len(chunks) > 1
+            and len({chunk.checkpoint.key for chunk in chunks}) == 1
+            and all(chunk.backlog_done is None for chunk in chunks[:-1])
+        ):
+            last = chunks[-1]
+            try:
+                stored = spool.append_many(
+                    [NewChunk(chunk.text, chunk.source) for chunk in chunks],
+                    checkpoint=last.checkpoint,
+                    backlog_done=last.backlog_done,
+                )
+            except SpoolFull:
+                pass  # not room for them all: as many as fit, one by one, below
+            else:
+                self._chunks.clear()
+                self.committed_offset = last.checkpoint.offset
+                for chunk, spooled in zip(chunks, stored, strict=True):
+                    totals.add(chunk, spooled.byte_len)
+        while self.commit_one(spool, totals):
+            pass
+
     def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
         """Append the oldest pending chunk (adding to ``totals``); False when none was
         pending. Raises ``SpoolFull`` when the spool refuses it: it stays pending."""
@@ -99,9 +143,5 @@ class PendingChunks:
         )
         self._chunks.popleft()
         self.committed_offset = chunk.checkpoint.offset
-        totals.chunks += 1
-        totals.raw_bytes += chunk.raw_length
-        totals.text_bytes += stored.byte_len
-        totals.lines += chunk.text.count("\n")
-        totals.texts.append((chunk.source.path, chunk.text))
+        totals.add(chunk, stored.byte_len)
         return True

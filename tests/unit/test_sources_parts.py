@@ -20,7 +20,7 @@ from main_process.sources.rotation_policy import (
 )
 from main_process.sources.source_set import SourceSet
 from main_process.sources.text_feed import TextFeed
-from main_process.spool.chunks import BacklogFile, Checkpoint, ChunkSource, SpoolFull
+from main_process.spool.chunks import BacklogFile, Checkpoint, ChunkSource, NewChunk, SpoolFull
 from tests.support.sources_helpers import open_spool
 
 # ------------------------------------------------------------------ rotation policy
@@ -63,12 +63,31 @@ def test_a_detached_file_closes_once_idle_or_when_it_keeps_a_deleted_name() -> N
 
 
 class _RecordingSpool:
-    """Takes what ``PendingChunks.commit_one`` appends, refusing while ``full``."""
+    """Takes what ``PendingChunks`` appends, refusing while ``full`` (and, with
+    ``most_at_once``, a call of more chunks than that)."""
 
     def __init__(self) -> None:
         self.full = False
+        self.most_at_once: int | None = None
         self.appended: list[tuple[str, BacklogFile | None]] = []
         self.marks: list[BacklogFile] = []
+        self.transactions: list[tuple[int, Checkpoint | None]] = []
+        """(chunks, checkpoint) of each ``append_many`` that stored."""
+
+    def append_many(
+        self,
+        chunks: list[NewChunk],
+        *,
+        checkpoint: Checkpoint | None = None,
+        backlog_done: BacklogFile | None = None,
+    ) -> list[_Stored]:
+        if self.full or (self.most_at_once is not None and len(chunks) > self.most_at_once):
+            raise SpoolFull(sum(len(chunk.text) for chunk in chunks), 0, 0)
+        self.transactions.append((len(chunks), checkpoint))
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            self.appended.append((chunk.text, backlog_done if last else None))
+        return [_Stored(len(chunk.text.encode())) for chunk in chunks]
 
     def append(
         self,
@@ -115,6 +134,41 @@ def test_pending_chunks_commit_in_order_and_stay_when_refused() -> None:
     assert [text for text, _ in spool.appended] == ["a\n", "b\n"]
     assert pending.committed_offset == 4
     assert (totals.chunks, totals.lines) == (2, 2)
+
+
+def test_a_files_pending_chunks_go_in_one_transaction_with_the_last_checkpoint() -> None:
+    # One commit (one fsync) for a burst rather than one a chunk.
+    mark = BacklogFile(b"key", "old.log", 6)
+    pending = PendingChunks(0)
+    for text, end in (("a\n", 2), ("b\n", 4), ("c\n", 6)):
+        pending.append(_chunk(text, end))
+    pending.mark_backlog_done(mark)
+    spool = _RecordingSpool()
+    totals = CommitTotals()
+    pending.commit_all(spool, totals)  # type: ignore[arg-type]
+    assert spool.appended == [("a\n", None), ("b\n", None), ("c\n", mark)]
+    assert spool.transactions == [(3, _chunk("c\n", 6).checkpoint)]
+    assert (len(pending), pending.committed_offset) == (0, 6)
+    assert (totals.chunks, totals.lines, totals.text_bytes) == (3, 3, 6)
+
+
+def test_chunks_the_spool_will_not_take_at_once_go_one_by_one_as_far_as_they_fit() -> None:
+    pending = PendingChunks(0)
+    for text, end in (("a\n", 2), ("b\n", 4)):
+        pending.append(_chunk(text, end))
+    spool = _RecordingSpool()
+    spool.most_at_once = 1
+    pending.commit_all(spool, CommitTotals())  # type: ignore[arg-type]
+    assert [text for text, _ in spool.appended] == ["a\n", "b\n"]
+    assert spool.transactions == []  # each went alone (``append``)
+    assert pending.committed_offset == 4
+    refused = PendingChunks(0)
+    refused.append(_chunk("c\n", 2))
+    refused.append(_chunk("d\n", 4))
+    spool.full = True
+    with pytest.raises(SpoolFull):
+        refused.commit_all(spool, CommitTotals())  # type: ignore[arg-type]
+    assert (len(refused), refused.committed_offset) == (2, 0)
 
 
 def test_a_backlog_mark_goes_with_the_last_chunk_or_alone() -> None:
