@@ -30,7 +30,7 @@ part), their start and stop in order, the token store's opening (waiting while t
 keychain that holds the tokens cannot be reached), and what happens when a renderer host
 ends.
 
-Must not: decide protocol matters (``connection_state`` does), read files itself
+Must not: decide protocol matters (``connection.state`` does), read files itself
 (``sources``/``text_feed`` do), answer commands (``command_handlers`` does), compose
 status (``status_publication`` does), or block the loop on a viewer.
 """

@@ -19,7 +19,7 @@ main process answers to the method that answers it, and those methods:
 publisher's cache) without asking the main process; every other ``Command`` type has a
 row in the table (``tests/unit/test_command_table.py`` checks it).
 
-Must not: decide protocol matters (``connection_state`` does), or hold tokens beyond the
+Must not: decide protocol matters (``connection.state`` does), or hold tokens beyond the
 call that saves them.
 """
 

@@ -5,7 +5,7 @@ publishes, the user's own Connect and Disconnect, and a clock, which returns the
 ``Notification``s to deliver (``main_process.desktop_notifications`` delivers them). Four
 things need a person, each an **episode** that is notified once, at its start:
 
-* **signed out**: the server refused to renew the session (``connection_state`` signs the
+* **signed out**: the server refused to renew the session (``connection.state`` signs the
   user out and says so in ``lastError``: ``SIGNED_OUT_MESSAGE``, or
   ``CLIENT_MISMATCH_MESSAGE``). The episode lasts until a user is signed in again.
 * **spool full**: reading is paused because the spool is at its bound. It ends once the

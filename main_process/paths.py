@@ -6,7 +6,7 @@ creating it private (0700) when it does not exist yet, and moving a damaged file
 under a timestamped name so it is kept for the user instead of deleted; and where the
 app's icon, shipped with it, is (``APP_ICON_FILE``).
 
-Must not: read or write the files themselves (``identity.py`` and ``spool.py`` do), or
+Must not: read or write the files themselves (``credentials.py`` and ``spool/chunks.py`` do), or
 change the permissions of a directory the user already had.
 """
 

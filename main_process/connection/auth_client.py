@@ -6,7 +6,7 @@ and their parsing are ``protocol.http_auth``'s.
 
 Used by the running main process (the ipc ``Login``/``Logout`` commands) and by
 ``log-monitor login``/``logout`` when no main process runs; ``refresh_tokens`` by the
-connection, which decides when to refresh (``connection_state.py``) and hands the outcome
+connection, which decides when to refresh (``connection/state.py``) and hands the outcome
 to its state machine. Every sign-in failure is a :class:`SignInFailed` with a code and one
 sentence for a person; the password is never put in a message or a log line, and no
 token ever is.

@@ -2,7 +2,7 @@
 
 This module owns one thing: given how many attempts in a row have failed, how long to
 wait before the next one. It has no clock and does no waiting; the connection state
-machine (``connection_state.py``) asks it for a delay and sets a deadline. The random
+machine (``connection/state.py``) asks it for a delay and sets a deadline. The random
 source is injected so tests can pin the jitter.
 
 Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): the delay after

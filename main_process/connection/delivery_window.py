@@ -7,11 +7,11 @@ is out, the backoff between resends, and the adaptive batching rule
 an ``AckReceived`` into ``AcknowledgeChunk`` or ``DeadLetterChunk``.
 
 Must not: look at the phase, sockets or tokens, or do I/O. The machine
-(``connection_steps.py``, ``connection_state.py``) says when delivery may run (connected,
+(``connection/steps.py``, ``connection/state.py``) says when delivery may run (connected,
 a live socket) and passes the live epoch in; what an ``unauthenticated`` ack or a timeout
 means for the connection is its decision too.
 
-Rules (rules 3 to 5 of ``connection_state.py``): a chunk leaves the spool only on a
+Rules (rules 3 to 5 of ``connection/state.py``): a chunk leaves the spool only on a
 positive ack or a permanent rejection; chunks go out in ``seq`` order, at most ``window``
 unacknowledged (in flight plus rejected) at once, from one load at a time, never
 overtaking or repeating the cursor on one socket; ``reset`` (on any close) forgets all of

@@ -1,15 +1,15 @@
 """The connection machine's vocabulary: the events it is fed, the actions it returns, and
 the values they carry (its config, its status, its counters, the chunks it sends).
 
-Owns: these types, and nothing that decides. Every field is what ``connection_state.py``
-and its parts (``connection_phases.py``, ``delivery_window.py``, ``token_refresh.py``)
-read or write; ``connection.py`` builds the events and executes the actions.
+Owns: these types, and nothing that decides. Every field is what ``connection/state.py``
+and its parts (``connection/phases.py``, ``delivery_window.py``, ``token_refresh.py``)
+read or write; ``connection/server_connection.py`` builds the events and executes the actions.
 
 Must not: do I/O, import asyncio, socketio or aiohttp, or hold behaviour beyond checking
-a config's numbers. It takes the ``Tokens`` value type (pure data) from ``identity.py``.
+a config's numbers. It takes the ``Tokens`` value type (pure data) from ``credentials.py``.
 
 Rules: events and actions are frozen values; anything that comes from a socket carries
-the epoch of the socket it came from (rule 6 of ``connection_state.py``); a token is
+the epoch of the socket it came from (rule 6 of ``connection/state.py``); a token is
 never part of a ``repr``.
 """
 

@@ -8,7 +8,7 @@ started, when the server was last heard, when the next ping is due, when the con
 counts as stable (the backoff resets then).
 
 Must not: decide when to open or close, touch the phase, chunks or tokens, or do I/O.
-The machine (``connection_steps.py``) opens and closes through it and asks it what is
+The machine (``connection/steps.py``) opens and closes through it and asks it what is
 due.
 
 Rules: each open takes a new epoch (rule 6: events of any other epoch are stale); the

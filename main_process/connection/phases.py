@@ -3,10 +3,10 @@
 Owns: ``Phase`` (the six phases), ``PhaseMove`` (every reason the phase can change),
 ``PHASE_MOVES`` (the table: a move from a phase leads to one phase; a pair not in it is
 illegal), ``PhaseMachine`` (the one place a phase is assigned) and ``render_phase_moves``
-(the table as the text block ``connection_state.py``'s docstring shows).
+(the table as the text block ``connection/state.py``'s docstring shows).
 
 Must not: decide anything about sockets, chunks or tokens, or do I/O. Which move happens
-when is ``connection_state.py``'s decision; this module only says whether it is legal.
+when is ``connection/state.py``'s decision; this module only says whether it is legal.
 
 Rules: every phase change goes through ``PhaseMachine.move``; a move the table does not
 hold raises ``IllegalPhaseMove`` and leaves the phase as it was. The table lists exactly
@@ -16,7 +16,7 @@ checks the docstring's block against ``render_phase_moves``), so a raise is a bu
 Theory: as in h11's ``_state.py``, the states and transitions are a table, and the code
 asks the table instead of assigning a state, so an unexpected path fails loudly where it
 happens rather than leaving the machine in a phase nothing expects. In tests the raise
-fails the test. In production the shell (``connection.py``'s driver) catches it like any
+fails the test. In production the shell (``connection/server_connection.py``'s driver) catches it like any
 error in handling an event: it logs the event and the traceback ("handling ... failed")
 and goes on with the next event; the machine keeps its previous phase, the actions of that
 one event are lost, and the timers it had (a handshake, an ack, the silence timeout) bring
@@ -43,7 +43,7 @@ class Phase(enum.Enum):
 
 
 class PhaseMove(enum.Enum):
-    """Why the phase changes; each value names the step ``connection_state.py`` takes."""
+    """Why the phase changes; each value names the step ``connection/state.py`` takes."""
 
     OPEN = "open"
     """A socket opens, presenting a token the file holds."""

@@ -4,13 +4,13 @@ Owns: what each action does in the world: opening and closing sockets (one
 ``SocketAttempt`` per connection attempt, ``socket_attempt.py``), sending chunks and pings
 on them, reading chunks from the spool and deleting or dead-lettering them, the aiohttp
 session (shared by Engine.IO and the HTTP token refresh, ``auth_client.refresh_tokens``),
-the token file and the client id (``connection_credentials.py``), and the status
+the token file and the client id (``connection/credential_saves.py``), and the status
 broadcast. Public methods keep the names of the original client's
 ``server-connection.ts``.
 
 Must not: decide anything. When to connect, which token to present, when to refresh,
 what an ack means, what to resend and when, what to do when the token file cannot be
-written: all of that is ``connection_state.py``, where it is tested without sockets.
+written: all of that is ``connection/state.py``, where it is tested without sockets.
 What the server sends is read by ``protocol``'s ``parse_*`` functions (the wire's shapes
 and bounds live there, shared with the reference server). This module only translates
 between the machine and the world, and never logs a token or a password.

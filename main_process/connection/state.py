@@ -43,7 +43,7 @@ Rules this module keeps
 How it works
 ============
 
-``ConnectionState`` is a plain object. The asyncio shell (``connection.py``) feeds it
+``ConnectionState`` is a plain object. The asyncio shell (``connection/server_connection.py``) feeds it
 ``Event`` values through ``handle(event, now)`` and lets time pass through
 ``tick(now)``; ``now`` is a monotonic clock in seconds, chosen by the caller. Both
 return a list of ``Action`` values, which the shell executes **in order, each to
@@ -96,7 +96,7 @@ the phase only through it (``PhaseMachine.move``), and a move it does not hold r
     fatal            any phase → FAILED
 
 An illegal move is a bug: in tests it fails the test; in production the shell logs it
-with the event that caused it and goes on (``connection_phases.py`` says how the machine
+with the event that caused it and goes on (``connection/phases.py`` says how the machine
 recovers).
 
 Transitions, phase by event (anything not listed is ignored, stale epochs always are):
@@ -138,7 +138,7 @@ When the token file cannot be written
 =====================================
 
 A save fails when the data dir is read-only, its permissions changed, or the disk is
-full beyond the room ``identity.py`` keeps for the token file (a small reserve, so that
+full beyond the room ``credentials.py`` keeps for the token file (a small reserve, so that
 a disk filled by the spool still takes the tokens the client needs to drain it). The
 file then still holds what it held (writes are atomic), and the machine keeps one rule:
 what is presented to the server is on disk. So:
@@ -176,21 +176,21 @@ The parts
 
 The machine is composed of parts, each I/O-free and tested through it:
 
-- ``connection_events.py``: the events, the actions and the values they carry.
-- ``connection_phases.py``: the phases and the table of moves between them.
+- ``connection/events.py``: the events, the actions and the values they carry.
+- ``connection/phases.py``: the phases and the table of moves between them.
 - ``live_socket.py``: the live socket's epoch, credential, identity and timers.
 - ``delivery_window.py``: the chunks in flight and waiting, the adaptive batching rule.
 - ``token_refresh.py``: the tokens held, the token file's confirmed state, the refresh.
-- ``connection_steps.py``: ``ConnectionSteps``, the state shared by the steps the machine
+- ``connection/steps.py``: ``ConnectionSteps``, the state shared by the steps the machine
   takes (open, close, fail, wait, start a refresh), what is due on a tick, and status.
 
 This module owns ``ConnectionState`` (``ConnectionSteps`` plus the reactions: which event
 leads to which step), whether a ``connect_error`` refuses a token (``is_auth_error``; the
 bounds on a server's words are ``protocol.text``'s) and the user-facing sign-out notices;
-it re-exports the parts' names that ``connection.py`` and the tests import from it.
+it re-exports the parts' names that ``connection/server_connection.py`` and the tests import from it.
 
 This module must not do I/O or import asyncio, socketio or aiohttp. It takes the
-``Tokens`` value type (pure data) from ``identity.py``, which owns the token file.
+``Tokens`` value type (pure data) from ``credentials.py``, which owns the token file.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ machine is composed of (``PhaseMachine``, ``LiveSocket``, ``DeliveryWindow``,
 opens or refreshes, with the connection backoff and the count of auth-driven reconnects)
 and the notice shown as ``last_error``.
 
-Must not: react to events (which event leads to which step is ``connection_state.py``'s
+Must not: react to events (which event leads to which step is ``connection/state.py``'s
 part), do I/O, or import asyncio, socketio or aiohttp.
 
 Rules: every phase change goes through ``PhaseMachine.move``; a step that changes the
@@ -16,7 +16,7 @@ phase also sets the waiting schedule it implies, so no timer of an old phase fir
 new one. Status is derived, never stored; ``StatusChanged`` is appended whenever anything
 in it but the countdown changed.
 
-Theory: see ``connection_state.py``'s docstring.
+Theory: see ``connection/state.py``'s docstring.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _seconds(value: float) -> str:
 
 class ConnectionSteps:
     """The machine's state and the steps it takes; ``ConnectionState`` says which event
-    leads to which step. See ``connection_state.py``'s docstring for the theory."""
+    leads to which step. See ``connection/state.py``'s docstring for the theory."""
 
     def __init__(
         self,

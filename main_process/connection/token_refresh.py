@@ -6,10 +6,10 @@ waits for the next confirmed save (``AfterSave``), and the refresh request that 
 It emits ``PersistTokens`` and ``RefreshTokens`` and takes their answers.
 
 Must not: change the phase, open or close sockets, or do I/O. It answers questions and
-reports what a confirmed save releases; ``connection_state.py`` decides what to do with it
+reports what a confirmed save releases; ``connection/state.py`` decides what to do with it
 (send the refresh, reconnect, open).
 
-Rules (8 and 9 of ``connection_state.py``): a token is on disk before anything presents
+Rules (8 and 9 of ``connection/state.py``): a token is on disk before anything presents
 it (``on_disk``); a refresh token goes out only in answer to a confirmed save of it, made
 just before (``start`` saves, ``send`` follows the save); one refresh at a time, and an
 answer to a superseded request is stale; a rotated token is kept whatever happened
@@ -20,7 +20,7 @@ decides; a file that lags behind the tokens held is written again.
 Theory: the server spends the refresh token on disk when it rotates it, so the save
 before a refresh is the proof that the file can take the next one; if it cannot, the
 refresh waits and the token on disk stays unspent. See "When the token file cannot be
-written" in ``connection_state.py``.
+written" in ``connection/state.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ Rules it keeps:
    spool; a write refused for it marks the spool full (``SpoolRoom.full``).
 
 Must not: know what a chunk, a checkpoint or a counter means (``spool``,
-``spool_file_state`` and ``spool_room`` do); decide anything about room or delivery.
+``spool.file_state`` and ``spool.room`` do); decide anything about room or delivery.
 """
 
 from __future__ import annotations

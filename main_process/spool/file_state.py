@@ -15,7 +15,7 @@ Rules it keeps:
    deleted once missing longer than the caller says (``forget_missing``); one present
    again is no longer missing.
 
-Must not: touch the ``chunks`` table or the counters (``spool``/``spool_room`` do), or
+Must not: touch the ``chunks`` table or the counters (``spool``/``spool.room`` do), or
 read log files.
 """
 

@@ -7,7 +7,7 @@ filled to its last page, and later given back. Without root a read-only dir is m
 taking its write permission away (``chmod 500``), which the kernel enforces for anyone
 but root; a full disk needs the mount.
 
-What is checked (the rule of ``connection_state.py``: what is presented is on disk):
+What is checked (the rule of ``connection/state.py``: what is presented is on disk):
 
 - a refresh waits for the file, so the refresh token on disk is never spent while the
   next one could not be stored; the status says ``cannot save tokens: <reason>``; once

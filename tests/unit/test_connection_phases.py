@@ -4,7 +4,7 @@ Each entry of ``PHASE_MOVES`` has a scenario here, a sequence of events from tod
 behaviour that makes that move from that phase; a recorder on ``PhaseMachine.move`` checks
 it happened. A move the table does not hold raises and leaves the phase alone. A random
 walk over every kind of event (token saves failing included) never makes an illegal move.
-And the table ``connection_state.py``'s docstring shows is the one the code uses.
+And the table ``connection/state.py``'s docstring shows is the one the code uses.
 """
 
 from __future__ import annotations

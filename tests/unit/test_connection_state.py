@@ -1,6 +1,6 @@
 """Every transition of the connection state machine, with a fake clock and a fake spool.
 
-``Driver`` plays the shell's part the way ``connection.py`` does: it executes actions in
+``Driver`` plays the shell's part the way ``connection/server_connection.py`` does: it executes actions in
 order, answers ``LoadChunks`` from an in-memory spool at once, deletes on
 ``AcknowledgeChunk``, writes ``PersistTokens`` to an imaginary token file (which a test
 can make refuse writes) and feeds the answer as the next event, answers
