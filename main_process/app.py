@@ -59,19 +59,18 @@ from main_process.notifications import NotificationPolicy
 from main_process.paths import DataPaths, ensure_private_dir
 from main_process.settings import Settings
 from main_process.shipping_history import ShippingRecorder
+from main_process.sources.line_source import LineSource
 from main_process.sources.source_set import SourceSet
 from main_process.sources.star_citizen import star_citizen_preset
 from main_process.sources.text_feed import STDIN_NAME, TextFeed, read_stdin, write_demo_log
 from main_process.spool.chunks import Spool
-from main_process.status_publication import StatusPublication, last_lines
+from main_process.status_publication import StatusPublication
 from main_process.windows import HostEnded, WindowHost, can_show_windows
 
 if TYPE_CHECKING:
     from main_process.embedded_server import EmbeddedServer
 
-# ``last_lines`` moved to status_publication; it is still named here for those who
-# import it from the main process.
-__all__ = ["MainProcess", "RunOptions", "last_lines"]
+__all__ = ["MainProcess", "RunOptions"]
 
 log = logging.getLogger("log_monitor.main")
 
@@ -132,7 +131,6 @@ class MainProcess:
         self.token_store_name = ""
         self.spool = Spool(self.paths.spool, self.client_id, max_bytes=settings.spool_max_bytes)
         self._stopping = asyncio.Event()
-        self._room_freed = asyncio.Event()
         self._flush_wanted = asyncio.Event()
         self.embedded: EmbeddedServer | None = None
         self.server_url = settings.server or ""
@@ -293,7 +291,6 @@ class MainProcess:
                 stream,
                 self.spool,
                 on_appended=self._on_appended,
-                room_freed=self._room_freed,
                 delivery_room=self._delivery_room,
                 max_chunk_bytes=self.settings.chunk_max_bytes,
                 linger=self.settings.chunk_linger_ms / 1000,
@@ -347,13 +344,15 @@ class MainProcess:
     def _on_delivered(self) -> None:
         """A chunk left the spool (acknowledged, or refused for good): room for the
         sources, new counters for the viewers."""
-        self.sources.notify_delivery_room()
-        for feed in self.feeds:
-            feed.notify_delivery_room()
-        if not self.spool.stats().full:
-            self._room_freed.set()
-            self.sources.notify_room()
+        room = not self.spool.stats().full
+        for source in self._line_sources():
+            source.notify_delivery_room()
+            if room:
+                source.notify_room()
         self.status.wanted()
+
+    def _line_sources(self) -> list[LineSource]:
+        return [self.sources, *self.feeds]
 
     def _on_trouble(self, message: str) -> None:
         log.warning("%s", message)
@@ -381,9 +380,8 @@ class MainProcess:
         self.status.dirty()
         self.status.publish_status(status)
         if status.state == "connected":
-            self.sources.notify_delivery_room()
-            for feed in self.feeds:
-                feed.notify_delivery_room()
+            for source in self._line_sources():
+                source.notify_delivery_room()
 
     def _on_server_event(self, payload: dict[str, Any]) -> None:
         self.status.publish(ServerEvent(payload=payload))

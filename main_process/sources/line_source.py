@@ -7,7 +7,8 @@ pauses by itself when the spool refuses a chunk (``SpoolFull``: nothing more is 
 files or the pipe are the buffer) and says why in ``paused_reason``; it resumes when
 ``notify_room()`` is called from the acknowledgement path (a chunk left the spool, so
 there may be room), or by itself after a short retry interval (the spool can be full
-because the disk is, which no acknowledgement may end). Nothing polls for room.
+because the disk is, which no acknowledgement may end). Nothing polls for room. Batching
+shares the path: ``notify_delivery_room()`` says an acknowledgement left room to send.
 
 Must not: hold behaviour; each source implements it.
 """
@@ -37,6 +38,10 @@ class LineSource(Protocol):
 
     def notify_room(self) -> None:
         """Acknowledgements freed spool room: a paused source tries again now."""
+        ...
+
+    def notify_delivery_room(self) -> None:
+        """An acknowledgement left room to send: lines grouped while waiting go now."""
         ...
 
     async def run(self) -> None:

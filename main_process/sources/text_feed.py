@@ -51,7 +51,6 @@ class TextFeed:
         spool: Spool,
         *,
         on_appended: Callable[[str, str], None],
-        room_freed: asyncio.Event | None = None,
         delivery_room: Callable[[], bool] = lambda: False,
         max_chunk_bytes: int,
         linger: float,
@@ -62,7 +61,7 @@ class TextFeed:
         self._stream = stream
         self._spool = spool
         self._on_appended = on_appended
-        self._room_freed = room_freed if room_freed is not None else asyncio.Event()
+        self._room_freed = asyncio.Event()
         self._full_retry_interval = full_retry_interval
         self._delivery_room = delivery_room
         self._delivery_freed = asyncio.Event()
