@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from main_process.app import last_lines
+from main_process.status_publication import last_lines
 
 # Every separator splitlines knows, and text around them.
 pieces = st.lists(
