@@ -79,13 +79,13 @@ def make_line(seq: int, ts_ns: int) -> bytes:
     return (head + " " + "x" * max(0, LINE_BYTES - len(head) - 2) + "\n").encode()
 
 
-class Server:
-    """The reference server plus its HTTP counters."""
+class CountingServer:
+    """A server on ``url`` that counts the bytes it stored (``GET /api/stats``): the
+    reference server, or the Node.js one of ``bench/pipeline_ceiling.py``."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.process = ServerProcess(data_dir).start()
-        self.url = self.process.url
-        self._stats_url = self.url.replace("ws://", "http://", 1) + "/api/stats"
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._stats_url = url.replace("ws://", "http://", 1) + "/api/stats"
 
     def bytes_stored(self) -> int:
         with urllib.request.urlopen(self._stats_url, timeout=10) as reply:
@@ -93,6 +93,17 @@ class Server:
 
     def wait_for_bytes(self, target: int, timeout: float, what: str) -> None:
         wait_until(lambda: self.bytes_stored() >= target, timeout, what, interval=0.01)
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class Server(CountingServer):
+    """The reference server plus its HTTP counters."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.process = ServerProcess(data_dir).start()
+        super().__init__(self.process.url)
 
     def chunks(self, client_id: str) -> list[dict[str, object]]:
         out = server_cli(self.process.data_dir, "dump", "--client-id", client_id, "--json")
@@ -112,7 +123,9 @@ class Pipeline(Protocol):
 
 
 class Ours:
-    def __init__(self, server: Server, data_dir: Path, log_file: Path, config: Path | None) -> None:
+    def __init__(
+        self, server: CountingServer, data_dir: Path, log_file: Path, config: Path | None
+    ) -> None:
         args = ["--server", server.url, *(["--config", str(config)] if config else [])]
         self.runner = MainProcessRunner(data_dir, *args, str(log_file)).start()
         status = self.runner.wait_for_status(
@@ -125,7 +138,7 @@ class Ours:
 
 
 class NodePipeline:
-    def __init__(self, server: Server, log_file: Path, log_path: Path) -> None:
+    def __init__(self, server: CountingServer, log_file: Path, log_path: Path) -> None:
         node = shutil.which("node")
         assert node is not None
         self._stderr = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -158,14 +171,14 @@ class NodePipeline:
 @dataclass(frozen=True)
 class Contender:
     name: str
-    start: Callable[[Server, Path, Path], Pipeline]  # (server, work dir, file) → pipeline
+    start: Callable[[CountingServer, Path, Path], Pipeline]  # (server, work dir, file) → pipeline
 
 
-def ours(config: Path | None = None) -> Callable[[Server, Path, Path], Pipeline]:
+def ours(config: Path | None = None) -> Callable[[CountingServer, Path, Path], Pipeline]:
     return lambda server, work, file: Ours(server, work / f"{file.stem}-client", file, config)
 
 
-def node_pipeline(server: Server, work: Path, file: Path) -> Pipeline:
+def node_pipeline(server: CountingServer, work: Path, file: Path) -> Pipeline:
     return NodePipeline(server, file, work / f"{file.stem}-node.log")
 
 
@@ -176,7 +189,7 @@ class Workspace:
         self.root = root
         self._count = 0
 
-    def start(self, server: Server, contender: Contender) -> tuple[Pipeline, Path]:
+    def start(self, server: CountingServer, contender: Contender) -> tuple[Pipeline, Path]:
         self._count += 1
         file = self.root / f"run{self._count}.log"
         file.write_bytes(b"")
@@ -205,7 +218,7 @@ class Throughput:
 
 
 def throughput_run(
-    server: Server, space: Workspace, contender: Contender, lines: Sequence[bytes]
+    server: CountingServer, space: Workspace, contender: Contender, lines: Sequence[bytes]
 ) -> Throughput:
     pipeline, file = space.start(server, contender)
     try:

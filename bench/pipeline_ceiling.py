@@ -53,6 +53,7 @@ from bench.e2e_pipeline import (
     LINE_BYTES,
     NODE_FOLDER,
     Contender,
+    CountingServer,
     Ours,
     Server,
     Workspace,
@@ -84,9 +85,9 @@ NODE_COLD = "Node peer, cold (spawn → exit)"
 OURS_COLD = "**ours**, cold (spawn → stored)"
 
 
-class NodeServer(Server):
-    """``bench/node/server.js`` in its own process. Only the byte counter is shared with
-    the reference server (``bytes_stored``, ``wait_for_bytes``: the same ``/api/stats``)."""
+class NodeServer(CountingServer):
+    """``bench/node/server.js`` in its own process, counting what it stored as the
+    reference server does (the same ``/api/stats``)."""
 
     def __init__(self, log_path: Path) -> None:
         node = shutil.which("node")
@@ -106,8 +107,7 @@ class NodeServer(Server):
             self.stop()
             raise RuntimeError(f"the Node.js server did not start: {log_path.read_text()[-2000:]}")
         port = int(json.loads(line)["port"])
-        self.url = f"ws://127.0.0.1:{port}"
-        self._stats_url = f"http://127.0.0.1:{port}/api/stats"
+        super().__init__(f"ws://127.0.0.1:{port}")
 
     def stop(self) -> None:
         if self.node.poll() is None:
@@ -141,13 +141,13 @@ def chunk_count(total_bytes: int) -> int:
     return -(-total_bytes // CHUNK_BYTES)
 
 
-def node_warm(server: Server, total_bytes: int) -> Result:
+def node_warm(server: CountingServer, total_bytes: int) -> Result:
     result = ship_node(server.url, CHUNK_BYTES, chunk_count(total_bytes), WINDOW)
     assert result is not None  # ensure_node_server() checked node and its packages
     return result
 
 
-def bare_warm(server: Server, total_bytes: int) -> Result:
+def bare_warm(server: CountingServer, total_bytes: int) -> Result:
     out = subprocess.run(
         [
             sys.executable,
@@ -176,7 +176,9 @@ def write_in_blocks(out: IO[bytes], data: bytes) -> None:
         out.write(view[offset : offset + WRITE_BYTES])
 
 
-def ours_warm(server: Server, space: Workspace, contender: Contender, data: bytes) -> Result:
+def ours_warm(
+    server: CountingServer, space: Workspace, contender: Contender, data: bytes
+) -> Result:
     pipeline, file = space.start(server, contender)
     try:
         assert isinstance(pipeline, Ours)
@@ -193,7 +195,7 @@ def ours_warm(server: Server, space: Workspace, contender: Contender, data: byte
     return Result(seconds, cpu, len(data))
 
 
-def ours_cold(server: Server, work: Path, data: bytes) -> Result:
+def ours_cold(server: CountingServer, work: Path, data: bytes) -> Result:
     work.mkdir()
     file = work / "backlog.log"
     file.write_bytes(data)
@@ -224,7 +226,7 @@ def ours_cold(server: Server, work: Path, data: bytes) -> Result:
     return Result(stored[0] - started, cpu, len(data))
 
 
-def node_cold(server: Server, total_bytes: int) -> Result:
+def node_cold(server: CountingServer, total_bytes: int) -> Result:
     node = shutil.which("node")
     assert node is not None
     count = chunk_count(total_bytes)
@@ -255,7 +257,7 @@ class ServerRuns:
 
 def measure(
     name: str,
-    server: Server,
+    server: CountingServer,
     work: Path,
     warm_data: bytes,
     cold_data: bytes,
@@ -359,7 +361,7 @@ def main_run(quick: bool) -> None:
     measured: list[ServerRuns] = []
     with TemporaryDirectory(prefix="pipeline-ceiling-") as tmp:
         work = Path(tmp)
-        starts: list[tuple[str, Callable[[], Server]]] = [
+        starts: list[tuple[str, Callable[[], CountingServer]]] = [
             ("reference server", lambda: Server(work / "reference-server")),
             ("Node.js socket.io server", lambda: NodeServer(work / "node-server.log")),
         ]
