@@ -16,6 +16,7 @@ import json
 import resource
 import selectors
 import socket
+import statistics
 import time
 import urllib.request
 import uuid
@@ -28,7 +29,7 @@ import socketio
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from harness.protocol_client import NAMESPACE, authenticated_guest
+from harness.protocol_client import NAMESPACE, ProtocolClient, authenticated_guest
 from harness.server_process import ServerProcess
 from harness.waiting import wait_until
 
@@ -426,6 +427,25 @@ async def test_the_websocket_limit_is_engine_io_limit(server: ServerProcess) -> 
     )
     assert at_limit == '43/client,7[{"error":"unknown_event"}]', at_limit
     assert over_limit == 1009, over_limit
+
+
+async def test_small_frames_go_out_at_once_without_waiting_for_the_peers_ack(
+    server: ServerProcess,
+) -> None:
+    """``authenticated`` follows the namespace's connect frame at once. With Nagle's
+    algorithm left on the server's sockets it waited for the client's delayed ACK
+    (40 ms on Linux), in every handshake."""
+    guest = await authenticated_guest(server.url)
+    await guest.close()
+    delays: list[float] = []
+    for _ in range(5):
+        client = ProtocolClient(server.url, guest.client_id, guest.token)
+        await client.connect()
+        connected = time.monotonic()
+        await client.expect("authenticated")
+        delays.append(time.monotonic() - connected)
+        await client.close()
+    assert statistics.median(delays) < 0.02, delays
 
 
 async def test_websockets_off_the_socket_io_path_are_refused_quietly(
