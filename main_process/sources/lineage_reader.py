@@ -71,7 +71,6 @@ class LineageReader:
         self._start_backlog_file = start_backlog_file
         self.paused_reason: str | None = None
         """Why reading is paused (one sentence), or None while reading."""
-        self.lines = 0
         self.chunks_appended = 0
         self.bytes_appended = 0
 
@@ -219,7 +218,6 @@ class LineageReader:
             committed = False
         for path, text in totals.texts:
             self._on_chunk(path, text)
-        self.lines += totals.lines
         self.chunks_appended += totals.chunks
         self.bytes_appended += totals.text_bytes
         return committed

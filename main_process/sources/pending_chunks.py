@@ -45,7 +45,6 @@ class CommitTotals:
     chunks: int = 0
     raw_bytes: int = 0
     text_bytes: int = 0
-    lines: int = 0
     texts: list[tuple[str, str]] = field(default_factory=list)
     """(path, text) of every chunk appended, in order (references, no copies)."""
 
@@ -53,7 +52,6 @@ class CommitTotals:
         self.chunks += 1
         self.raw_bytes += chunk.raw_length
         self.text_bytes += text_bytes
-        self.lines += chunk.text.count("\n")
         self.texts.append((chunk.source.path, chunk.text))
 
 

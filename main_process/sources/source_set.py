@@ -129,8 +129,6 @@ logger = logging.getLogger(__name__)
 class SourceCounters:
     """Totals since this ``SourceSet`` started."""
 
-    lines: int
-    """Newlines appended to the spool."""
     bytes_read: int
     """Raw bytes read from files."""
     bytes_appended: int
@@ -320,6 +318,11 @@ class SourceSet:
         return self._reader.paused_reason
 
     @property
+    def spool(self) -> Spool:
+        """The spool the chunks go to."""
+        return self._spool
+
+    @property
     def last_trouble(self) -> str | None:
         """The latest warning sentence (also passed to ``on_trouble``)."""
         return self._troubles.last
@@ -331,7 +334,6 @@ class SourceSet:
         registry, reader = self._registry, self._reader
         followers = registry.open_followers()
         return SourceCounters(
-            lines=reader.lines,
             bytes_read=registry.closed_bytes_read + sum(f.bytes_read for f in followers),
             bytes_appended=reader.bytes_appended,
             chunks_appended=reader.chunks_appended,

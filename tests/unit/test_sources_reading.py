@@ -66,7 +66,6 @@ async def test_a_million_lines_as_fast_as_they_are_written(tmp_path: Path) -> No
     )
     assert_exactly_once_in_order(line_numbers(spooled(spool)), [range(total)])
     counters = sources.counters()
-    assert counters.lines == total
     assert counters.bytes_read == counters.bytes_appended == size
     spool.close()
 
