@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 STATUS_INTERVAL = 0.1
 STATS_INTERVAL = 1.0
 RECENT_LINES_PER_PUBLISH = 500
+# How far from its end a chunk is searched for the newlines that make it cover every
+# recent line by itself (100-byte lines: 512 KiB chunks are covered within 51 KiB).
+_COVERAGE_SEARCH_CHARS = 64 * 1024
+# Chunks held unsplit at most; older ones are split at once (long lines, many files).
+_HELD_CHUNKS = 8
 
 
 def last_lines(text: str, count: int) -> list[str]:
@@ -56,6 +61,49 @@ def last_lines(text: str, count: int) -> list[str]:
     return text[start + 1 :].splitlines()[-count:] if count > 0 else []
 
 
+class RecentLines:
+    """The last ``RECENT_LINES_PER_PUBLISH`` lines appended, for the next publication.
+
+    Each chunk gives its own last lines (``last_lines``), newest last, as if every chunk
+    were split as it arrived. Splitting is left to ``take``: between two publications
+    hundreds of 512 KiB chunks may arrive, and splitting each costs about 0.2 ms. A chunk
+    whose end holds more newlines than the publication has lines covers every older chunk,
+    so those are dropped unsplit; otherwise at most ``_HELD_CHUNKS`` wait unsplit (the
+    memory they hold stays bounded) and older ones are split at once.
+    """
+
+    def __init__(self) -> None:
+        self._lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
+        self._held: deque[tuple[str, str]] = deque()
+
+    def add(self, path: str, text: str) -> None:
+        if not text:
+            return  # no line in it
+        start = max(0, len(text) - _COVERAGE_SEARCH_CHARS)
+        if text.count("\n", start) > RECENT_LINES_PER_PUBLISH:
+            # More newlines than lines published: last_lines takes them all from it.
+            self._lines.clear()
+            self._held.clear()
+        elif len(self._held) >= _HELD_CHUNKS:
+            self._split(*self._held.popleft())
+        self._held.append((path, text))
+
+    def take(self) -> tuple[LogLine, ...]:
+        """The recent lines, oldest first; none are held afterwards."""
+        while self._held:
+            self._split(*self._held.popleft())
+        lines = tuple(self._lines)
+        self._lines.clear()
+        return lines
+
+    def __bool__(self) -> bool:
+        return bool(self._held) or bool(self._lines)
+
+    def _split(self, path: str, text: str) -> None:
+        for line in last_lines(text, RECENT_LINES_PER_PUBLISH):
+            self._lines.append(LogLine(path=path, text=line))
+
+
 class StatusPublication:
     """The main process's publications to its viewers; see the module docstring."""
 
@@ -64,7 +112,7 @@ class StatusPublication:
         # Something to publish (a change, an ack, a window report): wakes the publisher.
         self._publish_wanted = asyncio.Event()
         self._status_changed = False
-        self._recent_lines: deque[LogLine] = deque(maxlen=RECENT_LINES_PER_PUBLISH)
+        self._recent_lines = RecentLines()
         self._last_status: Status | None = None
         # The problems ``lastError`` chooses from, after the connection's own.
         self.token_store_error: str | None = None
@@ -82,8 +130,7 @@ class StatusPublication:
         self._publish_wanted.set()
 
     def add_lines(self, path: str, text: str) -> None:
-        for line in last_lines(text, RECENT_LINES_PER_PUBLISH):
-            self._recent_lines.append(LogLine(path=path, text=line))
+        self._recent_lines.add(path, text)
         self._publish_wanted.set()
 
     def publish(self, message: Published) -> None:
@@ -198,8 +245,7 @@ class StatusPublication:
                 countdown_refresh = now
                 self.publish_status()
             if self._recent_lines and main.host is not None:
-                main.host.publisher.publish(LogLines(lines=tuple(self._recent_lines)))
-                self._recent_lines.clear()
+                main.host.publisher.publish(LogLines(lines=self._recent_lines.take()))
             if now - last_stats >= STATS_INTERVAL and main.host is not None:
                 elapsed = now - last_stats
                 progress = main.sources.progress()
