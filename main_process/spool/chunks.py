@@ -75,6 +75,8 @@ from main_process.spool.file_state import (
     ForgottenState,
     SpoolFileState,
 )
+from main_process.spool.recent_chunks import DEFAULT_MAX_BYTES as RECENT_MAX_BYTES
+from main_process.spool.recent_chunks import RecentChunks
 from main_process.spool.room import RESERVE_BYTES, SpoolRoom, SpoolStats
 
 __all__ = [
@@ -154,11 +156,14 @@ class Spool:
         durability: Literal["normal", "full"] = "normal",
         verify: bool = True,
         clock: Callable[[], float] = time.time,
+        recent_max_bytes: int = RECENT_MAX_BYTES,
     ) -> None:
         """Open (or create) the spool at ``path``.
 
         ``verify`` runs SQLite's ``quick_check`` so damage is reported now, as a
-        ``SpoolCorruptError``, rather than in the middle of delivery.
+        ``SpoolCorruptError``, rather than in the middle of delivery. At most
+        ``recent_max_bytes`` of the chunks appended are also kept in memory until
+        acknowledged (``RecentChunks``).
         """
         self._path = Path(path)
         self.directory = self._path.parent
@@ -170,13 +175,19 @@ class Spool:
         self._database = SpoolDatabase(self._path, self._room, durability=durability, verify=verify)
         try:
             self._room.load(self._database)
+            # -1 for none: seqs start at 1, so then every chunk (none yet) is held.
+            newest = self._database.read_one("SELECT COALESCE(MAX(seq), -1) FROM chunks")[0]
         except BaseException:
             self._database.close()
             raise
         self._files = SpoolFileState(self._database, clock)
+        # What this process appends is kept in memory until acknowledged, so sending it
+        # does not read it back; the chunks of an earlier run are read from the file.
+        self._recent = RecentChunks(complete_from=int(newest) + 1, max_bytes=recent_max_bytes)
 
     def close(self) -> None:
         """Close the database (the WAL is checkpointed by SQLite). Idempotent."""
+        self._recent.clear()
         self._database.close()
 
     def __enter__(self) -> Self:
@@ -267,6 +278,8 @@ class Spool:
             self._database.truncate_wal()
             raise
         room.appended(len(stored), total)
+        for chunk in stored:
+            self._recent.appended(chunk)
         if stored:
             self._appended_since_sync = True
         return stored
@@ -325,6 +338,7 @@ class Spool:
                 " sent_bytes = sent_bytes + ? WHERE id = 1",
                 (byte_len,),
             )
+        self._recent.removed(seq)
         self._room.acknowledged(byte_len)
         return True
 
@@ -350,6 +364,7 @@ class Spool:
                 (*row, code, message, now),
             )
             byte_len = int(row[4])
+        self._recent.removed(seq)
         self._room.dead_letter_moved(byte_len)
         return True
 
@@ -367,9 +382,13 @@ class Spool:
 
     def pending(self, after_seq: int | None = None, limit: int = 64) -> list[SpooledChunk]:
         """Up to ``limit`` chunks with ``seq > after_seq`` (all when None), in seq order."""
+        after = -1 if after_seq is None else after_seq
+        recent = self._recent.pending(after, limit)
+        if recent is not None:
+            return recent
         rows = self._database.read_all(
             f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE seq > ? ORDER BY seq LIMIT ?",
-            (-1 if after_seq is None else after_seq, limit),
+            (after, limit),
         )
         return [
             SpooledChunk(row[0], self.chunk_id(row[0]), row[1], _source(row), row[4], row[5])
