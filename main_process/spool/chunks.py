@@ -293,7 +293,7 @@ class Spool:
         backlog_done: BacklogFile | None,
     ) -> list[SpooledChunk]:
         stored: list[SpooledChunk] = []
-        with self._database.write_transaction(sum(sizes)) as connection:
+        with self._database.write_transaction() as connection:
             for chunk, size in zip(chunks, sizes, strict=True):
                 source = chunk.source
                 cursor = connection.execute(

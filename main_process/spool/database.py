@@ -22,7 +22,6 @@ Must not: know what a chunk, a checkpoint or a counter means (``spool``,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import sqlite3
@@ -30,8 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from main_process.spool.wal_checkpoint import WalCheckpointer
 
 if TYPE_CHECKING:
     from main_process.spool.room import SpoolRoom
@@ -48,13 +45,8 @@ _MIGRATIONS = {
 # page headers and B-tree pointers per chunk. Only effective when the file is created.
 PAGE_SIZE = 16384
 # Checkpoint the WAL into the database every ~16 MiB instead of every ~4 MiB: fewer,
-# larger copies. Done by ``WalCheckpointer``'s thread; SQLite's own (in the commit) only
-# on a small file system.
-_WAL_CHECKPOINT_BYTES = 16 * 1024 * 1024
-# The WAL file may grow past this only until the writer's next commit (WalCheckpointer).
-_WAL_LIMIT_BYTES = 64 * 1024 * 1024
-# What a transaction writes besides its rows: the b-tree, freelist and counter pages.
-_TRANSACTION_PAGES = 3
+# larger copies, and chunks acknowledged before a checkpoint are never copied at all.
+_WAL_AUTOCHECKPOINT_PAGES = 1024
 # After a checkpoint the WAL file is truncated back to this size instead of staying at
 # its high-water mark.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -172,22 +164,7 @@ class SpoolDatabase:
         and says how full the spool was for the error."""
         self.path = path
         self._room = room
-        self._checkpointer: WalCheckpointer | None = None
-        self.wal_restarts = 0
-        """RESTART checkpoints the writer ran because the WAL grew past its limit."""
         self.connection = self._open(durability, verify)
-        if not filesystem_size(path.parent) < SMALL_FILESYSTEM:
-            self.connection.execute("PRAGMA wal_autocheckpoint = 0")
-            self._checkpointer = WalCheckpointer(
-                path,
-                synchronous=self._synchronous(durability),
-                every_bytes=_WAL_CHECKPOINT_BYTES,
-                limit_bytes=_WAL_LIMIT_BYTES,
-            )
-
-    @staticmethod
-    def _synchronous(durability: str) -> str:
-        return "FULL" if durability == "full" else "NORMAL"
 
     def _open(self, durability: str, verify: bool) -> sqlite3.Connection:
         try:
@@ -211,10 +188,12 @@ class SpoolDatabase:
                     f"The spool {self.path} cannot use write-ahead logging "
                     f"(journal mode {mode}); is it on a network file system?"
                 )
-            connection.execute(f"PRAGMA synchronous = {self._synchronous(durability)}")
-            # On a small file system a 16 MiB WAL would itself be what fills the disk:
-            # SQLite checkpoints every 64 pages, in the commit (no checkpoint thread).
-            connection.execute("PRAGMA wal_autocheckpoint = 64")
+            synchronous = "FULL" if durability == "full" else "NORMAL"
+            connection.execute(f"PRAGMA synchronous = {synchronous}")
+            # On a small file system a 16 MiB WAL would itself be what fills the disk.
+            small = filesystem_size(self.path.parent) < SMALL_FILESYSTEM
+            checkpoint_pages = 64 if small else _WAL_AUTOCHECKPOINT_PAGES
+            connection.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
             connection.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
             connection.execute("PRAGMA foreign_keys = OFF")
             # Debian builds SQLite with secure_delete on: every acknowledged 512 KiB row
@@ -263,16 +242,8 @@ class SpoolDatabase:
                 f"The file {self.path} is not a log-monitor spool (unexpected chunks table)."
             )
 
-    @property
-    def thread_checkpoints(self) -> int:
-        """Checkpoints run by the checkpoint thread so far (0 on a small file system)."""
-        return 0 if self._checkpointer is None else self._checkpointer.passes
-
     def close(self) -> None:
         """Close the database (the WAL is checkpointed by SQLite). Idempotent."""
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
         self.connection.close()
 
     # ------------------------------------------------------------------ reading
@@ -298,9 +269,7 @@ class SpoolDatabase:
     # ------------------------------------------------------------------ writing
 
     @contextmanager
-    def write_transaction(self, row_bytes: int = 0) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT (rolled back on any exception). ``row_bytes``: about
-        how much row data it writes, for when to checkpoint the WAL."""
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self.connection
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -317,26 +286,6 @@ class SpoolDatabase:
             if isinstance(exc, sqlite3.Error) and not isinstance(exc, _CALLER_ERRORS):
                 raise self.translate(exc, "write") from exc
             raise
-        checkpointer = self._checkpointer
-        if checkpointer is not None and checkpointer.committed(
-            row_bytes + _TRANSACTION_PAGES * PAGE_SIZE
-        ):
-            self._restart_wal()
-
-    def _restart_wal(self) -> None:
-        """Copy what is left of the WAL and let the next commit start it over (it grew
-        past its limit while the checkpoint thread ran behind a stream of commits)."""
-        self.wal_restarts += 1
-        with self._own_checkpoint():
-            try:
-                self.connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            except sqlite3.Error as exc:
-                logger.warning("could not checkpoint the spool's WAL: %s", exc)
-
-    def _own_checkpoint(self) -> contextlib.AbstractContextManager[object]:
-        """While the writer checkpoints, the thread does not (it would be refused)."""
-        checkpointer = self._checkpointer
-        return contextlib.nullcontext() if checkpointer is None else checkpointer.lock
 
     def sync(self) -> None:
         """Force every committed transaction to stable storage with one fsync."""
@@ -355,11 +304,10 @@ class SpoolDatabase:
 
     def truncate_wal(self) -> None:
         """Give the WAL's disk back: its frames are copied into pages the database has."""
-        with self._own_checkpoint():
-            try:
-                self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error as exc:
-                logger.warning("could not checkpoint the spool's WAL on a full disk: %s", exc)
+        try:
+            self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("could not checkpoint the spool's WAL on a full disk: %s", exc)
 
     # ------------------------------------------------------------------- errors
 
