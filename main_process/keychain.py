@@ -8,8 +8,10 @@ the other so that the session survives the move.
 
 Keychains, through ``keyring``: the Secret Service on Linux (GNOME Keyring, KWallet 5.97+,
 KeePassXC), the macOS Keychain, the Windows Credential Manager. A keychain is usable when
-``keyring``'s chosen backend is a real one (not its fail or null backend) and answers a
-read; a locked or absent one is not.
+the backend ``keyring`` would choose is a real one (not its fail or null backend) and
+answers a read; a locked or absent one is not. The choice is keyring's own rule, made
+among the backends that can work on this platform (``platform_backends``) unless the user
+named one (``PYTHON_KEYRING_BACKEND`` or ``keyringrc.cfg``, a plugin's backend too).
 
 The ``token_store`` setting: ``auto`` (the default) uses the keychain when it is usable
 and the file otherwise; ``keychain`` requires the keychain; ``file`` keeps the 0600 file.
@@ -36,8 +38,10 @@ Must not: log or put in an exception message any token value.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,35 +83,93 @@ class OpenedStore:
     description: str
 
 
+def platform_backends(platform: str = sys.platform) -> tuple[str, ...]:
+    """The modules of ``keyring``'s own backends that can work on ``platform``."""
+    if platform == "darwin":
+        return ("keyring.backends.macOS",)
+    if platform == "win32":
+        return ("keyring.backends.Windows",)
+    # Linux and the BSDs: the keychains on the D-Bus session bus.
+    return (
+        "keyring.backends.SecretService",
+        "keyring.backends.libsecret",
+        "keyring.backends.kwallet",
+    )
+
+
 def system_keychain() -> tuple[Keychain, str] | None:
     """``keyring``'s backend and its name, when it is a real keychain; else None."""
     try:
-        import keyring.backend
         import keyring.backends.fail
         import keyring.backends.null
-        import keyring.core
     except ImportError:  # pragma: no cover - keyring is a dependency
         return None
-    # Detected anew at every look: keyring caches which backends were viable (jaraco's
-    # ``once``, whose ``reset`` forgets it), and a keychain whose daemon was not up yet (a
-    # login in progress) must be found once it is.
-    reset = getattr(keyring.backend.get_all_keyring, "reset", None)
     try:
-        if callable(reset):
-            with contextlib.suppress(KeyError):  # nothing cached yet
-                reset()
-        keyring.core.init_backend()
-        backend: Any = keyring.core.get_keyring()
+        backend: Any = keyring_choice(platform_backends())
     except Exception as exc:  # a broken keyring plugin must not stop the client
         logger.warning("no keychain: keyring failed to choose one (%s)", type(exc).__name__)
         return None
-    if isinstance(backend, keyring.backends.fail.Keyring | keyring.backends.null.Keyring):
+    if backend is None or isinstance(
+        backend, keyring.backends.fail.Keyring | keyring.backends.null.Keyring
+    ):
         return None
     priority = getattr(backend, "priority", 0)
     if not isinstance(priority, int | float) or priority <= 0:
         return None
     name = getattr(backend, "name", type(backend).__name__)
     return backend, str(name)
+
+
+def keyring_choice(backend_modules: tuple[str, ...]) -> Any:
+    """The backend ``keyring`` itself would choose, looked for among ``backend_modules``
+    (``platform_backends()``: the platform's own); None when none is usable.
+
+    As ``keyring.core.init_backend`` does: the backend the user named
+    (``PYTHON_KEYRING_BACKEND``, else ``keyringrc.cfg``; any backend, a plugin's too);
+    else, of the viable backends, keyring's chainer when more than one has a positive
+    priority (it asks each in turn), else the one of highest priority. Unlike keyring,
+    only ``backend_modules`` are imported and asked unless the chainer is chosen:
+    keyring imports every backend it ships and every plugin the installed packages
+    declare, and on Linux its macOS backend alone costs ~40 ms (ctypes looks for the
+    macOS frameworks with a subprocess) at every start.
+
+    Asked anew at every call: a keychain whose daemon was not up yet (a login in
+    progress) must be found once it is.
+    """
+    import keyring.backend
+    import keyring.core
+
+    named = keyring.core.load_env() or keyring.core.load_config()
+    if named is not None:
+        return named
+    for module in backend_modules:
+        # As keyring's own loading of its backends: one that cannot be imported here
+        # (a missing optional dependency) is not there.
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+    usable: list[tuple[float, Any]] = []
+    for cls in keyring.backend.KeyringBackend.get_viable_backends():
+        if cls.__module__ not in backend_modules:
+            continue
+        # As keyring: a backend that cannot be made without arguments is left out.
+        with contextlib.suppress(TypeError):
+            ring = cls()
+            # Asked once: a D-Bus keychain's priority is a round trip to its daemon.
+            priority = ring.priority
+            if priority > 0:
+                usable.append((priority, ring))
+    if len(usable) > 1:
+        import keyring.backends.chainer
+
+        # The chainer finds its backends through keyring's own discovery, cached until
+        # reset (jaraco's ``once``): reset, so that it sees the keychains up now.
+        reset = getattr(keyring.backend.get_all_keyring, "reset", None)
+        if callable(reset):
+            with contextlib.suppress(KeyError):  # nothing cached yet
+                reset()
+        chainer: Any = keyring.backends.chainer.ChainerBackend
+        return chainer()
+    return max(usable, key=lambda ranked: ranked[0], default=(0, None))[1]
 
 
 class KeychainTokenStore:
