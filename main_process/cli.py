@@ -72,6 +72,7 @@ from main_process.settings import (
     read_file_layer,
 )
 from main_process.spool.chunks import SpoolError
+from main_process.start_imports import import_client_socketio
 from main_process.version import client_version
 
 PROG = "log-monitor"
@@ -516,6 +517,9 @@ def _absolute(pattern: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # python-socketio before the main process imports it, without the Redis managers only
+    # a server uses (~90 ms of importing redis; see ``start_imports``).
+    import_client_socketio()
     from main_process.app import MainProcess, RunOptions
 
     settings = _settings_for_run(args)
