@@ -185,9 +185,10 @@ def main_run(quick: bool) -> None:
     starts: list[float] = []
     floors: list[float] = []
     # An installed package is byte-compiled; a checkout run with PYTHONDONTWRITEBYTECODE
-    # would otherwise compile every module at every start.
+    # would otherwise compile every module at every start (``protocol`` too: the client
+    # imports it).
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "main_process", "ipc"],
+        [sys.executable, "-m", "compileall", "-q", "main_process", "ipc", "protocol"],
         cwd=REPOSITORY,
         check=True,
         capture_output=True,
