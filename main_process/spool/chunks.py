@@ -12,9 +12,11 @@ Owns one SQLite file (``<data-dir>/spool.sqlite3``) holding:
 - ``counters``: totals of chunks and bytes acknowledged, across restarts.
 
 ``Spool`` is the one interface its callers see. It keeps the chunks and dead letters
-itself and hands the rest to three parts: ``spool_database.SpoolDatabase`` (the file, its
-schema, transactions and errors), ``spool_file_state.SpoolFileState`` (checkpoints and
-backlog marks) and ``spool_room.SpoolRoom`` (the counters, the byte bound, the disk).
+itself and hands the rest to four parts: ``spool.database.SpoolDatabase`` (the file, its
+schema, transactions and errors), ``spool.file_state.SpoolFileState`` (checkpoints and
+backlog marks), ``spool.room.SpoolRoom`` (the counters, the byte bound, the disk) and
+``spool.recent_chunks.RecentChunks`` (what this process appended, kept in memory until
+acknowledged so that ``pending`` need not read it back).
 
 Rules it keeps:
 
@@ -161,9 +163,8 @@ class Spool:
         """Open (or create) the spool at ``path``.
 
         ``verify`` runs SQLite's ``quick_check`` so damage is reported now, as a
-        ``SpoolCorruptError``, rather than in the middle of delivery. At most
-        ``recent_max_bytes`` of the chunks appended are also kept in memory until
-        acknowledged (``RecentChunks``).
+        ``SpoolCorruptError``, rather than in the middle of delivery.
+        ``recent_max_bytes`` bounds ``RecentChunks``.
         """
         self._path = Path(path)
         self.directory = self._path.parent
