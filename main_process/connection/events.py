@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 
-import msgspec
-
 from main_process.connection.backoff import BackoffPolicy
 from main_process.credentials import Tokens
 
@@ -128,110 +126,112 @@ class ConnectionCounters:
 
 # ----------------------------------------------------------------------------- events
 
-# Events and actions are msgspec Structs, not dataclasses: a Struct class is made in C,
-# where each frozen dataclass compiles six methods when its module is imported (the 34
-# of them cost ~15 ms of every start of the main process).
 
-
-def _repr_without(value: msgspec.Struct, hidden: tuple[str, ...]) -> str:
-    """``value``'s repr without the fields named in ``hidden`` (tokens)."""
-    shown = ", ".join(
-        f"{name}={getattr(value, name)!r}" for name in value.__struct_fields__ if name not in hidden
-    )
-    return f"{type(value).__name__}({shown})"
-
-
-class ConnectRequested(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ConnectRequested:
     """The user (or startup) wants a connection; also cancels a backoff wait."""
 
 
-class DisconnectRequested(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class DisconnectRequested:
     """The user wants no connection until the next ``ConnectRequested``."""
 
 
-class EnsureConnected(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class EnsureConnected:
     """Connect if idle, unless the user asked to be disconnected."""
 
 
-class ChunksAppended(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ChunksAppended:
     """The spool may hold chunks the machine has not loaded yet."""
 
 
-class ChunksLoaded(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ChunksLoaded:
     """Answer to ``LoadChunks``: up to ``limit`` chunks after ``after_seq``, in seq order."""
 
     epoch: int
     chunks: Sequence[OutgoingChunk]
 
 
-class CredentialsChanged(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class CredentialsChanged:
     """Login or logout happened elsewhere; the caller already saved ``tokens``."""
 
     tokens: Tokens
 
 
-class FatalError(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class FatalError:
     """Something the machine cannot retry its way out of (e.g. an unusable server URL)."""
 
     message: str
 
 
-class SocketConnected(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class SocketConnected:
     """The server accepted the namespace handshake."""
 
     epoch: int
 
 
-class ConnectFailed(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
     """The attempt failed before the namespace was connected (``connect_error``)."""
 
     epoch: int
     message: str
 
 
-class SocketDisconnected(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class SocketDisconnected:
     epoch: int
     reason: str
 
 
-class Authenticated(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class Authenticated:
     epoch: int
     identity: Identity | None = None
     username: str | None = None
 
 
-class GuestTokenReceived(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class GuestTokenReceived:
     epoch: int
-    token: str
-
-    def __repr__(self) -> str:
-        return _repr_without(self, ("token",))
+    token: str = field(repr=False)
 
 
-class RetryAuthRequested(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RetryAuthRequested:
     epoch: int
     reason: str | None = None
 
 
-class ServerActivity(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ServerActivity:
     """A ``pong`` or any other sign of life (e.g. a ``processed_event``)."""
 
     epoch: int
 
 
-class UnknownServerEvent(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class UnknownServerEvent:
     epoch: int
     name: str
 
 
-class MalformedPayload(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class MalformedPayload:
     """A known event whose payload had the wrong shape; it was not acted on."""
 
     epoch: int
     event_name: str
 
 
-class AckReceived(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class AckReceived:
     """The server's acknowledgement of ``submit_log_chunk`` for ``seq``.
 
     ``error`` is ``None`` for delivered; see ``ack_error`` for the parsing rules.
@@ -243,32 +243,33 @@ class AckReceived(msgspec.Struct, frozen=True):
     message: str | None = None
 
 
-class RefreshSucceeded(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RefreshSucceeded:
     request_id: int
-    access_token: str
-    refresh_token: str
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
     user_id: str | None = None
     username: str | None = None
 
-    def __repr__(self) -> str:
-        return _repr_without(self, ("access_token", "refresh_token"))
 
-
-class RefreshRefused(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RefreshRefused:
     """The auth API answered 401 or 403: the refresh token is dead."""
 
     request_id: int
     http_status: int
 
 
-class RefreshFailed(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RefreshFailed:
     """Network error, timeout, 5xx or a malformed answer: the tokens may still be good."""
 
     request_id: int
     message: str
 
 
-class ClientIdRenewed(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class ClientIdRenewed:
     """Answer to ``RenewClientId``: the shell now sends ``client_id``.
 
     ``problem`` says why the new id could not be stored (it is used anyway; the next
@@ -278,13 +279,15 @@ class ClientIdRenewed(msgspec.Struct, frozen=True):
     problem: str | None = None
 
 
-class TokensSaved(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class TokensSaved:
     """Answer to ``PersistTokens``: the token file now holds ``tokens``."""
 
     tokens: Tokens
 
 
-class TokensNotSaved(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class TokensNotSaved:
     """Answer to ``PersistTokens``: the write failed and the file holds what it held.
 
     ``reason`` is words for the user (e.g. the OS's error and the file's path), never a
@@ -324,24 +327,24 @@ Event: TypeAlias = (
 # ----------------------------------------------------------------------------- actions
 
 
-class OpenSocket(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class OpenSocket:
     """Open a new socket for ``epoch`` with ``{"token": token}`` (or ``{}``) as auth."""
 
     epoch: int
-    token: str | None
+    token: str | None = field(repr=False)
     credential: Credential
 
-    def __repr__(self) -> str:
-        return _repr_without(self, ("token",))
 
-
-class CloseSocket(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class CloseSocket:
     """Close the socket of ``epoch`` (cancelling its connect if still under way)."""
 
     epoch: int
 
 
-class LoadChunks(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class LoadChunks:
     """Read up to ``limit`` spooled chunks with seq > ``after_seq`` (all if ``None``),
     in seq order, and feed them back as ``ChunksLoaded(epoch, ...)``."""
 
@@ -350,24 +353,28 @@ class LoadChunks(msgspec.Struct, frozen=True):
     limit: int
 
 
-class SendChunk(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class SendChunk:
     """Emit ``submit_log_chunk`` on the socket of ``epoch``; feed its ack back."""
 
     epoch: int
     chunk: OutgoingChunk
 
 
-class SendPing(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class SendPing:
     epoch: int
 
 
-class AcknowledgeChunk(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class AcknowledgeChunk:
     """The server has the chunk: delete it from the spool."""
 
     seq: int
 
 
-class DeadLetterChunk(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class DeadLetterChunk:
     """The server will never take the chunk: move it to the dead-letter store."""
 
     seq: int
@@ -375,28 +382,29 @@ class DeadLetterChunk(msgspec.Struct, frozen=True):
     message: str | None
 
 
-class PersistTokens(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class PersistTokens:
     """Write ``tokens`` to disk atomically (0600); answer ``TokensSaved`` or ``TokensNotSaved``."""
 
     tokens: Tokens
 
 
-class RefreshTokens(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RefreshTokens:
     """POST ``{refreshToken}`` to the auth API; answer with a ``Refresh*`` event."""
 
     request_id: int
-    refresh_token: str
-
-    def __repr__(self) -> str:
-        return _repr_without(self, ("refresh_token",))
+    refresh_token: str = field(repr=False)
 
 
-class RenewClientId(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class RenewClientId:
     """Start a new installation identity: keep the current client id aside, make and use
     a new one; answer ``ClientIdRenewed``. The spool and tokens stay as they are."""
 
 
-class StatusChanged(msgspec.Struct, frozen=True):
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
     status: ConnectionStatus
 
 
