@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.main_process_runner import MainProcessRunner
 from harness.server_process import ServerProcess
 
 
@@ -42,3 +43,12 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def runners() -> Iterator[list[MainProcessRunner]]:
+    """Main processes a test starts (it appends them); each is stopped at the end."""
+    started: list[MainProcessRunner] = []
+    yield started
+    for runner in started:
+        runner.ensure_stopped()

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ from main_process.settings import SettingsLayer, merge, read_environment_layer, 
 from main_process.spool.chunks import Spool
 
 PASSWORD = "s3cret-pass-phrase"
-
-
-@pytest.fixture
-def runners() -> Iterator[list[MainProcessRunner]]:
-    started: list[MainProcessRunner] = []
-    yield started
-    for runner in started:
-        runner.ensure_stopped()
 
 
 def stored_chunks(server: ServerProcess) -> int:

@@ -43,14 +43,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-@pytest.fixture
-def runners() -> Iterator[list[MainProcessRunner]]:
-    started: list[MainProcessRunner] = []
-    yield started
-    for runner in started:
-        runner.ensure_stopped()
-
-
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -12,24 +12,13 @@ out, with the server remote and with the embedded one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from harness.main_process_runner import MainProcessRunner, headless_environment
 from harness.server_process import ServerProcess
 from main_process.keychain import platform_backends
 
 REPORT_PREFIX = "import time:"
-
-
-@pytest.fixture
-def runners() -> Iterator[list[MainProcessRunner]]:
-    started: list[MainProcessRunner] = []
-    yield started
-    for runner in started:
-        runner.ensure_stopped()
 
 
 def imported_modules(log_text: str) -> set[str]:
