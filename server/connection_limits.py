@@ -289,13 +289,6 @@ class ConnectionGate:
                 return
             self._evict(oldest, "the server is full")
         self.counters.accepted += 1
-        # asyncio turns Nagle's algorithm off only for sockets whose proto is IPPROTO_TCP,
-        # and one accepted from a listener made with proto 0 has proto 0. With Nagle on,
-        # a small frame written right after another (``authenticated`` after the
-        # namespace's connect, an ack after an ack) waits for the peer's delayed ACK:
-        # 40 ms on Linux, in every handshake.
-        with contextlib.suppress(OSError):
-            accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._open[connection.key] = connection
         self._per_peer[connection.peer] += 1
         task = loop.create_task(
