@@ -125,8 +125,11 @@ class ChunkStore(Protocol):
         """Store a chunk durably and return it with its ``seq``; may raise when full."""
         ...
 
-    def pending(self, after_seq: int | None, limit: int) -> Sequence[OutgoingChunk]:
-        """Up to ``limit`` chunks with seq > ``after_seq`` (all if ``None``), in seq order."""
+    def pending(
+        self, after_seq: int | None, limit: int, *, durable_only: bool = False
+    ) -> Sequence[OutgoingChunk]:
+        """Up to ``limit`` chunks with seq > ``after_seq`` (all if ``None``), in seq order;
+        with ``durable_only``, only those made durable (``sync``, ``made_durable``)."""
         ...
 
     def acknowledge(self, seq: int) -> object:
@@ -138,7 +141,21 @@ class ChunkStore(Protocol):
         ...
 
     def sync(self) -> None:
-        """Make every chunk appended so far durable before it is first sent."""
+        """Make every chunk appended so far durable, blocking."""
+        ...
+
+    def durability_job(self) -> DurabilityJob | None:
+        """The same as ``sync``, as a job for a worker thread; None when nothing is to do."""
+        ...
+
+    def made_durable(self, job: Any) -> None:
+        """``job`` (from ``durability_job``) has run."""
+        ...
+
+
+class DurabilityJob(Protocol):
+    def run(self) -> None:
+        """Blocking, on a worker thread; raises ``OSError`` when it cannot."""
         ...
 
 
@@ -216,6 +233,7 @@ class ServerConnection:
         self._driver = MachineDriver(self._machine, clock, self._execute_one)
         self._http: aiohttp.ClientSession | None = None
         self._attempts: dict[int, SocketAttempt] = {}
+        self._making_durable = False
         self._status_changed: asyncio.Condition | None = None
         self._closed = False
 
@@ -438,16 +456,37 @@ class ServerConnection:
 
     def _load_chunks(self, action: LoadChunks) -> list[Action]:
         try:
-            # New chunks must survive a power loss before they are first sent; a no-op
-            # when nothing was appended since the last call.
-            self._store.sync()
-            chunks = list(self._store.pending(action.after_seq, action.limit))
+            # New chunks must survive a power loss before they are first sent: those
+            # appended since the last fsync are sent once it is done (a ``ChunksAppended``).
+            if not self._making_durable:
+                job = self._store.durability_job()
+                if job is not None:
+                    self._making_durable = True
+                    self._driver.spawn(self._make_durable(job), "spool-fsync")
+            chunks = list(self._store.pending(action.after_seq, action.limit, durable_only=True))
         except Exception as exc:
             logger.error("could not read the spool: %s; retrying in a moment", exc)
             loop = asyncio.get_running_loop()
             loop.call_later(_SPOOL_RETRY_DELAY, self._driver.feed, ChunksAppended())
             chunks = []
         return self._machine.handle(ChunksLoaded(action.epoch, chunks), self._clock())
+
+    async def _make_durable(self, job: DurabilityJob) -> None:
+        """The fsync of the chunks appended so far, on a worker thread, so that reading
+        and sending go on meanwhile; on the loop (``sync``) if that cannot be done."""
+        try:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, job.run)
+                self._store.made_durable(job)
+            except OSError as exc:
+                logger.debug("fsync on a worker thread failed (%s); on the loop instead", exc)
+                self._store.sync()
+        except Exception as exc:
+            logger.error("could not make the spool durable: %s; retrying in a moment", exc)
+            await asyncio.sleep(_SPOOL_RETRY_DELAY)
+        finally:
+            self._making_durable = False
+        self._driver.feed(ChunksAppended())
 
     async def _refresh(self, action: RefreshTokens) -> None:
         assert self._http is not None

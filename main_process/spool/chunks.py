@@ -40,12 +40,17 @@ few commits may be rolled back (the database stays consistent, and a chunk rolls
 with its checkpoint, so the lines are read again). The one hazard would be a chunk that
 was already sent and then rolled back: its seq would be handed out again for different
 text. ``sync()`` closes that gap: it forces everything committed so far to stable storage
-with one fsync, and is a no-op when nothing was appended since; the connection calls it
-before sending chunks it has not sent before. ``durability="full"`` instead fsyncs every
-commit (slower, for users who prefer it).
+with one fsync, and is a no-op when nothing was appended since. The connection does the
+same off the event loop (``durability_job``, run on a worker thread, then
+``made_durable``) and sends only what ``pending(durable_only=True)`` returns, so no chunk
+is sent before it is durable, and reading and sending go on during the fsync. Chunks an
+earlier run left are durable only after the first such fsync of this run (that run may
+have been killed before its last commits reached the disk). ``durability="full"``
+instead fsyncs every commit (slower, for users who prefer it).
 
 Threads. A ``Spool`` is used from one thread, the main process's asyncio thread (every
-call is a short local transaction, a few milliseconds at most for a 512 KiB chunk).
+call is a short local transaction, a few milliseconds at most for a 512 KiB chunk); only
+a ``WalFlush`` runs elsewhere, and it touches nothing but its own descriptor.
 sqlite3's ``check_same_thread`` stays on, so use from another thread raises instead of
 corrupting state. ``stats()`` is O(1): counters live in memory, loaded once at open and
 updated only after each transaction commits.
@@ -70,6 +75,7 @@ from main_process.spool.database import (
     SpoolError,
     SpoolFull,
     SpoolUnavailableError,
+    WalFlush,
 )
 from main_process.spool.file_state import (
     BacklogFile,
@@ -98,9 +104,11 @@ __all__ = [
     "SpoolStats",
     "SpoolUnavailableError",
     "SpooledChunk",
+    "WalFlush",
 ]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_LAST_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +179,7 @@ class Spool:
         """Where the spool lives (the data dir), also for scratch files of the sources."""
         self._client_id = client_id
         self._clock = clock
-        self._appended_since_sync = False
+        self._every_commit_synced = durability == "full"
         self._room = SpoolRoom(self._path, max_bytes)
         self._database = SpoolDatabase(self._path, self._room, durability=durability, verify=verify)
         try:
@@ -181,6 +189,10 @@ class Spool:
         except BaseException:
             self._database.close()
             raise
+        self._newest_seq = int(newest)
+        # An earlier run may have been killed before its last commits reached the disk:
+        # they are made durable (one fsync) before any of them is sent.
+        self._durable_seq = self._newest_seq if self._every_commit_synced else -1
         self._files = SpoolFileState(self._database, clock)
         # What this process appends is kept in memory until acknowledged, so sending it
         # does not read it back; the chunks of an earlier run are read from the file.
@@ -282,7 +294,9 @@ class Spool:
         for chunk in stored:
             self._recent.appended(chunk)
         if stored:
-            self._appended_since_sync = True
+            self._newest_seq = stored[-1].seq
+            if self._every_commit_synced:
+                self._durable_seq = self._newest_seq
         return stored
 
     def _insert(
@@ -373,23 +387,42 @@ class Spool:
         """Force every committed chunk to stable storage (survives power loss).
 
         One fsync of the WAL, and only when something was appended since the last call.
+        Blocks the calling thread; ``durability_job`` does the same off the event loop.
         """
-        if not self._appended_since_sync:
+        if self._durable_seq >= self._newest_seq:
             return
         self._database.sync()
-        self._appended_since_sync = False
+        self._durable_seq = self._newest_seq
+
+    def durability_job(self) -> WalFlush | None:
+        """A job that makes every chunk appended so far durable, to run on another
+        thread (``WalFlush.run``) while this one goes on; hand it to ``made_durable``
+        once it has run. None when they all are durable already."""
+        if self._durable_seq >= self._newest_seq:
+            return None
+        return WalFlush(self._database.wal_path, self._newest_seq)
+
+    def made_durable(self, job: WalFlush) -> None:
+        """``job`` has run: the chunks it covers may be sent."""
+        self._durable_seq = max(self._durable_seq, job.through_seq)
 
     # ------------------------------------------------------------------------ reading
 
-    def pending(self, after_seq: int | None = None, limit: int = 64) -> list[SpooledChunk]:
-        """Up to ``limit`` chunks with ``seq > after_seq`` (all when None), in seq order."""
+    def pending(
+        self, after_seq: int | None = None, limit: int = 64, *, durable_only: bool = False
+    ) -> list[SpooledChunk]:
+        """Up to ``limit`` chunks with ``seq > after_seq`` (all when None), in seq order;
+        with ``durable_only``, only those known to survive a power loss (``sync``)."""
         after = -1 if after_seq is None else after_seq
+        through = self._durable_seq if durable_only else _LAST_SEQ
         recent = self._recent.pending(after, limit)
         if recent is not None:
+            if recent and recent[-1].seq > through:
+                return [chunk for chunk in recent if chunk.seq <= through]
             return recent
         rows = self._database.read_all(
-            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
+            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (after, through, limit),
         )
         return [
             SpooledChunk(row[0], self.chunk_id(row[0]), row[1], _source(row), row[4], row[5])

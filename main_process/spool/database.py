@@ -4,8 +4,8 @@ Owns the one ``sqlite3.Connection`` of ``<data-dir>/spool.sqlite3``: the pragmas
 under (WAL, ``synchronous``, page size, checkpoint sizes, ``secure_delete``), the schema
 and its migrations (created or brought up to date in one transaction), the check that an
 existing file is a spool at all, the explicit write transactions every change goes
-through, the fsync of ``sync()``, and the translation of ``sqlite3`` errors into the
-spool's one-sentence errors.
+through, the fsync of ``sync()`` (and ``WalFlush``, the same from another thread), and
+the translation of ``sqlite3`` errors into the spool's one-sentence errors.
 
 Rules it keeps:
 
@@ -23,10 +23,12 @@ Must not: know what a chunk, a checkpoint or a counter means (``spool``,
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +154,30 @@ class SpoolDiskFull(SpoolFull):
 
 # Disk space set aside next to the spool. Deleting a row needs a little disk too (WAL
 # frames), so on a disk filled to the last byte the spool could never drain and the
+
+
+# fdatasync where there is one (not on macOS or Windows, where fsync is what SQLite uses).
+_flush_data = getattr(os, "fdatasync", os.fsync)
+
+
+@dataclass(frozen=True, slots=True)
+class WalFlush:
+    """Makes every transaction committed before it was made durable, from any thread:
+    one fdatasync of the WAL file through a descriptor of its own. That is the fsync a
+    commit under ``synchronous=FULL`` does; commits already copied into the database by
+    a checkpoint were made durable by that checkpoint (``synchronous=NORMAL`` syncs the
+    database file after each one). ``through_seq`` is the newest chunk it covers."""
+
+    wal_path: Path
+    through_seq: int
+
+    def run(self) -> None:
+        """Raises ``OSError`` when the WAL cannot be opened (then ``sync()`` instead)."""
+        fd = os.open(self.wal_path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        try:
+            _flush_data(fd)
+        finally:
+            os.close(fd)
 
 
 class SpoolDatabase:
@@ -286,6 +312,10 @@ class SpoolDatabase:
             if isinstance(exc, sqlite3.Error) and not isinstance(exc, _CALLER_ERRORS):
                 raise self.translate(exc, "write") from exc
             raise
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-wal")
 
     def sync(self) -> None:
         """Force every committed transaction to stable storage with one fsync."""

@@ -156,6 +156,57 @@ async def test_real_spool_and_token_store_fit_the_protocols(
     assert records[3]["source"] == {"path": "/var/log/app.log", "offset": 300}
 
 
+async def test_no_chunk_is_sent_before_its_fsync_which_runs_off_the_event_loop(
+    reference_server: ServerProcess, tmp_path: Path
+) -> None:
+    import threading
+
+    from main_process.spool.chunks import Spool, WalFlush
+
+    client_id = str(uuid.uuid4())
+    spool = Spool(tmp_path / "spool.sqlite3", client_id)
+    fsync_may_finish = threading.Event()
+    fsyncs_started: list[int] = []
+    real_job = spool.durability_job
+
+    class GatedFlush(WalFlush):
+        def run(self) -> None:
+            fsyncs_started.append(self.through_seq)
+            assert fsync_may_finish.wait(20)
+            super().run()
+
+    def gated_job() -> WalFlush | None:
+        job = real_job()
+        return None if job is None else GatedFlush(job.wal_path, job.through_seq)
+
+    spool.durability_job = gated_job  # type: ignore[method-assign]
+    texts = group(numbered_lines(30), 10)
+    try:
+        async with ServerConnection(
+            reference_server.url,
+            client_id=client_id,
+            chunk_store=spool,
+            token_store=MemoryTokenStore(),
+            config=FAST,
+        ) as connection:
+            await connection.ensure_connected_and_send_log_chunk(texts[0], None)
+            await connection.wait_for_status(connected("guest"), 20)
+            await wait_until_async(lambda: bool(fsyncs_started), 20, "the first fsync started")
+            # While the fsync is held, the loop goes on: more chunks are appended, the
+            # status is served; nothing reaches the server.
+            for text in texts[1:]:
+                await connection.ensure_connected_and_send_log_chunk(text, None)
+            assert connection.status().state == "connected"
+            assert spool.stats().buffered_chunks == 3
+            assert (await server_stats(reference_server))["chunks_stored"] == 0
+            fsync_may_finish.set()
+            await wait_until_async(lambda: spool.stats().buffered_chunks == 0, 20, "all acked")
+    finally:
+        spool.close()
+    assert fsyncs_started[0] == 1
+    assert reference_server.dump(client_id) == "".join(texts).encode()
+
+
 async def test_access_token_expiring_mid_stream_is_refreshed_and_the_stream_completes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -332,6 +332,78 @@ def test_sync_keeps_the_data_and_restores_normal_synchronous(spool_path: Path) -
         assert spool.stats().buffered_chunks == 1
 
 
+def test_only_chunks_made_durable_are_pending_for_sending(spool_path: Path) -> None:
+    with open_spool(spool_path) as spool:
+        assert spool.durability_job() is None  # nothing appended
+        first = [spool.append(f"{i}\n") for i in range(3)]
+        assert spool.pending(durable_only=True) == []
+        assert spool.pending() == first
+        job = spool.durability_job()
+        assert job is not None
+        assert job.through_seq == first[-1].seq
+        fourth = spool.append("3\n")
+        # The fsync runs on a worker thread while the spool's own thread goes on.
+        worker = threading.Thread(target=job.run)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive()
+        spool.made_durable(job)
+        assert spool.pending(durable_only=True) == first
+        assert spool.pending(first[0].seq, 64, durable_only=True) == first[1:]
+        later = spool.durability_job()
+        assert later is not None
+        assert later.through_seq == fourth.seq
+        spool.sync()  # the blocking form covers everything appended so far
+        assert spool.durability_job() is None
+        assert spool.pending(durable_only=True) == [*first, fourth]
+
+
+def test_chunks_left_by_an_earlier_run_are_made_durable_before_they_are_sent(
+    spool_path: Path,
+) -> None:
+    with open_spool(spool_path) as spool:
+        left = [spool.append(f"{i}\n") for i in range(2)]
+    with open_spool(spool_path) as spool:
+        # That run may have been killed before its commits reached the disk.
+        assert spool.pending(durable_only=True) == []
+        job = spool.durability_job()
+        assert job is not None
+        assert job.through_seq == left[-1].seq
+        job.run()
+        spool.made_durable(job)
+        assert [c.text for c in spool.pending(durable_only=True)] == ["0\n", "1\n"]
+
+
+def test_with_full_durability_every_commit_is_durable_at_once(spool_path: Path) -> None:
+    with open_spool(spool_path, durability="full") as spool:
+        chunk = spool.append("x\n")
+        assert spool.durability_job() is None
+        assert spool.pending(durable_only=True) == [chunk]
+
+
+def test_the_durability_job_fsyncs_this_spools_wal_file(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed: list[str] = []
+    real_flush = spool_database._flush_data
+
+    def recording_flush(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_flush(fd)
+
+    monkeypatch.setattr(spool_database, "_flush_data", recording_flush)
+    with open_spool(spool_path) as spool:
+        spool.append("x\n")
+        job = spool.durability_job()
+        assert job is not None
+        job.run()
+        assert flushed == [str(spool_path.resolve()) + "-wal"]
+    # Once the spool is closed its WAL is gone: the job says so (the connection then
+    # falls back to the blocking ``sync``) instead of syncing nothing.
+    with pytest.raises(FileNotFoundError):
+        job.run()
+
+
 def test_use_from_another_thread_raises_instead_of_racing(spool_path: Path) -> None:
     errors: list[BaseException] = []
     with open_spool(spool_path) as spool:

@@ -28,7 +28,9 @@ class MemorySpool:
         self.next_seq += 1
         return chunk
 
-    def pending(self, after_seq: int | None, limit: int) -> list[Chunk]:
+    def pending(
+        self, after_seq: int | None, limit: int, *, durable_only: bool = False
+    ) -> list[Chunk]:
         seqs = sorted(s for s in self.chunks if after_seq is None or s > after_seq)
         return [self.chunks[s] for s in seqs[:limit]]
 
@@ -45,6 +47,12 @@ class MemorySpool:
         return True
 
     def sync(self) -> None:
+        pass
+
+    def durability_job(self) -> None:
+        return None  # nothing to make durable in memory
+
+    def made_durable(self, job: object) -> None:
         pass
 
 
