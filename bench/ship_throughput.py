@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,8 @@ class DrainingSpool(Spool):
 
     drained: asyncio.Event
 
-    def acknowledge(self, seq: int) -> bool:
-        done = super().acknowledge(seq)
+    def acknowledge_many(self, seqs: Sequence[int]) -> int:
+        done = super().acknowledge_many(seqs)
         if self.stats().buffered_chunks == 0:
             self.drained.set()
         return done

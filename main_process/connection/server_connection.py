@@ -111,6 +111,8 @@ USER_AGENT = (
     f"({platform.system() or 'unknown'}; Python {sys.version_info.major}.{sys.version_info.minor})"
 )
 _SPOOL_RETRY_DELAY = 1.0
+_ACK_BATCH = 16
+_ACK_LINGER = 0.02
 _REFRESH_TASK = "token-refresh"
 
 
@@ -132,8 +134,13 @@ class ChunkStore(Protocol):
         with ``durable_only``, only those made durable (``sync``, ``made_durable``)."""
         ...
 
-    def acknowledge(self, seq: int) -> object:
-        """Delete an acknowledged chunk (a no-op if it is already gone)."""
+    @property
+    def buffered_chunks(self) -> int:
+        """Chunks in the store, acknowledged but not deleted yet included."""
+        ...
+
+    def acknowledge_many(self, seqs: Sequence[int]) -> object:
+        """Delete acknowledged chunks (a no-op for those already gone)."""
         ...
 
     def dead_letter(self, seq: int, code: str, message: str) -> object:
@@ -234,6 +241,8 @@ class ServerConnection:
         self._http: aiohttp.ClientSession | None = None
         self._attempts: dict[int, SocketAttempt] = {}
         self._making_durable = False
+        self._acknowledged: list[int] = []
+        self._ack_flush: asyncio.TimerHandle | None = None
         self._status_changed: asyncio.Condition | None = None
         self._closed = False
 
@@ -286,6 +295,7 @@ class ServerConnection:
                 # Let the driver handle (and persist) what they fed.
                 await self._submit(ChunksAppended())
             await self._driver.stop()
+        self._delete_acknowledged()
         self._closed = True
         self._credentials.save_before_closing(self._machine.tokens)
         for attempt in list(self._attempts.values()):
@@ -387,9 +397,15 @@ class ServerConnection:
                 if attempt := self._attempts.get(action.epoch):
                     await attempt.send_ping(self.client_id, int(self._wall_clock() * 1000))
             case AcknowledgeChunk():
-                self._store.acknowledge(action.seq)
-                if self._on_delivered is not None:
-                    self._on_delivered()
+                self._acknowledged.append(action.seq)
+                if (
+                    len(self._acknowledged) >= _ACK_BATCH
+                    or len(self._acknowledged) >= self._store.buffered_chunks
+                ):
+                    self._delete_acknowledged()
+                elif self._ack_flush is None:
+                    loop = asyncio.get_running_loop()
+                    self._ack_flush = loop.call_later(_ACK_LINGER, self._delete_acknowledged)
             case DeadLetterChunk():
                 logger.warning(
                     "server rejected chunk %d permanently (%s); moved to dead letters",
@@ -470,6 +486,30 @@ class ServerConnection:
             loop.call_later(_SPOOL_RETRY_DELAY, self._driver.feed, ChunksAppended())
             chunks = []
         return self._machine.handle(ChunksLoaded(action.epoch, chunks), self._clock())
+
+    def _delete_acknowledged(self) -> None:
+        """Delete the acknowledged chunks from the spool, in one transaction.
+
+        Acknowledgements are deleted together, up to ``_ACK_BATCH`` of them or after
+        ``_ACK_LINGER``: one commit each cost about twice the CPU. At once when they are
+        all the spool holds, so that it reads empty and new lines go out at once. One not
+        deleted yet when the process dies is sent again and answered ``duplicate``.
+        """
+        if self._ack_flush is not None:
+            self._ack_flush.cancel()
+            self._ack_flush = None
+        seqs, self._acknowledged = self._acknowledged, []
+        if not seqs:
+            return
+        try:
+            self._store.acknowledge_many(seqs)
+        except Exception as exc:
+            # They stay in the spool, and are sent again (and answered ``duplicate``) on
+            # the next connection.
+            logger.error("could not delete %d acknowledged chunks: %s", len(seqs), exc)
+            return
+        if self._on_delivered is not None:
+            self._on_delivered()
 
     async def _make_durable(self, job: DurabilityJob) -> None:
         """The fsync of the chunks appended so far, on a worker thread, so that reading

@@ -337,25 +337,33 @@ class Spool:
         Returns False (and changes nothing) when the chunk is not in the spool, e.g. a
         duplicate ack after a resend.
         """
-        return self._room.draining(self._acknowledge, seq)
+        return self.acknowledge_many((seq,)) == 1
 
-    def _acknowledge(self, seq: int) -> bool:
+    def acknowledge_many(self, seqs: Sequence[int]) -> int:
+        """Delete several acknowledged chunks in one transaction (one commit instead of
+        one each) and count them as sent; returns how many were in the spool."""
+        if not seqs:
+            return 0
+        return self._room.draining(self._acknowledge_many, seqs)
+
+    def _acknowledge_many(self, seqs: Sequence[int]) -> int:
+        marks = ", ".join("?" * len(seqs))
         with self._database.write_transaction() as connection:
             # fetchall: the DELETE statement must be finished before COMMIT.
             rows = connection.execute(
-                "DELETE FROM chunks WHERE seq = ? RETURNING byte_len", (seq,)
+                f"DELETE FROM chunks WHERE seq IN ({marks}) RETURNING seq, byte_len", tuple(seqs)
             ).fetchall()
             if not rows:
-                return False
-            byte_len = int(rows[0][0])
+                return 0
             connection.execute(
-                "UPDATE counters SET sent_chunks = sent_chunks + 1,"
+                "UPDATE counters SET sent_chunks = sent_chunks + ?,"
                 " sent_bytes = sent_bytes + ? WHERE id = 1",
-                (byte_len,),
+                (len(rows), sum(int(row[1]) for row in rows)),
             )
-        self._recent.removed(seq)
-        self._room.acknowledged(byte_len)
-        return True
+        for seq, byte_len in rows:
+            self._recent.removed(seq)
+            self._room.acknowledged(int(byte_len))
+        return len(rows)
 
     def dead_letter(self, seq: int, code: str, message: str = "") -> bool:
         """Move a permanently rejected chunk to the dead-letter table (one transaction).

@@ -31,10 +31,12 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from main_process.spool.database import SpoolDiskFull, filesystem_size
 from main_process.spool.disk_reserve import DiskReserve
+
+_Result = TypeVar("_Result")
 
 if TYPE_CHECKING:
     from main_process.spool.database import SpoolDatabase
@@ -154,7 +156,7 @@ class SpoolRoom:
 
     # ---------------------------------------------------------------- draining
 
-    def draining(self, operation: Callable[..., bool], *args: Any) -> bool:
+    def draining(self, operation: Callable[..., _Result], *args: Any) -> _Result:
         """Run an operation that frees room; on a full disk give back the reserve first."""
         assert self._database is not None
         assert self._reserve is not None

@@ -17,7 +17,7 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -434,6 +434,51 @@ def serve_acks_or_silence(server: FakeServer) -> None:
 
     server.sio.on("connect", on_connect, namespace="/client")
     server.sio.on("submit_log_chunk", on_chunk, namespace="/client")
+
+
+async def test_acknowledged_chunks_are_deleted_together_at_once_when_nothing_else_waits(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from main_process.connection import server_connection
+
+    # Only the batch size or an empty spool may trigger a delete here, and the close.
+    monkeypatch.setattr(server_connection, "_ACK_LINGER", 3600.0)
+    monkeypatch.setattr(server_connection, "_ACK_BATCH", 3)
+    serve_acks_or_silence(fake_server)
+    spool = MemorySpool()
+    deletes: list[list[int]] = []
+    real_delete = spool.acknowledge_many
+
+    def recording_delete(seqs: Sequence[int]) -> int:
+        deletes.append(list(seqs))
+        return real_delete(seqs)
+
+    spool.acknowledge_many = recording_delete  # type: ignore[method-assign]
+    async with ServerConnection(
+        fake_server.url,
+        client_id="client-1",
+        chunk_store=spool,
+        token_store=MemoryTokenStore(Tokens(guest_token="g-1")),
+        config=replace(FAST, window=8),
+    ) as connection:
+        await connection.ensure_connected_and_send_log_chunk("one\n", None)
+        # Acknowledged while it is all the spool holds: deleted at once.
+        await wait_until_async(lambda: deletes == [[1]], 10, "the lone chunk deleted")
+        fake_server.ack = False
+        await connection.ensure_connected_and_send_log_chunk("held\n", None)
+        await wait_until_async(lambda: len(fake_server.chunks) == 2, 10, "held chunk sent")
+        fake_server.ack = True
+        for text in ("a\n", "b\n", "c\n", "d\n"):
+            await connection.ensure_connected_and_send_log_chunk(text, None)
+        # Three acks make a batch; the fourth waits, as the held chunk is still out.
+        await wait_until_async(
+            lambda: connection.counters.chunks_acknowledged == 5, 10, "five acks"
+        )
+        assert deletes == [[1], [3, 4, 5]]
+        assert 6 in spool.chunks
+    # Closing deletes what was acknowledged and not deleted yet.
+    assert deletes == [[1], [3, 4, 5], [6]]
+    assert sorted(spool.chunks) == [2]
 
 
 async def test_a_server_that_never_acks_gets_the_same_chunks_again_after_the_ack_timeout(

@@ -197,6 +197,24 @@ def test_a_duplicate_or_unknown_ack_changes_nothing(spool_path: Path) -> None:
         assert (stats.sent_chunks, stats.sent_bytes) == (1, 2)
 
 
+def test_several_acks_in_one_transaction_delete_those_present_and_count_them(
+    spool_path: Path,
+) -> None:
+    with open_spool(spool_path) as spool:
+        chunks = [spool.append(text) for text in ("a\n", "bé\n", "c\n", "d\n")]
+        spool.acknowledge(chunks[0].seq)
+        assert spool.acknowledge_many([]) == 0
+        # One already gone, one never there: only the two present count.
+        assert spool.acknowledge_many([chunks[0].seq, chunks[1].seq, chunks[3].seq, 999]) == 2
+        assert spool.pending() == [chunks[2]]
+        stats = spool.stats()
+        assert (stats.buffered_chunks, stats.buffered_bytes) == (1, 2)
+        assert (stats.sent_chunks, stats.sent_bytes) == (3, 2 + 4 + 2)
+    with open_spool(spool_path) as spool:
+        stats = spool.stats()
+        assert (stats.buffered_chunks, stats.sent_chunks, stats.sent_bytes) == (1, 3, 8)
+
+
 def test_sent_counters_survive_reopening(spool_path: Path) -> None:
     with open_spool(spool_path) as spool:
         for text in ("aa\n", "bbb\n", "c\n"):

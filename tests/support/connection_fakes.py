@@ -6,6 +6,7 @@ token file (those are tested with the real ``Spool`` and ``identity.TokenStore``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,11 +35,14 @@ class MemorySpool:
         seqs = sorted(s for s in self.chunks if after_seq is None or s > after_seq)
         return [self.chunks[s] for s in seqs[:limit]]
 
-    def acknowledge(self, seq: int) -> bool:
-        if self.chunks.pop(seq, None) is None:
-            return False
-        self.acknowledged += 1
-        return True
+    @property
+    def buffered_chunks(self) -> int:
+        return len(self.chunks)
+
+    def acknowledge_many(self, seqs: Sequence[int]) -> int:
+        removed = [seq for seq in seqs if self.chunks.pop(seq, None) is not None]
+        self.acknowledged += len(removed)
+        return len(removed)
 
     def dead_letter(self, seq: int, code: str, message: str) -> bool:
         if self.chunks.pop(seq, None) is None:

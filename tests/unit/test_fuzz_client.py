@@ -333,7 +333,7 @@ class Harness:
                         self.credentials.client_id, action.chunk, 0
                     )
                 case AcknowledgeChunk():
-                    self.spool.acknowledge(action.seq)
+                    self.spool.acknowledge_many([action.seq])
                 case DeadLetterChunk():
                     self.spool.dead_letter(action.seq, action.code, action.message or "")
                 case RefreshTokens():
