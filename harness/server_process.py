@@ -122,6 +122,12 @@ class ServerProcess:
         assert result.returncode == 0, result.stderr
         return result.stdout
 
+    def dump_json(self) -> bytes:
+        """Every stored chunk, one JSON object per line (``dump --json``)."""
+        result = self.run_cli("dump", "--json")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
 
 def server_cli(
     data_dir: Path, *args: str, input_text: str | None = None, database: str | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import itertools
+import json
 import lzma
 import os
 import re
@@ -123,13 +124,18 @@ def _numbers(data: bytes) -> Iterator[int]:
             yield int(match.group(1))
 
 
-def stored_numbers(dump: bytes) -> dict[str, list[int]]:
-    """Per writer name, the line numbers in the order the server stored them."""
+def stored_numbers(json_dump: bytes) -> dict[str, list[int]]:
+    """Per writer name, the line numbers in the order the server stored them, from the
+    server's ``dump --json``. Chunk by chunk: a rotated generation can end in the middle
+    of a line (``copytruncate`` copies while the writer writes), and that partial last
+    line must not hide the first line of whatever chunk the server stored next."""
     stored: dict[str, list[int]] = {}
-    for raw in dump.splitlines():
-        match = _LINE.match(raw)
-        if match is not None:
-            stored.setdefault(match.group(2).decode(), []).append(int(match.group(1)))
+    for record in json_dump.splitlines():
+        text: str = json.loads(record)["chunk"]
+        for raw in text.encode().splitlines():
+            match = _LINE.match(raw)
+            if match is not None:
+                stored.setdefault(match.group(2).decode(), []).append(int(match.group(1)))
     return stored
 
 
