@@ -65,12 +65,14 @@ class _RecoveryNotSettled(Exception):
 @dataclass(slots=True)
 class _HeldLineage:
     """A lineage whose missed generations could not all be read yet: none of its files
-    is read until ``attempt`` succeeds (or ``_HOLD_LIMIT`` passes), so that nothing newer
-    is committed before them."""
+    is read until every one of ``attempts`` succeeds (or ``_HOLD_LIMIT`` passes), so that
+    nothing newer is committed before them."""
 
-    attempt: Callable[[float, bool], None]
-    """Find and place the missed generations; raises ``_RecoveryNotSettled`` unless its
-    second argument (the last attempt) is true."""
+    attempts: list[Callable[[float, bool], None]]
+    """Each finds and places some missed generations, and raises ``_RecoveryNotSettled``
+    unless its second argument (the last attempt) is true. Oldest first: one asked for
+    while the lineage is held (a new generation appeared meanwhile) runs after those
+    before it, which may look for older generations than it does."""
     since: float
     next_try: float
 
@@ -214,11 +216,17 @@ class GenerationRecovery:
 
     def _recover(self, lineage: str, now: float, attempt: Callable[[float, bool], None]) -> None:
         """Place a lineage's missed generations now, or hold the lineage until they can
-        all be read (``_HeldLineage``)."""
+        all be read (``_HeldLineage``). A lineage held already keeps its earlier attempts:
+        this one waits behind them (replacing them would forget the generations only they
+        look for, e.g. those rotated while the client was down)."""
+        held = self._held.get(lineage)
+        if held is not None:
+            held.attempts.append(attempt)
+            return
         try:
             attempt(now, False)
         except _RecoveryNotSettled:
-            self._held[lineage] = _HeldLineage(attempt, now, now + _HOLD_RETRY)
+            self._held[lineage] = _HeldLineage([attempt], now, now + _HOLD_RETRY)
 
     def retry_held(self, now: float) -> None:
         for lineage, held in list(self._held.items()):
@@ -226,7 +234,9 @@ class GenerationRecovery:
                 continue
             last_attempt = now - held.since >= _HOLD_LIMIT
             try:
-                held.attempt(now, last_attempt)
+                while held.attempts:
+                    held.attempts[0](now, last_attempt)
+                    held.attempts.pop(0)
             except _RecoveryNotSettled:
                 held.next_try = now + _HOLD_RETRY
                 continue

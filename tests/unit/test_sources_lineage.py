@@ -267,6 +267,59 @@ async def test_a_generation_still_being_compressed_holds_its_log(tmp_path: Path)
     assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 200)])
 
 
+async def test_a_new_generation_while_held_keeps_what_the_start_was_waiting_for(
+    tmp_path: Path,
+) -> None:
+    """Restarted while logrotate compresses: the look for what was rotated while the
+    client was down waits for a half-compressed file, and meanwhile the log is rotated
+    again with its newest generation half compressed too. Both looks are kept, oldest
+    first: the generations only the first one looks for (rotated while down, never
+    read) are read, and every line is once in order. (The second used to replace the
+    first, and those generations were never read.)"""
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    # While down: that generation is compressed, one more is written and compressed,
+    # then another is rotated and caught half compressed; a new log has begun.
+    rotate_by_rename(log, ".gz")
+    append_bytes(log, numbered_lines(range(100, 200)))
+    rotate_by_rename(log, ".gz")
+    append_bytes(log, numbered_lines(range(200, 250)))
+    rotate_by_rename(log)
+    first_whole = _half_compressed(log)
+    append_bytes(log, numbered_lines(range(250, 300)))
+    spool = open_spool(data)
+    sources = SourceSet([str(log)], [], spool, detached_idle_close=0.2)
+    async with RunningSources(sources) as running:
+        await running.wait_until(lambda: sources.initial_scan_done, 10, "the first scan")
+        assert [f.read_offset for f in sources.followed()] == [0]  # held
+        # Rotated again while held; gzip is still writing this one (its time is now).
+        rotate_by_rename(log)
+        rotated = log.with_name("app.log.1")
+        second_whole = gzip.compress(rotated.read_bytes())
+        second_mtime = rotated.stat().st_mtime_ns
+        log.with_name("app.log.1.gz").write_bytes(second_whole[: len(second_whole) // 2])
+        rotated.unlink()
+        append_bytes(log, numbered_lines(range(300, 320)))
+        await running.wait_until(
+            lambda: len(sources.followed()) == 2, 10, "the newest log to be followed"
+        )
+        for name, whole, mtime in (
+            ("app.log.2.gz", first_whole, None),
+            ("app.log.1.gz", second_whole, second_mtime),
+        ):
+            done = log.with_name(name)
+            mtime = mtime if mtime is not None else done.stat().st_mtime_ns
+            done.write_bytes(whole)
+            os.utime(done, ns=(mtime, mtime))
+        await running.wait_until(lambda: running.quiet([log], 220), 10, "every line")
+    assert sources.counters().troubles == 0, sources.last_trouble
+    spool.close()
+    assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 320)])
+
+
 async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
