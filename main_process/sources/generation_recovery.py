@@ -31,7 +31,7 @@ from main_process.sources.file_follower import (
     ReadPosition,
     Truncation,
 )
-from main_process.sources.file_identity import CheckpointFingerprint
+from main_process.sources.file_identity import CheckpointFingerprint, holds_copy_of
 from main_process.sources.link_policy import LinkPolicy
 from main_process.sources.rotation import (
     NOTHING_LEFT,
@@ -75,6 +75,21 @@ class _HeldLineage:
     before it, which may look for older generations than it does."""
     since: float
     next_try: float
+
+
+@dataclass(slots=True)
+class _Chosen:
+    """A generation the recovery plan will read: from ``start``, once ``taken`` by its
+    follower (which then owns the descriptor)."""
+
+    path: str
+    generation: OpenedGeneration
+    start: int
+    taken: bool = False
+
+    def same_generation(self, other: OpenedGeneration) -> bool:
+        """Whether ``other`` holds the same bytes as far as the shorter goes."""
+        return holds_copy_of(self.generation.fd, other.fd, other.size)
 
 
 class GenerationRecovery:
@@ -307,6 +322,7 @@ class GenerationRecovery:
                 return NOTHING_LEFT  # and everything older was read
             return known_offset(generation.fd, generation.size, candidate.mtime_ns, known)
 
+        chosen: list[_Chosen] = []
         followers: list[FileFollower] = []
         try:
             plan = plan_recovery(
@@ -326,15 +342,33 @@ class GenerationRecovery:
                     if copies_an_open_generation(generation):
                         generation.close()
                         continue
-                if step.start >= generation.size or generation.key in registry.by_key:
+                if generation.key in registry.by_key:
                     generation.close()
+                    continue
+                twin = next((c for c in chosen if c.same_generation(generation)), None)
+                if twin is None:
+                    chosen.append(_Chosen(path, generation, step.start))
+                    continue
+                # One generation under two names: a rotated file and its compressed copy,
+                # both there until the compressor unlinks the original. Read once, from
+                # the longer (the original may have grown after it was copied).
+                if generation.size <= twin.generation.size:
+                    generation.close()
+                    continue
+                start = known_offset(generation.fd, generation.size, step.candidate.mtime_ns, known)
+                twin.generation.close()
+                twin.path, twin.generation = path, generation
+                twin.start = twin.start if start is None else start
+            for choice in chosen:
+                generation = choice.generation
+                if choice.start >= generation.size:
                     continue
                 followers.append(
                     FileFollower(
-                        path,
+                        choice.path,
                         generation.fd,
                         os.fstat(generation.fd),
-                        step.start,
+                        choice.start,
                         FollowerRole.DETACHED,
                         options=self._options_for(lineage),
                         lineage=lineage,
@@ -343,6 +377,7 @@ class GenerationRecovery:
                         opened_at=now,
                     )
                 )
+                choice.taken = True
         except BaseException:
             for follower in followers:
                 follower.close()
@@ -350,6 +385,9 @@ class GenerationRecovery:
         finally:
             for generation in opened.values():
                 generation.close()
+            for choice in chosen:
+                if not choice.taken:
+                    choice.generation.close()
         return followers
 
     def _open_generation(self, path: str, last_attempt: bool) -> OpenedGeneration | None:

@@ -320,6 +320,37 @@ async def test_a_new_generation_while_held_keeps_what_the_start_was_waiting_for(
     assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 320)])
 
 
+@pytest.mark.parametrize("grew_after_copy", [False, True], ids=["as-copied", "grew-after"])
+async def test_a_generation_found_with_its_compressed_copy_is_read_once(
+    tmp_path: Path, grew_after_copy: bool
+) -> None:
+    """Restarted while logrotate's compress has written ``app.log.1.gz`` whole but not yet
+    unlinked ``app.log.1``: one generation never read, under two names. It is read once,
+    from the longer of the two (the writer may have appended to the original after the
+    copy was made). (Both used to be read: a whole generation twice.)"""
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    append_bytes(log, numbered_lines(range(100, 150)))
+    rotate_by_rename(log)
+    append_bytes(log, numbered_lines(range(150, 250)))
+    rotate_by_rename(log)
+    original = log.with_name("app.log.1")
+    copy = log.with_name("app.log.1.gz")
+    copy.write_bytes(gzip.compress(original.read_bytes()))
+    status = original.stat()
+    os.utime(copy, ns=(status.st_atime_ns, status.st_mtime_ns))
+    end = 250
+    if grew_after_copy:
+        append_bytes(original, numbered_lines(range(250, 260)))
+        end = 260
+    append_bytes(log, numbered_lines(range(end, end + 40)))
+    await follow_until_quiet(data, log, end + 40 - 100)
+    assert_exactly_once_in_order(numbers_in_spool(data), [range(0, end + 40)])
+
+
 async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
