@@ -21,7 +21,10 @@ answered at once, inline; a ``PersistTokens`` writes the token file there and th
 its outcome, ``TokensSaved`` or ``TokensNotSaved``, is the next event). Slow work
 (opening a socket, an HTTP refresh, closing a socket) runs in its own task and reports
 back through the driver's queue, tagged with the socket's epoch or the request's id, so
-anything late is recognised as stale by the machine.
+anything late is recognised as stale by the machine. The fsync that makes new chunks
+durable runs on a worker thread (``_make_durable``); until it is done, a ``LoadChunks``
+is answered with the chunks already durable only. Acknowledged chunks are deleted from
+the spool in batches (``_delete_acknowledged``).
 
 Status. Every change the machine announces goes to viewers through
 ``send_connection_status`` (the original's ``sendConnectionStatus``), which logs it,
