@@ -7,7 +7,11 @@ content's rest is in its ``copytruncate`` copy), and at start (rotated while the
 was down); the positions just left by truncated files (a copy made from them is read
 from there); and *held* lineages: one with a generation still being compressed is not
 read at all until that generation can be read, looked at again every ``_HOLD_RETRY``,
-and given up on (the file skipped, and said so) after ``_HOLD_LIMIT``.
+and given up on (the file skipped, and said so) after ``_HOLD_LIMIT``. A lineage is held
+the same way when a listed file is no longer under its name when it is read (a rotation
+renamed files since the listing), and when a look is asked for while it is held (the
+looks run in the order asked). A generation found under two names (a rotated file and its
+whole compressed copy, before the compressor unlinks the original) is read once.
 
 Must not: read or commit (``lineage_reader`` does), or decide which files are followed
 (``file_discovery``); it opens the missed generations and adds them to the registry.
@@ -31,7 +35,7 @@ from main_process.sources.file_follower import (
     ReadPosition,
     Truncation,
 )
-from main_process.sources.file_identity import CheckpointFingerprint, holds_copy_of
+from main_process.sources.file_identity import CheckpointFingerprint, FileKey, holds_copy_of
 from main_process.sources.link_policy import LinkPolicy
 from main_process.sources.rotation import (
     NOTHING_LEFT,
@@ -306,12 +310,15 @@ class GenerationRecovery:
 
         def is_known(candidate: Candidate) -> int | None:
             if candidate.compressed:
-                head = read_compressed_head(
+                found = read_compressed_head(
                     candidate.path, follow_symlink=self._links.follows_every_link
                 )
-                if head is None or not may_be_known(head, known):
+                if found is not None and found[1] != candidate.key:
+                    _listing_changed(candidate.path, last_attempt)
                     return None
-            generation = self._open_generation(candidate.path, last_attempt)
+                if found is None or not may_be_known(found[0], known):
+                    return None
+            generation = self._open_generation(candidate, last_attempt)
             if generation is None:
                 # Not readable: neither known nor to be read, or a copy finished meanwhile
                 # would be read whole a second time.
@@ -336,7 +343,7 @@ class GenerationRecovery:
                     continue
                 generation = opened.pop(path, None)
                 if generation is None:
-                    generation = self._open_generation(path, last_attempt)
+                    generation = self._open_generation(step.candidate, last_attempt)
                     if generation is None:
                         continue
                     if copies_an_open_generation(generation):
@@ -390,11 +397,12 @@ class GenerationRecovery:
                     choice.generation.close()
         return followers
 
-    def _open_generation(self, path: str, last_attempt: bool) -> OpenedGeneration | None:
+    def _open_generation(self, candidate: Candidate, last_attempt: bool) -> OpenedGeneration | None:
+        path = candidate.path
         try:
             # A rotated sibling is never named by the user: a link there is refused
             # unless every link is followed.
-            return open_generation(
+            generation = open_generation(
                 path, self._spool.directory, follow_symlink=self._links.follows_every_link
             )
         except GenerationIncomplete as incomplete:
@@ -404,5 +412,30 @@ class GenerationRecovery:
             self._troubles.report(path, f"{incomplete} It is skipped.")
             return None
         except FileTrouble as trouble:
+            if not _still_listed(candidate):
+                _listing_changed(path, last_attempt)
+                return None
             self._troubles.report(path, str(trouble))
             return None
+        if generation.key != candidate.key:
+            generation.close()
+            _listing_changed(path, last_attempt)
+            return None
+        return generation
+
+
+def _still_listed(candidate: Candidate) -> bool:
+    """Whether the file listed as ``candidate`` is still under its name."""
+    try:
+        return FileKey.of(os.stat(candidate.path)) == candidate.key
+    except OSError:
+        return False
+
+
+def _listing_changed(path: str, last_attempt: bool) -> None:
+    """The file listed under ``path`` is no longer there: a rotation renamed files since
+    the directory was listed, so the name may now hold a newer generation (or nothing),
+    and reading it would skip the one listed. Look again in a moment (raises
+    ``_RecoveryNotSettled``), unless this is the last attempt (then it is left out)."""
+    if not last_attempt:
+        raise _RecoveryNotSettled(f"{path} was renamed while its lineage was looked at")

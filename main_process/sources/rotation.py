@@ -243,18 +243,20 @@ def open_generation(
     return OpenedGeneration(fd, os.fstat(fd).st_size, FileKey.of(status), decompressed=True)
 
 
-def read_compressed_head(path: str, *, follow_symlink: bool = False) -> bytes | None:
-    """The first decompressed bytes of a compressed file (None when unreadable, or a
-    symbolic link that is not to be followed)."""
+def read_compressed_head(
+    path: str, *, follow_symlink: bool = False
+) -> tuple[bytes, FileKey] | None:
+    """The first decompressed bytes of a compressed file, and the key of the file read
+    (None when unreadable, or a symbolic link that is not to be followed)."""
     suffix = compression_of(path)
     assert suffix is not None
     try:
-        fd, _ = open_log_file(path, follow_symlink=follow_symlink)
+        fd, status = open_log_file(path, follow_symlink=follow_symlink)
     except FileTrouble:
         return None
     try:
         with os.fdopen(fd, "rb") as compressed, _DECOMPRESSORS[suffix](compressed) as source:
-            return source.read(FINGERPRINT_SPAN)
+            return source.read(FINGERPRINT_SPAN), FileKey.of(status)
     except (OSError, EOFError, lzma.LZMAError):
         return None
 

@@ -16,6 +16,7 @@ import gzip
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,6 +350,43 @@ async def test_a_generation_found_with_its_compressed_copy_is_read_once(
     append_bytes(log, numbered_lines(range(end, end + 40)))
     await follow_until_quiet(data, log, end + 40 - 100)
     assert_exactly_once_in_order(numbers_in_spool(data), [range(0, end + 40)])
+
+
+async def test_a_rotation_between_the_listing_and_the_reading_is_looked_at_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarted while logrotate runs: the directory is listed, then logrotate renames
+    every ``.N.gz`` up by one and compresses the log into ``app.log.1.gz`` before the
+    listed files are read. A listed name that now holds another file (or none) means the
+    listing is stale: the lineage is looked at again, and no generation is skipped.
+    (The generation listed as ``app.log.1.gz`` used to be taken for the newest one, a copy
+    of the open log, and never read.)"""
+    from main_process.sources import generation_recovery
+
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    rotate_by_rename(log, ".gz")
+    append_bytes(log, numbered_lines(range(100, 200)))
+    rotate_by_rename(log, ".gz")
+    append_bytes(log, numbered_lines(range(200, 300)))
+    real_find = generation_recovery.find_candidates
+    rotated_meanwhile: list[bool] = []
+
+    def listing_then_rotation(*args: Any, **kwargs: Any) -> Any:
+        listed = real_find(*args, **kwargs)
+        if not rotated_meanwhile:
+            rotated_meanwhile.append(True)
+            rotate_by_rename(log, ".gz")
+            append_bytes(log, numbered_lines(range(300, 350)))
+        return listed
+
+    monkeypatch.setattr(generation_recovery, "find_candidates", listing_then_rotation)
+    await follow_until_quiet(data, log, 250)
+    assert rotated_meanwhile
+    assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 350)])
 
 
 async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped(
