@@ -361,7 +361,7 @@ async def test_a_rotation_between_the_listing_and_the_reading_is_looked_at_again
     listing is stale: the lineage is looked at again, and no generation is skipped.
     (The generation listed as ``app.log.1.gz`` used to be taken for the newest one, a copy
     of the open log, and never read.)"""
-    from main_process.sources import generation_recovery
+    from main_process.sources import rotation
 
     log = tmp_path / "logs" / "app.log"
     log.parent.mkdir()
@@ -372,7 +372,7 @@ async def test_a_rotation_between_the_listing_and_the_reading_is_looked_at_again
     append_bytes(log, numbered_lines(range(100, 200)))
     rotate_by_rename(log, ".gz")
     append_bytes(log, numbered_lines(range(200, 300)))
-    real_find = generation_recovery.find_candidates
+    real_find = rotation.find_candidates
     rotated_meanwhile: list[bool] = []
 
     def listing_then_rotation(*args: Any, **kwargs: Any) -> Any:
@@ -383,7 +383,9 @@ async def test_a_rotation_between_the_listing_and_the_reading_is_looked_at_again
             append_bytes(log, numbered_lines(range(300, 350)))
         return listed
 
-    monkeypatch.setattr(generation_recovery, "find_candidates", listing_then_rotation)
+    monkeypatch.setattr(
+        "main_process.sources.generation_recovery.find_candidates", listing_then_rotation
+    )
     await follow_until_quiet(data, log, 250)
     assert rotated_meanwhile
     assert_exactly_once_in_order(numbers_in_spool(data), [range(0, 350)])
