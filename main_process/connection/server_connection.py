@@ -273,8 +273,10 @@ class ServerConnection:
         return self._machine.status(self._clock())
 
     def has_delivery_room(self, unacknowledged: int) -> bool:
-        """Whether a chunk appended now would be sent at once (``ConnectionState``)."""
-        return self._machine.has_delivery_room(unacknowledged)
+        """Whether a chunk appended now would be sent at once (``ConnectionState``), with
+        ``unacknowledged`` chunks in the spool (those acknowledged but not deleted yet
+        included: they are not counted)."""
+        return self._machine.has_delivery_room(unacknowledged - len(self._acknowledged))
 
     async def start(self) -> None:
         """Start the driver task; idempotent. Needs a running event loop."""
@@ -408,7 +410,10 @@ class ServerConnection:
                     self._delete_acknowledged()
                 elif self._ack_flush is None:
                     loop = asyncio.get_running_loop()
-                    self._ack_flush = loop.call_later(_ACK_LINGER, self._delete_acknowledged)
+                    self._ack_flush = loop.call_later(_ACK_LINGER, self._delete_acknowledged, True)
+                # The window has room now, whether or not the chunk is deleted yet.
+                if self._on_delivered is not None:
+                    self._on_delivered()
             case DeadLetterChunk():
                 logger.warning(
                     "server rejected chunk %d permanently (%s); moved to dead letters",
@@ -490,13 +495,15 @@ class ServerConnection:
             chunks = []
         return self._machine.handle(ChunksLoaded(action.epoch, chunks), self._clock())
 
-    def _delete_acknowledged(self) -> None:
-        """Delete the acknowledged chunks from the spool, in one transaction.
+    def _delete_acknowledged(self, notify: bool = False) -> None:
+        """Delete the acknowledged chunks from the spool, in one transaction; with
+        ``notify``, say so (``on_delivered``: the spool has room again).
 
         Acknowledgements are deleted together, up to ``_ACK_BATCH`` of them or after
         ``_ACK_LINGER``: one commit each cost about twice the CPU. At once when they are
-        all the spool holds, so that it reads empty and new lines go out at once. One not
-        deleted yet when the process dies is sent again and answered ``duplicate``.
+        all the spool holds. Meanwhile they do not count against the delivery window
+        (``has_delivery_room``), so new lines still go out at once. One not deleted yet
+        when the process dies is sent again and answered ``duplicate``.
         """
         if self._ack_flush is not None:
             self._ack_flush.cancel()
@@ -511,7 +518,7 @@ class ServerConnection:
             # the next connection.
             logger.error("could not delete %d acknowledged chunks: %s", len(seqs), exc)
             return
-        if self._on_delivered is not None:
+        if notify and self._on_delivered is not None:
             self._on_delivered()
 
     async def _make_durable(self, job: DurabilityJob) -> None:
