@@ -114,7 +114,10 @@ USER_AGENT = (
     f"({platform.system() or 'unknown'}; Python {sys.version_info.major}.{sys.version_info.minor})"
 )
 _SPOOL_RETRY_DELAY = 1.0
-_ACK_BATCH = 16
+# Acknowledged chunks deleted in one transaction: at most this many (they stay in the
+# spool's in-memory copy until deleted, beside the 8 in flight: 8 more of 512 KiB keep
+# both within its 8 MiB), or after this long.
+_ACK_BATCH = 8
 _ACK_LINGER = 0.02
 _REFRESH_TASK = "token-refresh"
 
@@ -479,6 +482,10 @@ class ServerConnection:
             self._driver.spawn(result, "server-event-callback")
 
     def _load_chunks(self, action: LoadChunks) -> list[Action]:
+        if action.after_seq is None:
+            # From the head of the spool (a new socket): what was acknowledged is
+            # deleted first, not sent again.
+            self._delete_acknowledged()
         try:
             # New chunks must survive a power loss before they are first sent: those
             # appended since the last fsync are sent once it is done (a ``ChunksAppended``).
@@ -501,7 +508,7 @@ class ServerConnection:
 
         Acknowledgements are deleted together, up to ``_ACK_BATCH`` of them or after
         ``_ACK_LINGER``: one commit each cost about twice the CPU. At once when they are
-        all the spool holds. Meanwhile they do not count against the delivery window
+        all the spool holds, and before loading from the head of the spool. Meanwhile they do not count against the delivery window
         (``has_delivery_room``), so new lines still go out at once. One not deleted yet
         when the process dies is sent again and answered ``duplicate``.
         """

@@ -476,9 +476,40 @@ async def test_acknowledged_chunks_are_deleted_together_at_once_when_nothing_els
         )
         assert deletes == [[1], [3, 4, 5]]
         assert 6 in spool.chunks
-    # Closing deletes what was acknowledged and not deleted yet.
-    assert deletes == [[1], [3, 4, 5], [6]]
-    assert sorted(spool.chunks) == [2]
+        # A new socket starts from the head of the spool: what was acknowledged is
+        # deleted first, not sent again; the held chunk is.
+        await fake_server.sio.disconnect(fake_server.connections[0]["sid"], namespace="/client")
+        await wait_until_async(lambda: not spool.chunks, 10, "the held chunk acknowledged")
+        assert deletes == [[1], [3, 4, 5], [6], [2]]
+        sent = [data["chunkId"] for _, data in fake_server.chunks]
+        assert sent.count("client-1:6") == 1
+        assert sent.count("client-1:2") == 2
+    assert deletes == [[1], [3, 4, 5], [6], [2]]
+
+
+async def test_closing_deletes_what_was_acknowledged_and_not_deleted_yet(
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from main_process.connection import server_connection
+
+    monkeypatch.setattr(server_connection, "_ACK_LINGER", 3600.0)
+    serve_acks_or_silence(fake_server)
+    spool = MemorySpool()
+    async with ServerConnection(
+        fake_server.url,
+        client_id="client-1",
+        chunk_store=spool,
+        token_store=MemoryTokenStore(Tokens(guest_token="g-1")),
+        config=FAST,
+    ) as connection:
+        fake_server.ack = False
+        await connection.ensure_connected_and_send_log_chunk("held\n", None)
+        await wait_until_async(lambda: len(fake_server.chunks) == 1, 10, "held chunk sent")
+        fake_server.ack = True
+        await connection.ensure_connected_and_send_log_chunk("acked\n", None)
+        await wait_until_async(lambda: connection.counters.chunks_acknowledged == 1, 10, "one ack")
+        assert sorted(spool.chunks) == [1, 2]  # acknowledged, not deleted yet
+    assert sorted(spool.chunks) == [1]
 
 
 async def test_a_server_that_never_acks_gets_the_same_chunks_again_after_the_ack_timeout(
