@@ -152,10 +152,6 @@ class SpoolDiskFull(SpoolFull):
         return self.message
 
 
-# Disk space set aside next to the spool. Deleting a row needs a little disk too (WAL
-# frames), so on a disk filled to the last byte the spool could never drain and the
-
-
 # fdatasync where there is one (not on macOS or Windows, where fsync is what SQLite uses).
 _flush_data = getattr(os, "fdatasync", os.fsync)
 
