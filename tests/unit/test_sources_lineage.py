@@ -58,6 +58,15 @@ def rotate_by_copy(log: Path) -> None:
     os.truncate(log, 0)
 
 
+def compress_beside(path: Path) -> None:
+    """``path.gz`` next to ``path``, keeping its modification time as gzip and logrotate
+    do (the original stays, as it does until the compressor unlinks it)."""
+    compressed = path.with_name(path.name + ".gz")
+    compressed.write_bytes(gzip.compress(path.read_bytes()))
+    status = path.stat()
+    os.utime(compressed, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
 async def follow_until_quiet(data: Path, log: Path, lines: int) -> None:
     """Run a SourceSet on ``log`` until ``lines`` lines are spooled and nothing is open
     but the log itself, read to its end."""
@@ -129,10 +138,7 @@ async def test_delaycompress_while_down(tmp_path: Path) -> None:
     append_bytes(log, numbered_lines(range(130, 200)))
     rotate_by_rename(log)
     older = log.with_name("app.log.2")
-    compressed = older.with_name("app.log.2.gz")
-    compressed.write_bytes(gzip.compress(older.read_bytes()))
-    # Like gzip itself: the compressed file keeps the modification time.
-    os.utime(compressed, ns=(older.stat().st_atime_ns, older.stat().st_mtime_ns))
+    compress_beside(older)
     older.unlink()
     append_bytes(log, numbered_lines(range(200, 240)))
     await follow_until_quiet(data, log, 140)
@@ -339,10 +345,7 @@ async def test_a_generation_found_with_its_compressed_copy_is_read_once(
     append_bytes(log, numbered_lines(range(150, 250)))
     rotate_by_rename(log)
     original = log.with_name("app.log.1")
-    copy = log.with_name("app.log.1.gz")
-    copy.write_bytes(gzip.compress(original.read_bytes()))
-    status = original.stat()
-    os.utime(copy, ns=(status.st_atime_ns, status.st_mtime_ns))
+    compress_beside(original)
     end = 250
     if grew_after_copy:
         append_bytes(original, numbered_lines(range(250, 260)))
