@@ -116,15 +116,13 @@ class ServerProcess:
     ) -> subprocess.CompletedProcess[bytes]:
         return server_cli(self.data_dir, *args, input_text=input_text, database=self.database)
 
-    def dump(self, client_id: str | None = None) -> bytes:
+    def dump(self, client_id: str | None = None, *, as_json: bool = False) -> bytes:
+        """What the server stored (of ``client_id``): the chunks' text one after another,
+        or with ``as_json`` one JSON object per chunk (``dump --json``)."""
         args = ["dump"] + (["--client-id", client_id] if client_id else [])
+        if as_json:
+            args.append("--json")
         result = self.run_cli(*args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    def dump_json(self) -> bytes:
-        """Every stored chunk, one JSON object per line (``dump --json``)."""
-        result = self.run_cli("dump", "--json")
         assert result.returncode == 0, result.stderr
         return result.stdout
 

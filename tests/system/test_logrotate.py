@@ -104,7 +104,7 @@ def test_logrotate_every_kept_line_once_in_order(tmp_path: Path, kill: bool) -> 
 
         def everything_kept_is_stored() -> bool:
             stored.clear()
-            stored.update(stored_numbers(server.dump_json()))
+            stored.update(stored_numbers(server.dump(as_json=True)))
             return all(kept[p] <= set(stored.get(p, ())) for p in PATTERNS)
 
         try:
