@@ -79,6 +79,17 @@ async def follow_until_quiet(data: Path, log: Path, lines: int) -> None:
     spool.close()
 
 
+async def a_log_read_once(tmp_path: Path) -> tuple[Path, Path]:
+    """``logs/app.log`` holding lines 0-99, read by a client until they are all spooled
+    (then the client stops, as if it went down): the log and the client's data dir."""
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    data = tmp_path / "data"
+    log.write_bytes(numbered_lines(range(0, 100)))
+    await follow_until_quiet(data, log, 100)
+    return log, data
+
+
 def numbers_in_spool(data: Path) -> list[int]:
     spool = open_spool(data)
     try:
@@ -90,11 +101,7 @@ def numbers_in_spool(data: Path) -> list[int]:
 async def test_rotated_three_times_while_down(tmp_path: Path) -> None:
     """Rename-and-create three times while the client is down: the generation being read
     is finished, the two never seen are read whole, then the new log, in that order."""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 150)))
     rotate_by_rename(log)
     append_bytes(log, numbered_lines(range(150, 300)))
@@ -111,11 +118,7 @@ async def test_rotated_and_compressed_while_down(tmp_path: Path, compress: str) 
     """logrotate's ``compress`` without ``delaycompress``: every rotated generation is
     compressed and the plain file removed, the one being read included. Its rest is read
     from the compressed file, at the byte the checkpoint names."""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 150)))
     rotate_by_rename(log, compress)
     append_bytes(log, numbered_lines(range(150, 300)))
@@ -128,11 +131,7 @@ async def test_rotated_and_compressed_while_down(tmp_path: Path, compress: str) 
 async def test_delaycompress_while_down(tmp_path: Path) -> None:
     """``delaycompress``: the newest rotated file stays plain until the next rotation
     compresses it; the generation that was being read is compressed by then."""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 130)))
     rotate_by_rename(log)
     append_bytes(log, numbered_lines(range(130, 200)))
@@ -149,11 +148,7 @@ async def test_copytruncated_twice_while_down(tmp_path: Path) -> None:
     """Two ``copytruncate`` rotations while down: the log's inode is the one read before,
     its content is new; the rest of the old content is in ``.2``, a whole generation in
     ``.1``."""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     inode = log.stat().st_ino
     append_bytes(log, numbered_lines(range(100, 140)))
     rotate_by_copy(log)
@@ -249,11 +244,7 @@ async def test_a_generation_still_being_compressed_holds_its_log(tmp_path: Path)
     """A rotated generation found half compressed is waited for: nothing of the newer
     generation is committed before it, and once it is whole it is read from the byte the
     checkpoint names."""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 150)))
     rotate_by_rename(log)
     append_bytes(log, numbered_lines(range(150, 200)))
@@ -283,11 +274,7 @@ async def test_a_new_generation_while_held_keeps_what_the_start_was_waiting_for(
     first: the generations only the first one looks for (rotated while down, never
     read) are read, and every line is once in order. (The second used to replace the
     first, and those generations were never read.)"""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     # While down: that generation is compressed, one more is written and compressed,
     # then another is rotated and caught half compressed; a new log has begun.
     rotate_by_rename(log, ".gz")
@@ -335,11 +322,7 @@ async def test_a_generation_found_with_its_compressed_copy_is_read_once(
     unlinked ``app.log.1``: one generation never read, under two names. It is read once,
     from the longer of the two (the writer may have appended to the original after the
     copy was made). (Both used to be read: a whole generation twice.)"""
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 150)))
     rotate_by_rename(log)
     append_bytes(log, numbered_lines(range(150, 250)))
@@ -366,11 +349,7 @@ async def test_a_rotation_between_the_listing_and_the_reading_is_looked_at_again
     of the open log, and never read.)"""
     from main_process.sources import rotation
 
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     rotate_by_rename(log, ".gz")
     append_bytes(log, numbered_lines(range(100, 200)))
     rotate_by_rename(log, ".gz")
@@ -400,11 +379,7 @@ async def test_a_compressed_generation_that_stays_broken_is_reported_and_skipped
     """A compressed file that never gets its end marker is given up on after a while:
     one sentence names it, and the log goes on with its newer generation."""
     monkeypatch.setattr("main_process.sources.generation_recovery._HOLD_LIMIT", 0.3)
-    log = tmp_path / "logs" / "app.log"
-    log.parent.mkdir()
-    data = tmp_path / "data"
-    log.write_bytes(numbered_lines(range(0, 100)))
-    await follow_until_quiet(data, log, 100)
+    log, data = await a_log_read_once(tmp_path)
     append_bytes(log, numbered_lines(range(100, 150)))
     rotate_by_rename(log)
     append_bytes(log, numbered_lines(range(150, 200)))
