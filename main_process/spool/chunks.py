@@ -60,6 +60,7 @@ Must not: read log files, talk to the server, or decide when to send or retry.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ from typing import Any, Literal, Self
 
 from main_process.spool.database import (
     CHUNK_COLUMNS,
+    SEGMENT_COLUMNS,
     SpoolCorruptError,
     SpoolDatabase,
     SpoolDiskFull,
@@ -76,6 +78,7 @@ from main_process.spool.database import (
     SpoolFull,
     SpoolUnavailableError,
     WalFlush,
+    filesystem_size,
 )
 from main_process.spool.file_state import (
     BacklogFile,
@@ -86,6 +89,7 @@ from main_process.spool.file_state import (
 from main_process.spool.recent_chunks import DEFAULT_MAX_BYTES as RECENT_MAX_BYTES
 from main_process.spool.recent_chunks import RecentChunks
 from main_process.spool.room import RESERVE_BYTES, SpoolRoom, SpoolStats
+from main_process.spool.segments import SegmentFiles, SegmentMissing, roll_bytes_for
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -182,11 +186,17 @@ class Spool:
         self._every_commit_synced = durability == "full"
         self._room = SpoolRoom(self._path, max_bytes)
         self._database = SpoolDatabase(self._path, self._room, durability=durability, verify=verify)
+        self._segments = SegmentFiles(
+            self._path.with_name(self._path.name + "-segments"),
+            roll_bytes=roll_bytes_for(filesystem_size(self.directory)),
+        )
         try:
             self._room.load(self._database)
             # -1 for none: seqs start at 1, so then every chunk (none yet) is held.
             newest = self._database.read_one("SELECT COALESCE(MAX(seq), -1) FROM chunks")[0]
+            self._open_segments()
         except BaseException:
+            self._segments.close()
             self._database.close()
             raise
         self._newest_seq = int(newest)
@@ -198,9 +208,27 @@ class Spool:
         # does not read it back; the chunks of an earlier run are read from the file.
         self._recent = RecentChunks(complete_from=int(newest) + 1, max_bytes=recent_max_bytes)
 
+    def _open_segments(self) -> None:
+        rows = self._database.read_all(
+            "SELECT segment, COUNT(*) FROM chunks WHERE segment IS NOT NULL GROUP BY segment"
+        )
+        try:
+            self._segments.open({int(row[0]): int(row[1]) for row in rows})
+        except SegmentMissing as exc:
+            raise SpoolCorruptError(
+                f"The spool {self._path} is damaged ({exc}); move it and "
+                f"{self._segments.directory.name} aside to start with an empty spool."
+            ) from None
+        except OSError as exc:
+            raise SpoolUnavailableError(
+                f"Cannot open the spool's segments in {self._segments.directory}: "
+                f"{exc.strerror or exc}."
+            ) from exc
+
     def close(self) -> None:
         """Close the database (the WAL is checkpointed by SQLite). Idempotent."""
         self._recent.clear()
+        self._segments.close()
         self._database.close()
 
     def __enter__(self) -> Self:
@@ -276,7 +304,8 @@ class Spool:
 
         All or nothing: raises ``SpoolFull`` when they do not all fit.
         """
-        sizes = [len(chunk.text.encode("utf-8")) for chunk in chunks]
+        texts = [chunk.text.encode("utf-8") for chunk in chunks]
+        sizes = [len(text) for text in texts]
         total = sum(sizes)
         room = self._room
         if not room.fits(total, len(chunks)):
@@ -284,7 +313,7 @@ class Spool:
             raise SpoolFull(total, room.buffered_bytes, room.max_bytes)
         now = self._clock()
         try:
-            stored = self._insert(chunks, sizes, now, checkpoint, backlog_done)
+            stored = self._insert(chunks, texts, sizes, now, checkpoint, backlog_done)
         except SpoolDiskFull:
             # Something else filled the disk past the margin; give the WAL's space back
             # so that acknowledgements can still drain the spool.
@@ -302,34 +331,63 @@ class Spool:
     def _insert(
         self,
         chunks: Sequence[NewChunk],
+        texts: list[bytes],
         sizes: list[int],
         now: float,
         checkpoint: Checkpoint | None,
         backlog_done: BacklogFile | None,
     ) -> list[SpooledChunk]:
+        # The texts are on stable storage before the rows pointing at them are committed
+        # (``SegmentFiles`` rule 1), so a row that survives a power loss has its text.
+        try:
+            locations = self._segments.append(texts)
+        except OSError as exc:
+            self._segments.settle()
+            raise self._segment_write_error(exc) from exc
         stored: list[SpooledChunk] = []
-        with self._database.write_transaction() as connection:
-            for chunk, size in zip(chunks, sizes, strict=True):
-                source = chunk.source
-                cursor = connection.execute(
-                    "INSERT INTO chunks (text, source_path, source_offset, byte_len, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        chunk.text,
-                        None if source is None else source.path,
-                        None if source is None else source.offset,
-                        size,
-                        now,
-                    ),
-                )
-                seq = cursor.lastrowid
-                assert seq is not None
-                stored.append(SpooledChunk(seq, self.chunk_id(seq), chunk.text, source, size, now))
-            if checkpoint is not None:
-                SpoolFileState.write_checkpoint(connection, checkpoint, now)
-            if backlog_done is not None:
-                SpoolFileState.write_backlog_done(connection, backlog_done, now)
+        try:
+            with self._database.write_transaction() as connection:
+                for chunk, size, (segment, offset) in zip(chunks, sizes, locations, strict=True):
+                    source = chunk.source
+                    cursor = connection.execute(
+                        "INSERT INTO chunks (text, source_path, source_offset, byte_len,"
+                        f" created_at, {SEGMENT_COLUMNS}) VALUES ('', ?, ?, ?, ?, ?, ?)",
+                        (
+                            None if source is None else source.path,
+                            None if source is None else source.offset,
+                            size,
+                            now,
+                            segment,
+                            offset,
+                        ),
+                    )
+                    seq = cursor.lastrowid
+                    assert seq is not None
+                    stored.append(
+                        SpooledChunk(seq, self.chunk_id(seq), chunk.text, source, size, now)
+                    )
+                if checkpoint is not None:
+                    SpoolFileState.write_checkpoint(connection, checkpoint, now)
+                if backlog_done is not None:
+                    SpoolFileState.write_backlog_done(connection, backlog_done, now)
+        except BaseException:
+            self._segments.settle()
+            raise
+        self._segments.settle(segment for segment, _ in locations)
         return stored
+
+    def _segment_write_error(self, exc: OSError) -> SpoolError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._room.full = True
+            return SpoolDiskFull(
+                f"Cannot write the spool {self._path}: the disk is full.",
+                self._room.buffered_bytes,
+                self._room.max_bytes,
+            )
+        return SpoolUnavailableError(
+            f"Cannot write the spool's segment in {self._segments.directory}: "
+            f"{exc.strerror or exc}."
+        )
 
     def acknowledge(self, seq: int) -> bool:
         """Delete an acknowledged chunk and count it as sent.
@@ -351,7 +409,8 @@ class Spool:
         with self._database.write_transaction() as connection:
             # fetchall: the DELETE statement must be finished before COMMIT.
             rows = connection.execute(
-                f"DELETE FROM chunks WHERE seq IN ({marks}) RETURNING seq, byte_len", tuple(seqs)
+                f"DELETE FROM chunks WHERE seq IN ({marks}) RETURNING seq, byte_len, segment",
+                tuple(seqs),
             ).fetchall()
             if not rows:
                 return 0
@@ -360,9 +419,10 @@ class Spool:
                 " sent_bytes = sent_bytes + ? WHERE id = 1",
                 (len(rows), sum(int(row[1]) for row in rows)),
             )
-        for seq, byte_len in rows:
+        for seq, byte_len, _ in rows:
             self._recent.removed(seq)
             self._room.acknowledged(int(byte_len))
+        self._segments.release(int(row[2]) for row in rows if row[2] is not None)
         return len(rows)
 
     def dead_letter(self, seq: int, code: str, message: str = "") -> bool:
@@ -376,19 +436,23 @@ class Spool:
         now = self._clock()
         with self._database.write_transaction() as connection:
             rows = connection.execute(
-                f"DELETE FROM chunks WHERE seq = ? RETURNING {CHUNK_COLUMNS}", (seq,)
+                f"DELETE FROM chunks WHERE seq = ? RETURNING {CHUNK_COLUMNS}, {SEGMENT_COLUMNS}",
+                (seq,),
             ).fetchall()
             if not rows:
                 return False
             row = rows[0]
+            # A dead letter keeps its text in its row: it outlives any segment.
             connection.execute(
                 f"INSERT INTO dead_letter ({CHUNK_COLUMNS}, code, message, dead_lettered_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, code, message, now),
+                (row[0], self._row_text(row), *row[2:6], code, message, now),
             )
             byte_len = int(row[4])
         self._recent.removed(seq)
         self._room.dead_letter_moved(byte_len)
+        if row[6] is not None:
+            self._segments.release((int(row[6]),))
         return True
 
     def sync(self) -> None:
@@ -429,13 +493,34 @@ class Spool:
                 return [chunk for chunk in recent if chunk.seq <= through]
             return recent
         rows = self._database.read_all(
-            f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            f"SELECT {CHUNK_COLUMNS}, {SEGMENT_COLUMNS} FROM chunks"
+            " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (after, through, limit),
         )
         return [
-            SpooledChunk(row[0], self.chunk_id(row[0]), row[1], _source(row), row[4], row[5])
+            SpooledChunk(
+                row[0], self.chunk_id(row[0]), self._row_text(row), _source(row), row[4], row[5]
+            )
             for row in rows
         ]
+
+    def _row_text(self, row: Any) -> str:
+        """The text of a row of ``CHUNK_COLUMNS, SEGMENT_COLUMNS``: in its segment, or
+        (a row of an older spool) in the row."""
+        if row[6] is None:
+            return str(row[1])
+        try:
+            return self._segments.read(int(row[6]), int(row[7]), int(row[4])).decode("utf-8")
+        except (SegmentMissing, UnicodeDecodeError) as exc:
+            raise SpoolCorruptError(
+                f"The spool {self._path} is damaged (chunk {row[0]}: {exc}); move it and "
+                f"{self._segments.directory.name} aside to start with an empty spool."
+            ) from None
+        except OSError as exc:
+            raise SpoolUnavailableError(
+                f"Cannot read the spool's segment in {self._segments.directory}: "
+                f"{exc.strerror or exc}."
+            ) from exc
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead-lettered chunks, in seq order."""

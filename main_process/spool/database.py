@@ -37,11 +37,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("main_process.spool")
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 # Version 2: ``missing_since`` on checkpoints and backlog marks (``forget_missing``).
+# Version 3: a chunk's text in a segment file (``spool.segments``); rows of version 2
+# keep theirs in ``text``.
 _MIGRATIONS = {
     1: "ALTER TABLE checkpoints ADD COLUMN missing_since REAL;"
     " ALTER TABLE backlog_done ADD COLUMN missing_since REAL;",
+    2: "ALTER TABLE chunks ADD COLUMN segment INTEGER;"
+    " ALTER TABLE chunks ADD COLUMN segment_offset INTEGER;",
 }
 # 64 KiB chunks and larger are stored mostly on overflow pages; bigger pages mean fewer
 # page headers and B-tree pointers per chunk. Only effective when the file is created.
@@ -70,7 +74,9 @@ CREATE TABLE IF NOT EXISTS chunks (
     source_path TEXT,
     source_offset INTEGER,
     byte_len INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    segment INTEGER,
+    segment_offset INTEGER
 );
 CREATE TABLE IF NOT EXISTS dead_letter (
     seq INTEGER PRIMARY KEY,
@@ -106,7 +112,11 @@ CREATE TABLE IF NOT EXISTS counters (
 INSERT OR IGNORE INTO counters (id, sent_chunks, sent_bytes) VALUES (1, 0, 0);
 """
 
+# A chunk as ``dead_letter`` holds it, and as ``chunks`` does before the text's segment.
 CHUNK_COLUMNS = "seq, text, source_path, source_offset, byte_len, created_at"
+# ``text`` is empty when ``segment`` is set: the text is ``byte_len`` bytes at
+# ``segment_offset`` of that segment file (``spool.segments``).
+SEGMENT_COLUMNS = "segment, segment_offset"
 
 # SQLite result codes (sqlite3.Error.sqlite_errorname) and what they mean for the user.
 _CORRUPT_ERRORS = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
@@ -258,7 +268,7 @@ class SpoolDatabase:
     def _check_schema(self, connection: sqlite3.Connection) -> None:
         """A file that has our table names but other columns is not a spool we can use."""
         columns = [row[1] for row in connection.execute("PRAGMA table_info(chunks)")]
-        expected = [name.strip() for name in CHUNK_COLUMNS.split(",")]
+        expected = [name.strip() for name in f"{CHUNK_COLUMNS}, {SEGMENT_COLUMNS}".split(",")]
         if columns != expected:
             raise SpoolCorruptError(
                 f"The file {self.path} is not a log-monitor spool (unexpected chunks table)."
@@ -283,10 +293,6 @@ class SpoolDatabase:
             return self.connection.execute(sql, parameters).fetchone()
         except sqlite3.Error as exc:
             raise self.translate(exc, "read") from exc
-
-    def free_page_bytes(self) -> int:
-        """Bytes of pages inside the file that new rows reuse without growing it."""
-        return int(self.connection.execute("PRAGMA freelist_count").fetchone()[0]) * PAGE_SIZE
 
     # ------------------------------------------------------------------ writing
 

@@ -11,16 +11,15 @@ Rules it keeps:
 1. The spool is bounded by bytes (UTF-8 size of the text): a chunk fits when the bytes
    waiting plus its own stay within the bound. A single chunk larger than the bound fits
    when the spool is empty, so one huge line cannot block a source forever.
-2. Growth never fills the disk to the last byte: rows freed by acknowledgements leave
-   pages inside the file that new rows reuse without any disk, so only growth beyond
-   those pages is measured against the free space, and a margin is left for the WAL and
-   for draining.
+2. Growth never fills the disk to the last byte: a chunk's text (written to a segment
+   file) is measured against the free space, and a margin is left for the WAL and for
+   draining.
 3. An operation that frees room and finds the disk full first gives the WAL's disk back,
    then the reserve (``RESERVE_BYTES`` set aside beside the spool), and tries again;
    the reserve is taken again once the spool is empty.
 
-Must not: run SQL of its own beyond asking the database for its free pages, or decide
-what is stored (``spool`` does).
+Must not: run SQL of its own beyond counting at open, or decide what is stored
+(``spool`` does).
 """
 
 from __future__ import annotations
@@ -145,14 +144,12 @@ class SpoolRoom:
 
     def _disk_allows(self, byte_len: int) -> bool:
         """Whether storing ``byte_len`` more leaves the disk its margin (rule 2)."""
-        assert self._database is not None
         try:
             free = shutil.disk_usage(self._path.parent).free
-            free_page_bytes = self._database.free_page_bytes()
-        except (OSError, sqlite3.Error):
-            return True  # no answer: let SQLite say whether it fits
-        growth = max(0, byte_len * 2 - free_page_bytes)
-        return free - growth >= disk_margin(self._path.parent)
+        except OSError:
+            return True  # no answer: let the write say whether it fits
+        # The text goes to a segment file; its row is a few dozen bytes.
+        return free - byte_len >= disk_margin(self._path.parent)
 
     # ---------------------------------------------------------------- draining
 

@@ -47,14 +47,26 @@ def start_child(data_dir: Path, log: Path) -> subprocess.Popen[str]:
 
 
 def spooled_newlines(database: Path) -> int:
+    """The lines in the spool while the child runs: its committed rows, read by another
+    connection, and their texts in the segment files."""
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
     try:
-        row = connection.execute(
-            "SELECT COALESCE(SUM(LENGTH(text) - LENGTH(REPLACE(text, char(10), ''))), 0) FROM chunks"
-        ).fetchone()
+        rows = connection.execute(
+            "SELECT text, byte_len, segment, segment_offset FROM chunks"
+        ).fetchall()
     finally:
         connection.close()
-    return int(row[0])
+    newlines = 0
+    for text, byte_len, segment, offset in rows:
+        if segment is None:
+            newlines += str(text).count("\n")
+            continue
+        with open(
+            database.with_name(f"{database.name}-segments") / f"{segment:08d}.seg", "rb"
+        ) as f:
+            f.seek(offset)
+            newlines += f.read(byte_len).count(b"\n")
+    return newlines
 
 
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path: Path) -> None:

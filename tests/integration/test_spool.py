@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import signal
@@ -19,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from main_process.spool import chunks as spool_module
 from main_process.spool import database as spool_database
+from main_process.spool import segments as spool_segments
 from main_process.spool.chunks import (
     BacklogFile,
     Checkpoint,
@@ -26,6 +28,7 @@ from main_process.spool.chunks import (
     NewChunk,
     Spool,
     SpoolCorruptError,
+    SpoolDiskFull,
     SpoolError,
     SpoolFull,
     SpoolStats,
@@ -440,6 +443,165 @@ def test_use_from_another_thread_raises_instead_of_racing(spool_path: Path) -> N
         assert spool.stats().buffered_chunks == 0
 
 
+# -------------------------------------------------------------- texts in segment files
+
+
+def segment_names(spool_path: Path) -> list[str]:
+    return sorted(p.name for p in spool_path.with_name(f"{spool_path.name}-segments").iterdir())
+
+
+def test_a_chunks_text_is_on_stable_storage_before_its_row_is_committed(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_flush = spool_segments._flush_data
+
+    def flush(fd: int) -> None:
+        events.append("fdatasync segment")
+        real_flush(fd)
+
+    monkeypatch.setattr(spool_segments, "_flush_data", flush)
+    with open_spool(spool_path) as spool:
+        spool._database.connection.set_trace_callback(
+            lambda statement: events.append(statement.split(" (")[0].strip())
+        )
+        spool.append_many(
+            [NewChunk("one\n"), NewChunk("two\n")],
+            checkpoint=Checkpoint("7:42", "/logs/app.log", 8, b"fp"),
+        )
+    first_insert = events.index("INSERT INTO chunks")
+    assert events[:first_insert] == ["fdatasync segment", "BEGIN IMMEDIATE"]
+    assert events.count("fdatasync segment") == 1
+    assert events.index("COMMIT") > first_insert
+    # The rows hold no text; the segment does.
+    with sqlite3.connect(spool_path) as reader:
+        rows = reader.execute("SELECT text, segment, segment_offset FROM chunks").fetchall()
+    assert rows == [("", 1, 0), ("", 1, 4)]
+    assert segment_names(spool_path) == ["00000001.seg"]
+
+
+def test_segments_go_once_their_chunks_are_acknowledged_or_dead_lettered(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40-byte segments: each 30-byte chunk gets one of its own.
+    monkeypatch.setattr(spool_module, "roll_bytes_for", lambda _size: 40)
+    with open_spool(spool_path) as spool:
+        chunks = [spool.append(f"{n:029d}\n") for n in range(4)]
+        assert segment_names(spool_path) == [f"{n:08d}.seg" for n in (1, 2, 3, 4)]
+        assert spool.acknowledge_many([chunks[0].seq, chunks[1].seq]) == 2
+        assert spool.dead_letter(chunks[2].seq, "too_large")
+        assert segment_names(spool_path) == ["00000004.seg"]  # the one being written
+        # A dead letter keeps its text in its row, for the user.
+        assert [letter.text for letter in spool.dead_letters()] == [chunks[2].text]
+        assert spool.pending() == [chunks[3]]
+    with open_spool(spool_path) as spool:
+        # Read back from the segment, not from memory.
+        assert spool.pending() == [chunks[3]]
+        assert [letter.text for letter in spool.dead_letters()] == [chunks[2].text]
+
+
+def test_texts_written_for_a_commit_that_failed_are_deleted_at_the_next_open(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool_database, "_BUSY_TIMEOUT_SECONDS", 0.01)
+    with open_spool(spool_path) as spool:
+        kept = spool.append("kept\n")
+        spool.acknowledge(kept.seq)
+        other = sqlite3.connect(spool_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(SpoolUnavailableError, match="locked"):
+                spool.append("never committed\n")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert spool.stats().buffered_chunks == 0
+    assert segment_names(spool_path) == ["00000001.seg"]  # it was still being written
+    with open_spool(spool_path) as spool:
+        assert segment_names(spool_path) == []
+        assert spool.append("after\n").seq == 2
+        assert segment_names(spool_path) == ["00000002.seg"]
+
+
+def test_a_full_disk_under_the_segments_is_backpressure_and_commits_nothing(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_spool(spool_path) as spool:
+        spool.append("first\n", checkpoint=Checkpoint("7:42", "/logs/app.log", 6, b"fp"))
+        real_write = os.write
+
+        def no_space(fd: int, data: bytes | memoryview) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(spool_segments.os, "write", no_space)
+        with pytest.raises(SpoolDiskFull, match="disk is full"):
+            spool.append("second\n", checkpoint=Checkpoint("7:42", "/logs/app.log", 13, b"fp"))
+        assert spool.stats().full
+        checkpoint = spool.get_checkpoint("7:42")
+        assert checkpoint is not None
+        assert checkpoint.offset == 6
+        assert [chunk.text for chunk in spool.pending()] == ["first\n"]
+        monkeypatch.setattr(spool_segments.os, "write", real_write)
+        spool.append("second\n", checkpoint=Checkpoint("7:42", "/logs/app.log", 13, b"fp"))
+        assert not spool.stats().full
+    with open_spool(spool_path) as spool:
+        assert [chunk.text for chunk in spool.pending()] == ["first\n", "second\n"]
+
+
+def test_a_spool_of_the_previous_format_keeps_its_chunks_and_adds_segments(
+    spool_path: Path,
+) -> None:
+    # Format 2: the text in the row.
+    spool_path.parent.mkdir(parents=True)
+    old = sqlite3.connect(spool_path)
+    old.executescript(
+        """
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE chunks (seq INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
+            source_path TEXT, source_offset INTEGER, byte_len INTEGER NOT NULL,
+            created_at REAL NOT NULL);
+        CREATE TABLE dead_letter (seq INTEGER PRIMARY KEY, text TEXT NOT NULL,
+            source_path TEXT, source_offset INTEGER, byte_len INTEGER NOT NULL,
+            created_at REAL NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
+            dead_lettered_at REAL NOT NULL);
+        CREATE TABLE checkpoints (key TEXT PRIMARY KEY, path TEXT NOT NULL,
+            offset INTEGER NOT NULL, fingerprint BLOB, updated_at REAL NOT NULL,
+            missing_since REAL);
+        CREATE TABLE backlog_done (fingerprint BLOB PRIMARY KEY, path TEXT NOT NULL,
+            size INTEGER NOT NULL, finished_at REAL NOT NULL, missing_since REAL);
+        CREATE TABLE counters (id INTEGER PRIMARY KEY CHECK (id = 1),
+            sent_chunks INTEGER NOT NULL, sent_bytes INTEGER NOT NULL);
+        INSERT INTO counters VALUES (1, 0, 0);
+        INSERT INTO chunks (text, source_path, source_offset, byte_len, created_at)
+            VALUES ('old one\n', '/logs/a.log', 0, 8, 1.0), ('old twé\n', NULL, NULL, 9, 1.0);
+        PRAGMA user_version = 2;
+        """
+    )
+    old.close()
+    with open_spool(spool_path) as spool:
+        new = spool.append("new\n")
+        assert [(c.seq, c.text) for c in spool.pending()] == [
+            (1, "old one\n"),
+            (2, "old twé\n"),
+            (3, "new\n"),
+        ]
+        assert spool.dead_letter(2, "invalid")
+        assert spool.acknowledge(1)
+        assert spool.stats().sent_bytes == 8
+    with open_spool(spool_path) as spool:
+        assert spool.pending() == [new]
+        assert [letter.text for letter in spool.dead_letters()] == ["old twé\n"]
+
+
+def test_a_missing_segment_of_waiting_chunks_is_a_damaged_spool(spool_path: Path) -> None:
+    with open_spool(spool_path) as spool:
+        spool.append("waiting\n")
+    segments = spool_path.with_name(f"{spool_path.name}-segments")
+    (segments / "00000001.seg").unlink()
+    with pytest.raises(SpoolCorruptError, match=r"00000001\.seg.*aside"):
+        open_spool(spool_path)
+
+
 # ---------------------------------------------------------------------- damaged files
 
 
@@ -637,6 +799,8 @@ def test_kill_9_while_appending_loses_no_committed_chunk(spool_path: Path) -> No
         (0, ("INSERT INTO checkpoints", 40)),
         # Everything written, COMMIT not yet run.
         (0, ("COMMIT", 77)),
+        # The texts written to their segment, the transaction not begun.
+        (0, ("BEGIN IMMEDIATE", 50)),
         # Inside an acknowledgement: row deleted, counters not yet updated.
         (0, ("UPDATE counters", 9)),
         (0, ("DELETE FROM chunks", 12)),

@@ -27,12 +27,22 @@ operations = st.lists(
 
 
 def from_file(path: Path, after: int, limit: int) -> list[tuple[int, str]]:
-    """What the file itself answers, read by another connection."""
+    """What the files themselves answer: the rows, read by another connection, and the
+    texts at the places in the segment files the rows point at."""
     with sqlite3.connect(path) as reader:
         rows = reader.execute(
-            "SELECT seq, text FROM chunks WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            "SELECT seq, text, byte_len, segment, segment_offset FROM chunks"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
         ).fetchall()
-    return [(int(seq), str(text)) for seq, text in rows]
+    answers = []
+    for seq, text, byte_len, segment, offset in rows:
+        if segment is not None:
+            with open(path.with_name(f"{path.name}-segments") / f"{segment:08d}.seg", "rb") as f:
+                f.seek(offset)
+                text = f.read(byte_len).decode()
+        answers.append((int(seq), str(text)))
+    return answers
 
 
 @settings(max_examples=150, deadline=None)
