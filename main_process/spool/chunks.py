@@ -4,7 +4,10 @@ Owns one SQLite file (``<data-dir>/spool.sqlite3``) holding:
 
 - ``chunks``: the chunks not yet acknowledged, one row each, ``seq`` strictly increasing
   and never reused (AUTOINCREMENT remembers the largest seq ever handed out, even after
-  every row is deleted), so ``chunkId = "<clientId>:<seq>"`` is stable across resends;
+  every row is deleted), so ``chunkId = "<clientId>:<seq>"`` is stable across resends.
+  A row points at its text in a segment file (``spool.segments.SegmentFiles``,
+  ``<data-dir>/spool.sqlite3-segments/``); rows written before the segments (format 2)
+  hold it themselves;
 - ``dead_letter``: chunks the server rejected permanently (``too_large``, ``invalid``),
   kept for the user, counted in status;
 - ``checkpoints`` and ``backlog_done``: where reading of each file resumes and which
@@ -12,9 +15,10 @@ Owns one SQLite file (``<data-dir>/spool.sqlite3``) holding:
 - ``counters``: totals of chunks and bytes acknowledged, across restarts.
 
 ``Spool`` is the one interface its callers see. It keeps the chunks and dead letters
-itself and hands the rest to four parts: ``spool.database.SpoolDatabase`` (the file, its
-schema, transactions and errors), ``spool.file_state.SpoolFileState`` (checkpoints and
-backlog marks), ``spool.room.SpoolRoom`` (the counters, the byte bound, the disk) and
+itself and hands the rest to five parts: ``spool.database.SpoolDatabase`` (the file, its
+schema, transactions and errors), ``spool.segments.SegmentFiles`` (the chunks' texts),
+``spool.file_state.SpoolFileState`` (checkpoints and backlog marks),
+``spool.room.SpoolRoom`` (the counters, the byte bound, the disk) and
 ``spool.recent_chunks.RecentChunks`` (what this process appended, kept in memory until
 acknowledged so that ``pending`` need not read it back).
 
@@ -33,9 +37,12 @@ Rules it keeps:
    with a one-sentence message. Nothing is deleted, moved or recreated: the main process
    stops with that sentence, and the file stays where it is for the user to inspect.
 
-Durability. The journal is WAL with ``synchronous=NORMAL`` by default: a commit reaches
-the operating system before ``append`` returns, so killing the process (kill -9, a
-crash) at any instant loses no committed chunk. On power loss or an OS crash, the last
+Durability. A chunk's text is written to its segment and fdatasynced before the
+transaction holding its row and checkpoint begins: a row that survives a power loss has
+its text, and a text whose row was never committed is just unused bytes (the file is
+read again from the older checkpoint). The journal is WAL with ``synchronous=NORMAL`` by
+default: a commit reaches the operating system before ``append`` returns, so killing the
+process (kill -9, a crash) at any instant loses no committed chunk. On power loss or an OS crash, the last
 few commits may be rolled back (the database stays consistent, and a chunk rolls back
 with its checkpoint, so the lines are read again). The one hazard would be a chunk that
 was already sent and then rolled back: its seq would be handed out again for different
@@ -49,8 +56,9 @@ have been killed before its last commits reached the disk). ``durability="full"`
 instead fsyncs every commit (slower, for users who prefer it).
 
 Threads. A ``Spool`` is used from one thread, the main process's asyncio thread (every
-call is a short local transaction, a few milliseconds at most for a 512 KiB chunk); only
-a ``WalFlush`` runs elsewhere, and it touches nothing but its own descriptor.
+call is a short local transaction; an append also waits for one fdatasync of its
+segment, about a millisecond here); only a ``WalFlush`` runs elsewhere, and it touches
+nothing but its own descriptor.
 sqlite3's ``check_same_thread`` stays on, so use from another thread raises instead of
 corrupting state. ``stats()`` is O(1): counters live in memory, loaded once at open and
 updated only after each transaction commits.

@@ -47,8 +47,9 @@ _MIGRATIONS = {
     2: "ALTER TABLE chunks ADD COLUMN segment INTEGER;"
     " ALTER TABLE chunks ADD COLUMN segment_offset INTEGER;",
 }
-# 64 KiB chunks and larger are stored mostly on overflow pages; bigger pages mean fewer
-# page headers and B-tree pointers per chunk. Only effective when the file is created.
+# Spools of format 2 hold 512 KiB texts in their rows, mostly on overflow pages, where
+# bigger pages mean fewer page headers and pointers (rows of format 3 are small). Only
+# effective when the file is created.
 PAGE_SIZE = 16384
 # Checkpoint the WAL into the database every ~16 MiB instead of every ~4 MiB: fewer,
 # larger copies, and chunks acknowledged before a checkpoint are never copied at all.

@@ -63,6 +63,8 @@ _PRIVATE_FILE_MODE = 0o600
 # fdatasync where there is one (not on macOS or Windows).
 _flush_data = getattr(os, "fdatasync", os.fsync)
 _BINARY = getattr(os, "O_BINARY", 0)
+_write = os.write
+"""How texts reach a segment (a module attribute: the tests put a full disk in its place)."""
 
 
 class SegmentMissing(Exception):
@@ -164,7 +166,7 @@ class SegmentFiles:
         os.lseek(fd, offset, os.SEEK_SET)
         view = memoryview(data)
         while view:
-            written = os.write(fd, view)
+            written = _write(fd, view)
             view = view[written:]
 
     # ------------------------------------------------------------------ counting

@@ -533,7 +533,7 @@ def test_a_full_disk_under_the_segments_is_backpressure_and_commits_nothing(
         def no_space(fd: int, data: bytes | memoryview) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(spool_segments.os, "write", no_space)
+        monkeypatch.setattr(spool_segments, "_write", no_space)
         with pytest.raises(SpoolDiskFull, match="disk is full"):
             spool.append("second\n", checkpoint=Checkpoint("7:42", "/logs/app.log", 13, b"fp"))
         assert spool.stats().full
@@ -541,7 +541,7 @@ def test_a_full_disk_under_the_segments_is_backpressure_and_commits_nothing(
         assert checkpoint is not None
         assert checkpoint.offset == 6
         assert [chunk.text for chunk in spool.pending()] == ["first\n"]
-        monkeypatch.setattr(spool_segments.os, "write", real_write)
+        monkeypatch.setattr(spool_segments, "_write", real_write)
         spool.append("second\n", checkpoint=Checkpoint("7:42", "/logs/app.log", 13, b"fp"))
         assert not spool.stats().full
     with open_spool(spool_path) as spool:

@@ -172,11 +172,11 @@ def test_a_full_disk_raises_and_the_next_append_writes_over_what_was_cut(
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(segments_module.os, "write", full_after_some)
+    monkeypatch.setattr(segments_module, "_write", full_after_some)
     with pytest.raises(OSError, match="No space"):
         segments.append([b"kept", b"cut short"])
     segments.settle()
-    monkeypatch.setattr(segments_module.os, "write", real_write)
+    monkeypatch.setattr(segments_module, "_write", real_write)
     assert segments.append([b"next"]) == [(1, 4)]
     assert segments.read(1, 4, 4) == b"next"
 
