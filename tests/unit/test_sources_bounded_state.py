@@ -157,4 +157,4 @@ def test_a_spool_of_the_previous_format_is_brought_up_to_date(tmp_path: Path) ->
     spool.forget_missing({"1:2"}, {b"\x00"}, DAY)
     assert spool.state_counts() == (1, 1)
     spool.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
