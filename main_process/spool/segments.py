@@ -84,6 +84,7 @@ class SegmentFiles:
         self._readers: dict[int, int] = {}
         self._finished: set[int] = set()
         self._next = 1
+        self._unsynced = False
 
     # ---------------------------------------------------------------- lifetime
 
@@ -130,11 +131,16 @@ class SegmentFiles:
             assert self._active is not None
             assert self._active_fd is not None
             locations.append((self._active, self._active_end))
+            self._unsynced = True
             self._write_all(self._active_fd, text, self._active_end)
             self._active_end += len(text)
-        if self._active_fd is not None and texts:
-            _flush_data(self._active_fd)
+        self._sync_active()
         return locations
+
+    def _sync_active(self) -> None:
+        if self._active_fd is not None and self._unsynced:
+            _flush_data(self._active_fd)
+            self._unsynced = False
 
     def _start_segment(self) -> None:
         self._finish_active()
@@ -150,6 +156,7 @@ class SegmentFiles:
             raise
         self._next = number + 1
         self._active, self._active_fd, self._active_end = number, fd, 0
+        self._unsynced = False
 
     def _finish_active(self) -> None:
         """The active segment will not be written again. It may hold texts of this very
@@ -157,6 +164,8 @@ class SegmentFiles:
         ``settle``, after that commit."""
         if self._active_fd is None or self._active is None:
             return
+        # Texts of this append may be in it: durable before it is closed, like the rest.
+        self._sync_active()
         os.close(self._active_fd)
         self._finished.add(self._active)
         self._active, self._active_fd = None, None

@@ -68,6 +68,25 @@ def test_every_append_is_fdatasynced_before_it_returns(
     assert synced == [8, 9]
 
 
+def test_an_append_that_rolls_over_makes_the_texts_in_both_segments_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[tuple[int, int]] = []
+    real = segments_module._flush_data
+
+    def recording(fd: int) -> None:
+        status = os.fstat(fd)
+        synced.append((status.st_ino, status.st_size))
+        real(fd)
+
+    monkeypatch.setattr(segments_module, "_flush_data", recording)
+    directory = tmp_path / "seg"
+    segments = opened(directory, roll=100)
+    segments.append([b"a" * 60, b"b" * 30, b"c" * 50])
+    inodes = [os.stat(directory / name).st_ino for name in ("00000001.seg", "00000002.seg")]
+    assert synced == [(inodes[0], 90), (inodes[1], 50)]
+
+
 def test_a_segment_is_deleted_when_its_last_chunk_is_released_and_it_is_not_written(
     tmp_path: Path,
 ) -> None:
