@@ -39,20 +39,20 @@ Rules it keeps:
 
 Durability. A chunk's text is written to its segment and fdatasynced before the
 transaction holding its row and checkpoint begins: a row that survives a power loss has
-its text, and a text whose row was never committed is just unused bytes (the file is
-read again from the older checkpoint). The journal is WAL with ``synchronous=NORMAL`` by
+its text, and a text whose row was never committed is just unused bytes (the file is read
+again from the older checkpoint). The journal is WAL with ``synchronous=NORMAL`` by
 default: a commit reaches the operating system before ``append`` returns, so killing the
-process (kill -9, a crash) at any instant loses no committed chunk. On power loss or an OS crash, the last
-few commits may be rolled back (the database stays consistent, and a chunk rolls back
-with its checkpoint, so the lines are read again). The one hazard would be a chunk that
-was already sent and then rolled back: its seq would be handed out again for different
-text. ``sync()`` closes that gap: it forces everything committed so far to stable storage
-with one fsync, and is a no-op when nothing was appended since. The connection does the
-same off the event loop (``durability_job``, run on a worker thread, then
-``made_durable``) and sends only what ``pending(durable_only=True)`` returns, so no chunk
-is sent before it is durable, and reading and sending go on during the fsync. Chunks an
-earlier run left are durable only after the first such fsync of this run (that run may
-have been killed before its last commits reached the disk). ``durability="full"``
+process (kill -9, a crash) at any instant loses no committed chunk. On power loss or an
+OS crash, the last few commits may be rolled back (the database stays consistent, and a
+chunk rolls back with its checkpoint, so the lines are read again). The one hazard would
+be a chunk that was already sent and then rolled back: its seq would be handed out again
+for different text. ``sync()`` closes that gap: it forces everything committed so far to
+stable storage with one fsync, and is a no-op when nothing was appended since. The
+connection does the same off the event loop (``durability_job``, run on a worker thread,
+then ``made_durable``) and sends only what ``pending(durable_only=True)`` returns, so no
+chunk is sent before it is durable, and reading and sending go on during the fsync.
+Chunks an earlier run left are durable only after the first such fsync of this run (that
+run may have been killed before its last commits reached the disk). ``durability="full"``
 instead fsyncs every commit (slower, for users who prefer it).
 
 Threads. A ``Spool`` is used from one thread, the main process's asyncio thread (every
@@ -120,6 +120,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+# A write refused for want of room (EDQUOT: a quota; not an errno on every platform).
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 _LAST_SEQ = 2**63 - 1
 
 
@@ -385,7 +387,7 @@ class Spool:
         return stored
 
     def _segment_write_error(self, exc: OSError) -> SpoolError:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in _DISK_FULL_ERRNOS:
             self._room.full = True
             return SpoolDiskFull(
                 f"Cannot write the spool {self._path}: the disk is full.",
