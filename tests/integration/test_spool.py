@@ -10,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,6 +48,18 @@ def spool_path(tmp_path: Path) -> Path:
 
 def open_spool(path: Path, **options: Any) -> Spool:
     return Spool(path, CLIENT_ID, **options)
+
+
+@contextmanager
+def another_writer(path: Path) -> Iterator[None]:
+    """Another connection holds the spool's write lock meanwhile."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
 
 
 # ------------------------------------------------------------------ append and pending
@@ -507,14 +521,8 @@ def test_texts_written_for_a_commit_that_failed_are_deleted_at_the_next_open(
     with open_spool(spool_path) as spool:
         kept = spool.append("kept\n")
         spool.acknowledge(kept.seq)
-        other = sqlite3.connect(spool_path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(SpoolUnavailableError, match="locked"):
-                spool.append("never committed\n")
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
+        with another_writer(spool_path), pytest.raises(SpoolUnavailableError, match="locked"):
+            spool.append("never committed\n")
         assert spool.stats().buffered_chunks == 0
     assert segment_names(spool_path) == ["00000001.seg"]  # it was still being written
     with open_spool(spool_path) as spool:
@@ -657,14 +665,8 @@ def test_a_spool_locked_by_another_writer_is_reported_as_unavailable(
 ) -> None:
     monkeypatch.setattr(spool_database, "_BUSY_TIMEOUT_SECONDS", 0.01)
     with open_spool(spool_path) as spool:
-        other = sqlite3.connect(spool_path, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            with pytest.raises(SpoolUnavailableError, match="locked"):
-                spool.append("x\n")
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
+        with another_writer(spool_path), pytest.raises(SpoolUnavailableError, match="locked"):
+            spool.append("x\n")
         assert spool.stats().buffered_chunks == 0
         spool.append("x\n")
         assert spool.stats().buffered_chunks == 1
