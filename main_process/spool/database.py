@@ -163,8 +163,9 @@ class SpoolDiskFull(SpoolFull):
         return self.message
 
 
-# fdatasync where there is one (not on macOS or Windows, where fsync is what SQLite uses).
-_flush_data = getattr(os, "fdatasync", os.fsync)
+flush_data = getattr(os, "fdatasync", os.fsync)
+"""fdatasync where there is one (not on macOS or Windows, where fsync is what SQLite
+uses): the spool's WAL (``WalFlush``) and its segment files are made durable with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ class WalFlush:
         """Raises ``OSError`` when the WAL cannot be opened (then ``sync()`` instead)."""
         fd = os.open(self.wal_path, os.O_RDWR | getattr(os, "O_BINARY", 0))
         try:
-            _flush_data(fd)
+            flush_data(fd)
         finally:
             os.close(fd)
 

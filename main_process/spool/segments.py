@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ipc.atomic_file import fsync_directory
+from main_process.spool.database import flush_data
 
 logger = logging.getLogger("main_process.spool")
 
@@ -60,9 +61,10 @@ def roll_bytes_for(filesystem_bytes: int) -> int:
 
 _NAME = re.compile(r"^(\d{8})\.seg$")
 _PRIVATE_FILE_MODE = 0o600
-# fdatasync where there is one (not on macOS or Windows).
-_flush_data = getattr(os, "fdatasync", os.fsync)
 _BINARY = getattr(os, "O_BINARY", 0)
+_flush_data = flush_data
+"""How a segment is made durable (a module attribute: the tests count a segment's syncs
+apart from the WAL's)."""
 _write = os.write
 """How texts reach a segment (a module attribute: the tests put a full disk in its place)."""
 

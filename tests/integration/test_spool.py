@@ -420,13 +420,13 @@ def test_the_durability_job_fsyncs_this_spools_wal_file(
     spool_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushed: list[str] = []
-    real_flush = spool_database._flush_data
+    real_flush = spool_database.flush_data
 
     def recording_flush(fd: int) -> None:
         flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_flush(fd)
 
-    monkeypatch.setattr(spool_database, "_flush_data", recording_flush)
+    monkeypatch.setattr(spool_database, "flush_data", recording_flush)
     with open_spool(spool_path) as spool:
         spool.append("x\n")
         job = spool.durability_job()
