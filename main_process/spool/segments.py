@@ -60,6 +60,8 @@ def roll_bytes_for(filesystem_bytes: int) -> int:
 
 
 _NAME = re.compile(r"^(\d{8})\.seg$")
+# Segments kept open for reading: chunks are read back in seq order, from one or two.
+_OPEN_READERS = 4
 _PRIVATE_FILE_MODE = 0o600
 _BINARY = getattr(os, "O_BINARY", 0)
 _flush_data = flush_data
@@ -162,11 +164,10 @@ class SegmentFiles:
 
     def _finish_active(self) -> None:
         """The active segment will not be written again. It may hold texts of this very
-        append whose rows are not committed yet, so it is deleted (when empty) only by
-        ``settle``, after that commit."""
+        append whose rows are not committed yet: they are made durable before it is
+        closed, and it is deleted (when empty) only by ``settle``, after that commit."""
         if self._active_fd is None or self._active is None:
             return
-        # Texts of this append may be in it: durable before it is closed, like the rest.
         self._sync_active()
         os.close(self._active_fd)
         self._finished.add(self._active)
@@ -231,7 +232,7 @@ class SegmentFiles:
                 raise SegmentMissing(
                     f"the segment {self._path(segment).name} of a waiting chunk is missing"
                 ) from None
-            if len(self._readers) >= 4:
+            if len(self._readers) >= _OPEN_READERS:
                 os.close(self._readers.pop(next(iter(self._readers))))
             self._readers[segment] = fd
         data = _read_at(fd, length, offset)
@@ -261,16 +262,21 @@ class SegmentFiles:
 
 
 def _read_at(fd: int, length: int, offset: int) -> bytes:
+    """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+    parts: list[bytes] = []
+    while length > 0:
+        data = _read_some(fd, length, offset)
+        if not data:
+            break
+        parts.append(data)
+        offset += len(data)
+        length -= len(data)
+    return b"".join(parts)
+
+
+def _read_some(fd: int, length: int, offset: int) -> bytes:
     if hasattr(os, "pread"):
-        chunks: list[bytes] = []
-        remaining = length
-        while remaining > 0:
-            data = os.pread(fd, remaining, offset + length - remaining)
-            if not data:
-                break
-            chunks.append(data)
-            remaining -= len(data)
-        return b"".join(chunks)
-    # pragma: no cover - Windows: the spool's thread is the only reader of this fd
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover
-    return os.read(fd, length)  # pragma: no cover
+        return os.pread(fd, length, offset)
+    # Windows has no pread; only the spool's thread reads through this descriptor.
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows only
+    return os.read(fd, length)  # pragma: no cover - Windows only
