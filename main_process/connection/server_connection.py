@@ -508,9 +508,10 @@ class ServerConnection:
 
         Acknowledgements are deleted together, up to ``_ACK_BATCH`` of them or after
         ``_ACK_LINGER``: one commit each cost about twice the CPU. At once when they are
-        all the spool holds, and before loading from the head of the spool. Meanwhile they do not count against the delivery window
-        (``has_delivery_room``), so new lines still go out at once. One not deleted yet
-        when the process dies is sent again and answered ``duplicate``.
+        all the spool holds, and before loading from the head of the spool. Meanwhile
+        they do not count against the delivery window (``has_delivery_room``), so new
+        lines still go out at once. One not deleted yet when the process dies is sent
+        again and answered ``duplicate``.
         """
         if self._ack_flush is not None:
             self._ack_flush.cancel()
