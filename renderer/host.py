@@ -32,7 +32,9 @@ On Qt the host runs its own GUI loop (``renderer.qt_shell.QtLoop``): pywebview's
 ``webview.start`` ends the loop with the last window and can create a window only
 through another. On the other platforms pywebview's own loop runs the windows; with a
 tray, a hidden window of no content (the *anchor*) keeps that loop, and so the host,
-alive while no window is open, and destroying it is how the host ends its loop.
+alive while no window is open, and destroying it is how the host ends its loop. On Qt,
+with either loop, reference cycles are collected on the GUI thread only
+(``renderer.qt_collector``): a closed window's Qt objects must not be destroyed elsewhere.
 
 Must not: hold tokens or passwords, talk to sockets (the windows' parts do), or block the
 GUI thread.
@@ -113,6 +115,7 @@ class RendererHost:
         self._tray_wait_s = tray_wait_s
         self._loop: QtLoop | None = None
         self._anchor: webview.Window | None = None
+        self._collector: object | None = None  # pywebview's Qt loop: see _gui_started
         self._gui = gui
         self._title = title
         self._size = size
@@ -248,12 +251,21 @@ class RendererHost:
         # a window is created the moment it is asked for.
         if self._anchor is not None:
             _keep_qt_after_the_last_shown_window()
+        if "qtpy.QtWidgets" in sys.modules:
+            # pywebview's loop is its Qt backend (Linux, ``LOG_MONITOR_GUI=native``): cycles
+            # holding a closed window's Qt objects are collected on the GUI thread only.
+            _gui_thread_poster()(self._collect_on_the_gui_thread)
         with self._lock:
             self._gui_running = True
             waiting = list(self._waiting)
             self._waiting.clear()
         for window in waiting:
             window.create()
+
+    def _collect_on_the_gui_thread(self) -> None:
+        from renderer.qt_collector import GuiThreadCollector
+
+        self._collector = GuiThreadCollector()
 
     def _watch_showing(self) -> None:
         """End the host once it has had no window and no tray for ``tray_wait_s``."""

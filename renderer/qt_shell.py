@@ -42,7 +42,9 @@ and it does so without forking it:
   ``exit()`` tells the host the last window closed rather than ending the loop. The
   host ends the loop (``QtLoop.exit``) when it has nothing left to show. pywebview's
   ``webview.guilib`` stays unset, so ``webview.create_window`` only builds the window
-  object, from any thread, and never reaches for an existing window.
+  object, from any thread, and never reaches for an existing window. The loop also owns
+  the process's cyclic garbage collection (``renderer.qt_collector``): Qt objects in a
+  cycle must be destroyed on the GUI thread.
 
 Imported only on the Qt backend (Linux), after ``renderer.environment.prepare``.
 
@@ -74,6 +76,7 @@ from ipc.messages import WindowGeometry
 from renderer.bridge import PageUnavailable, PushDone
 from renderer.page import is_page_resource, static_dir
 from renderer.qt_capture import GuiThreadCall, grab_image, save_png
+from renderer.qt_collector import GuiThreadCollector
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,8 @@ class QtLoop:
         # What the backend's windows wait for before they are handed to the GUI thread.
         backend._main_window_created.set()
         self.gui = GuiThreadCall()
+        # Cycles (a closed window's Qt objects among them) collected on this thread only.
+        self.collector = GuiThreadCollector()
 
     def show(self, window: Any) -> None:
         """Create and show the pywebview ``window`` (a ``webview.Window`` not yet shown)

@@ -42,6 +42,7 @@ from renderer.environment import choose_gui
 from renderer.feed import MainProcessGone
 from renderer.page import CONTENT_SECURITY_POLICY, is_page_resource, page_url, read_static
 from renderer.process_watch import ProcessWatch
+from renderer.qt_collector import due_generation
 from renderer.reporter import WindowReporter
 
 # ---- coalescer -------------------------------------------------------------------------
@@ -513,6 +514,75 @@ def test_pyside6_is_not_a_release_whose_emit_loses_references() -> None:
     assert PySide6.__version__ not in EMIT_LOSES_TRUE, (
         f"PySide6 {PySide6.__version__}: Signal.emit() loses a reference to True per call"
     )
+
+
+# ---- garbage collection on the GUI thread ------------------------------------------------
+
+# Builds reference cycles in a thread of its own, as pywebview's JavaScript threads do, and
+# says on which threads they were freed. ``--collector`` runs the host's collector.
+CYCLES_FREED_WHERE = """
+import gc, sys, threading
+from PySide6.QtCore import QCoreApplication, QTimer
+app = QCoreApplication([])
+collector = None
+if "--collector" in sys.argv:
+    from renderer.qt_collector import GuiThreadCollector
+    collector = GuiThreadCollector(every_ms=20)
+CYCLES = 3000
+freed = []
+class Cycle:
+    def __init__(self):
+        self.itself = self
+    def __del__(self):
+        freed.append(threading.current_thread().name)
+def build():
+    for _ in range(CYCLES):
+        Cycle()
+worker = threading.Thread(target=build, name="worker")
+worker.start()
+worker.join()
+def check():
+    if len(freed) == CYCLES or "--collector" not in sys.argv:
+        app.quit()
+timer = QTimer()
+timer.timeout.connect(check)
+timer.start(10)
+QTimer.singleShot(20_000, app.quit)  # the deadline: the test then sees what was not freed
+app.exec()
+print(len(freed), freed.count("MainThread"), freed.count("worker"), gc.isenabled())
+"""
+
+
+def cycles_freed_where(*arguments: str) -> tuple[int, int, int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CYCLES_FREED_WHERE, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    total, on_main, on_worker, enabled = done.stdout.split()
+    return int(total), int(on_main), int(on_worker), enabled
+
+
+def test_cycles_are_collected_on_the_gui_thread_only() -> None:
+    """A closed window's Qt objects sit in reference cycles; Qt WebEngine aborts the host
+    when they are destroyed off the GUI thread. CPython collects on whichever thread
+    crosses its threshold (the control: cycles built in a worker are freed there); with
+    the collector, every one is freed on the GUI thread, and none is left behind."""
+    total, _on_main, on_worker, enabled = cycles_freed_where()
+    assert enabled == "True"
+    assert on_worker > 0, (total, on_worker)
+    assert cycles_freed_where("--collector") == (3000, 3000, 0, "False")
+
+
+def test_the_collector_collects_the_generation_cpython_would() -> None:
+    thresholds = (700, 10, 10)
+    assert due_generation((5, 0, 0), thresholds) is None
+    assert due_generation((701, 3, 0), thresholds) == 0
+    assert due_generation((701, 11, 2), thresholds) == 1
+    assert due_generation((30, 4, 11), thresholds) == 2
+    assert due_generation((701, 11, 11), (700, 10, 0)) == 1  # a threshold of 0: never
 
 
 # ---- reporter ----------------------------------------------------------------------------
