@@ -4,6 +4,7 @@ the reporter (what a window tells the main process, and when)."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import re
 import subprocess
@@ -497,11 +498,18 @@ def test_qt_signal_emit_keeps_reference_counts() -> None:
     }
     emitter.one.emit(argument)  # a first emit may cache what later ones reuse
     emitter.two.emit(argument, other)
-    before = {name: sys.getrefcount(value) for name, value in watched.items()}
-    for _ in range(EMITS):
-        emitter.one.emit(argument)
-        emitter.two.emit(argument, other)
-    after = {name: sys.getrefcount(value) for name, value in watched.items()}
+    # No collection while counting: garbage of earlier tests freed meanwhile would take
+    # references to True and False with it (seen: -5 and -1 in a full run).
+    gc.collect()
+    gc.disable()
+    try:
+        before = {name: sys.getrefcount(value) for name, value in watched.items()}
+        for _ in range(EMITS):
+            emitter.one.emit(argument)
+            emitter.two.emit(argument, other)
+        after = {name: sys.getrefcount(value) for name, value in watched.items()}
+    finally:
+        gc.enable()
     assert len(calls) == EMITS + 1
     assert {name: after[name] - before[name] for name in watched} == dict.fromkeys(watched, 0)
 
