@@ -11,7 +11,14 @@ counters of what was appended; and backpressure: ``paused_reason`` is set when t
 refuses a chunk (nothing more is read: the files are the buffer) and cleared, with
 ``on_pause_changed``, once the chunks left waiting are committed.
 
-Must not: decide which files are followed (``file_discovery``), wait (``SourceSet`` sleeps
+A round is a coroutine that awaits at two kinds of points only: a file read (in a worker,
+``read_workers``) and the fdatasync of the texts of an append (in a worker,
+``Spool.append_many_durably``). The event loop serves the connection and the windows
+meanwhile, so a slow disk slows the shipping, never the rest of the process; nothing else
+changes the followers while a round is suspended (the watcher's callbacks only set flags
+for the next round).
+
+Must not: decide which files are followed (``file_discovery``), sleep (``SourceSet`` sleeps
 until ``next_deadline``), or call the file reads on the loop thread (``read_workers``).
 """
 
@@ -74,22 +81,22 @@ class LineageReader:
         self.chunks_appended = 0
         self.bytes_appended = 0
 
-    def read_round(self, now: float) -> bool:
+    async def read_round(self, now: float) -> bool:
         """Commit what waits, then read every file once; True when some file has more
         bytes right now (and reading is not paused)."""
         more = False
         self._recovery.retry_held(now)
-        if self._commit_waiting():
+        if await self._commit_waiting():
             for lineage, members in list(self._registry.lineages.items()):
                 if self._recovery.is_held(lineage):
                     continue
-                more = self._pump_lineage(list(members), now) or more
+                more = await self._pump_lineage(list(members), now) or more
                 if self.paused_reason is not None:
                     break
             if self.paused_reason is None:
-                more = self._pump_backlog(now) or more
+                more = await self._pump_backlog(now) or more
             if self.paused_reason is None:
-                self._close_idle_detached(now)
+                await self._close_idle_detached(now)
         return more and self.paused_reason is None
 
     def next_deadline(self, now: float, deadline: float) -> float:
@@ -109,11 +116,11 @@ class LineageReader:
         held = self._recovery.next_try()
         return deadline if held is None else min(deadline, held)
 
-    def _pump_lineage(self, members: list[FileFollower], now: float) -> bool:
+    async def _pump_lineage(self, members: list[FileFollower], now: float) -> bool:
         """Read and commit one lineage's generations, oldest first (``rotation_policy``);
         True when some file has more bytes right now."""
         if len(members) == 1:
-            more, _ = self._pump_live(members[0], now, None, partial_line=False)
+            more, _ = await self._pump_live(members[0], now, None, partial_line=False)
             return more
         # Sizes newest first: each older generation is read up to a size taken after
         # every byte its newer ones held was written.
@@ -126,7 +133,7 @@ class LineageReader:
                 older_sizes[index] = members[index].current_size()
         more = False
         for follower, plan in zip(members, lineage_reads(older_sizes, newest_size), strict=True):
-            read_more, done = self._pump_live(
+            read_more, done = await self._pump_live(
                 follower, now, plan.limit, partial_line=plan.partial_line
             )
             more = more or read_more
@@ -135,14 +142,14 @@ class LineageReader:
                 return more
         return more
 
-    def _pump_live(
+    async def _pump_live(
         self, follower: FileFollower, now: float, limit: int | None, *, partial_line: bool
     ) -> tuple[bool, bool]:
         """Read and commit one file of a lineage; with ``limit`` (an older generation)
         read up to it and cut every complete line at once. Returns (more bytes right now,
         caught up and committed)."""
         try:
-            result = self._reads.read(
+            result = await self._reads.read(
                 follower, self._live_budget, now, limit, send_now=self._delivery_room()
             )
         except OSError as exc:
@@ -157,16 +164,16 @@ class LineageReader:
         count, truncation = result
         if truncation is not None:
             self._recovery.after_truncation(follower, truncation, now)
-            self.commit(follower)
+            await self.commit(follower)
             # The previous content's rest (if a copy holds it) comes first: next round.
             return True, False
         reached = caught_up(follower.read_offset, limit)
         if limit is not None and reached:
             follower.flush_lines(partial_line=partial_line)
-        committed = self.commit(follower)
+        committed = await self.commit(follower)
         return count >= self._live_budget, reached and committed
 
-    def _pump_backlog(self, now: float) -> bool:
+    async def _pump_backlog(self, now: float) -> bool:
         follower = self._registry.backlog_active
         if follower is None:
             follower = self._backlog.open_next(self._start_backlog_file)
@@ -174,7 +181,7 @@ class LineageReader:
                 return False
         if not follower.finished:
             try:
-                result = self._reads.read(follower, self._backlog_budget, now, None)
+                result = await self._reads.read(follower, self._backlog_budget, now, None)
                 if result is None:
                     return False
                 count, _ = result
@@ -189,29 +196,29 @@ class LineageReader:
                 self._backlog.dropped()
                 self._registry.forget(follower)
                 return True
-        if not self.commit(follower):
+        if not await self.commit(follower):
             return False
         if follower.finished:
             self._backlog.finished(follower)
             self._registry.forget(follower)
         return True
 
-    def _commit_waiting(self) -> bool:
+    async def _commit_waiting(self) -> bool:
         """Commit chunks left over from a full spool; True when none is left."""
         for follower in self._registry.open_followers():
             if self._reads.busy(follower.key):
                 continue
-            if follower.pending and not self.commit(follower):
+            if follower.pending and not await self.commit(follower):
                 return False
         self._set_paused(None)
         return True
 
-    def commit(self, follower: FileFollower) -> bool:
+    async def commit(self, follower: FileFollower) -> bool:
         """Append ``follower``'s pending chunks; False when the spool refused one (then
         reading pauses)."""
         totals = CommitTotals()
         try:
-            follower.pending.commit_all(self._spool, totals)
+            await follower.pending.commit_all(self._spool, totals)
             committed = True
         except SpoolFull as exc:
             self._set_paused(spool_full_reason(exc))
@@ -228,7 +235,7 @@ class LineageReader:
         self.paused_reason = reason
         self._on_pause_changed(reason)
 
-    def _close_idle_detached(self, now: float) -> None:
+    async def _close_idle_detached(self, now: float) -> None:
         for follower in [f for members in self._registry.lineages.values() for f in members]:
             if follower.role is not FollowerRole.DETACHED or self._reads.busy(follower.key):
                 continue
@@ -242,7 +249,7 @@ class LineageReader:
             ):
                 continue
             follower.finish()
-            if not self.commit(follower):
+            if not await self.commit(follower):
                 return
             if self._marks_read_generations:
                 # Read to its end: a backlog pattern that matches this generation later

@@ -1,7 +1,7 @@
 """The chunks a follower cut and the spool has not taken yet, in order.
 
 Owns: the queue of pending chunks, each with the checkpoint it advances; committing them
-(``commit_all``: every pending chunk of one file in ONE ``Spool.append_many``, with the
+(``commit_all``: every pending chunk of one file in ONE ``Spool.append_many_durably``, with the
 last one's checkpoint and a finished backlog file's mark, so a burst costs one commit,
 one fsync, rather than one a chunk; ``commit_one``: the oldest alone, chunk and
 checkpoint together, what a spool too full for them all still takes); handing chunks over to
@@ -96,11 +96,12 @@ class PendingChunks:
         else:
             self._backlog_mark = mark
 
-    def commit_all(self, spool: Spool, totals: CommitTotals) -> None:
+    async def commit_all(self, spool: Spool, totals: CommitTotals) -> None:
         """Append every pending chunk (adding to ``totals``): all in one transaction when
         they are one file's and the spool takes them all, else one by one as far as the
         spool takes them. Raises ``SpoolFull`` when it refuses the oldest: the rest stays
-        pending."""
+        pending. The event loop serves others while the spool makes the texts durable;
+        nothing else changes this queue meanwhile (the sources' round awaits it)."""
         chunks = list(self._chunks)
         if (
             len(chunks) > 1
@@ -109,7 +110,7 @@ class PendingChunks:
         ):
             last = chunks[-1]
             try:
-                stored = spool.append_many(
+                stored = await spool.append_many_durably(
                     [NewChunk(chunk.text, chunk.source) for chunk in chunks],
                     checkpoint=last.checkpoint,
                     backlog_done=last.backlog_done,
@@ -121,10 +122,10 @@ class PendingChunks:
                 self.committed_offset = last.checkpoint.offset
                 for chunk, spooled in zip(chunks, stored, strict=True):
                     totals.add(chunk, spooled.byte_len)
-        while self.commit_one(spool, totals):
+        while await self.commit_one(spool, totals):
             pass
 
-    def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
+    async def commit_one(self, spool: Spool, totals: CommitTotals) -> bool:
         """Append the oldest pending chunk (adding to ``totals``); False when none was
         pending. Raises ``SpoolFull`` when the spool refuses it: it stays pending."""
         if not self._chunks:
@@ -133,9 +134,8 @@ class PendingChunks:
                 self._backlog_mark = None
             return False
         chunk = self._chunks[0]
-        stored = spool.append(
-            chunk.text,
-            chunk.source,
+        [stored] = await spool.append_many_durably(
+            [NewChunk(chunk.text, chunk.source)],
             checkpoint=chunk.checkpoint,
             backlog_done=chunk.backlog_done,
         )

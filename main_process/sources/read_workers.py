@@ -23,8 +23,9 @@ from main_process.sources.source_registry import TroubleLog
 
 logger = logging.getLogger("main_process.sources")
 
-# The loop waits this long for a read before going on without it (a healthy disk
-# answers in microseconds), and several can hang at once.
+# A round waits this long for a read before going on without it (a healthy disk answers
+# in microseconds; the event loop serves the connection meanwhile), and several can hang
+# at once.
 _READ_WAIT = 0.02
 _READ_WORKERS = 8
 
@@ -68,7 +69,7 @@ class ReadWorkers:
         """Whether a read of the file ``key`` has not returned yet."""
         return key in self._reads
 
-    def read(
+    async def read(
         self,
         follower: FileFollower,
         budget: int,
@@ -78,20 +79,26 @@ class ReadWorkers:
         send_now: bool = False,
     ) -> ReadResult | None:
         """``follower.read`` in a worker thread: its result, or None while it has not
-        returned. A read that takes longer than ``_READ_WAIT`` is left to finish on its
-        own; the loop goes on with every other file, and after ``stall_after`` seconds
+        returned. The caller waits for it up to ``_READ_WAIT`` (the event loop serves
+        the connection meanwhile); a read that takes longer is left to finish on its
+        own, the round goes on with every other file, and after ``stall_after`` seconds
         the stall is reported."""
         assert self._executor is not None
+        assert self._loop is not None
         job = self._reads.get(follower.key)
         if job is None:
             future = self._executor.submit(follower.read, budget, now, limit, send_now=send_now)
-            try:
-                return future.result(timeout=_READ_WAIT)
-            except TimeoutError:  # concurrent.futures.TimeoutError is this one since 3.11
-                self._reads[follower.key] = _ReadInFlight(future, now)
+            # Busy from now on: should the round be cancelled during the wait below, the
+            # follower is not closed under its read.
+            job = self._reads[follower.key] = _ReadInFlight(future, now)
+            returned = self._loop.create_future()
+            future.add_done_callback(lambda _: self._settle_soon(returned))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(returned, _READ_WAIT)
+            if not future.done():
                 future.add_done_callback(self._returned)
                 return None
-        if not job.future.done():
+        elif not job.future.done():
             waited = now - job.started
             if not job.reported and waited >= self._stall_after:
                 job.reported = True
@@ -107,9 +114,21 @@ class ReadWorkers:
             logger.info("reading %s returned after %.1f s", follower.path, now - job.started)
         return job.future.result()
 
+    def _settle_soon(self, returned: asyncio.Future[None]) -> None:
+        """A read returned (in its worker thread): end the wait for it, if still waiting."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, returned)
+
     def _returned(self, future: Future[Any]) -> None:
         """A late read returned (in its worker thread): wake the loop to use it."""
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(wake.set)
+
+
+def _settle(returned: asyncio.Future[None]) -> None:
+    if not returned.done():  # (cancelled by the wait's deadline)
+        returned.set_result(None)

@@ -28,7 +28,8 @@ of its parts, one concern each:
 Must not: send anything or know about the connection (``on_appended`` tells the owner
 that chunks are waiting), publish status itself (the owner reads ``paused_reason``,
 ``progress()`` and ``counters()``), use the spool from another thread, or block the event
-loop for long: reads are bounded per file per round and every busy round ends by yielding.
+loop for long: reads are bounded per file per round, file reads and the spool's
+fdatasyncs are awaited on worker threads, and every busy round ends by yielding.
 
 Theory of operation
 -------------------
@@ -394,7 +395,7 @@ class SourceSet:
             self._gone.look(now)
             self._initial_scan_done = True
             while not self._stopping:
-                more = self._round()
+                more = await self._round()
                 if self._stopping:
                     break
                 if more:
@@ -426,7 +427,7 @@ class SourceSet:
 
     # ------------------------------------------------------------------------ rounds
 
-    def _round(self) -> bool:
+    async def _round(self) -> bool:
         """One pass over every file; True when some file has more bytes right now."""
         now = self._clock()
         if self._rescan_requested or now >= self._next_rescan_at:
@@ -434,7 +435,7 @@ class SourceSet:
         if now >= self._gone.next_look_at:
             self._gone.look(now)
         appended_before = self._reader.chunks_appended
-        more = self._reader.read_round(now)
+        more = await self._reader.read_round(now)
         if self._reader.chunks_appended != appended_before:
             self._on_appended()
         return more

@@ -36,7 +36,7 @@ from typing import Any
 
 from main_process.sources.line_chunker import LineChunker, TextChunk
 from main_process.sources.line_source import spool_full_reason
-from main_process.spool.chunks import ChunkSource, Spool, SpoolFull
+from main_process.spool.chunks import ChunkSource, NewChunk, Spool, SpoolFull
 
 log = logging.getLogger("log_monitor.text_feed")
 
@@ -143,7 +143,9 @@ class TextFeed:
         for chunk in chunks:
             while True:
                 try:
-                    self._spool.append(chunk.text, ChunkSource(self.name, chunk.start_offset))
+                    await self._spool.append_many_durably(
+                        [NewChunk(chunk.text, ChunkSource(self.name, chunk.start_offset))]
+                    )
                     break
                 except SpoolFull as exc:
                     # Backpressure: stop reading until acknowledgements free room.

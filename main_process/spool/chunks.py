@@ -56,9 +56,11 @@ run may have been killed before its last commits reached the disk). ``durability
 instead fsyncs every commit (slower, for users who prefer it).
 
 Threads. A ``Spool`` is used from one thread, the main process's asyncio thread (every
-call is a short local transaction; an append also waits for one fdatasync of its
-segment, about a millisecond here); only a ``WalFlush`` runs elsewhere, and it touches
-nothing but its own descriptor.
+call is a short local transaction); only a ``WalFlush`` and an append's fdatasync of its
+texts run elsewhere, and they touch nothing but their own descriptors.
+``append_many_durably`` (what the sources use) awaits that fdatasync on a worker thread,
+so the loop goes on serving the connection meanwhile; ``append_many`` waits for it on
+the calling thread.
 sqlite3's ``check_same_thread`` stays on, so use from another thread raises instead of
 corrupting state. ``stats()`` is O(1): counters live in memory, loaded once at open and
 updated only after each transaction commits.
@@ -68,6 +70,7 @@ Must not: read log files, talk to the server, or decide when to send or retry.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import time
 from collections.abc import Callable, Sequence
@@ -97,7 +100,12 @@ from main_process.spool.file_state import (
 from main_process.spool.recent_chunks import DEFAULT_MAX_BYTES as RECENT_MAX_BYTES
 from main_process.spool.recent_chunks import RecentChunks
 from main_process.spool.room import RESERVE_BYTES, SpoolRoom, SpoolStats
-from main_process.spool.segments import SegmentFiles, SegmentMissing, roll_bytes_for
+from main_process.spool.segments import (
+    SegmentFiles,
+    SegmentMissing,
+    StagedTexts,
+    roll_bytes_for,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -151,6 +159,16 @@ class SpooledChunk:
     source: ChunkSource | None
     byte_len: int
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _StagedAppend:
+    """An append whose texts are written to their segment and not yet committed."""
+
+    chunks: Sequence[NewChunk]
+    sizes: list[int]
+    total: int
+    texts: StagedTexts
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +235,8 @@ class Spool:
         # What this process appends is kept in memory until acknowledged, so sending it
         # does not read it back; the chunks of an earlier run are read from the file.
         self._recent = RecentChunks(complete_from=int(newest) + 1, max_bytes=recent_max_bytes)
+        # Held through an ``append_many_durably``: one append's texts staged at a time.
+        self._appending = asyncio.Lock()
 
     def _open_segments(self) -> None:
         rows = self._database.read_all(
@@ -312,8 +332,46 @@ class Spool:
     ) -> list[SpooledChunk]:
         """Store several chunks in order, in one transaction with the checkpoint and mark.
 
-        All or nothing: raises ``SpoolFull`` when they do not all fit.
+        All or nothing: raises ``SpoolFull`` when they do not all fit. The texts are made
+        durable on this thread; ``append_many_durably`` does that on a worker.
         """
+        if self._appending.locked():
+            raise RuntimeError("append_many while append_many_durably is under way")
+        staged = self._stage(chunks)
+        try:
+            staged.texts.sync()
+        except OSError as exc:
+            self._abandon(staged)
+            raise self._segment_failure(exc) from exc
+        except BaseException:
+            self._abandon(staged)
+            raise
+        return self._commit(staged, checkpoint, backlog_done)
+
+    async def append_many_durably(
+        self,
+        chunks: Sequence[NewChunk],
+        *,
+        checkpoint: Checkpoint | None = None,
+        backlog_done: BacklogFile | None = None,
+    ) -> list[SpooledChunk]:
+        """``append_many``, with the texts' fdatasync on a worker thread: the event loop
+        serves the connection (acknowledgements, sends) while the disk works. Appends
+        from several tasks (the file sources, standard input) are made one at a time."""
+        async with self._appending:
+            staged = self._stage(chunks)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, staged.texts.sync)
+            except OSError as exc:
+                self._abandon(staged)
+                raise self._segment_failure(exc) from exc
+            except BaseException:  # cancelled: the sync may still run, on its own copies
+                self._abandon(staged)
+                raise
+            return self._commit(staged, checkpoint, backlog_done)
+
+    def _stage(self, chunks: Sequence[NewChunk]) -> _StagedAppend:
+        """Check the room and write the texts to their segment (not durable yet)."""
         texts = [chunk.text.encode("utf-8") for chunk in chunks]
         sizes = [len(text) for text in texts]
         total = sum(sizes)
@@ -321,43 +379,35 @@ class Spool:
         if not room.fits(total, len(chunks)):
             room.full = True
             raise SpoolFull(total, room.buffered_bytes, room.max_bytes)
-        now = self._clock()
         try:
-            stored = self._insert(chunks, texts, sizes, now, checkpoint, backlog_done)
-        except SpoolDiskFull:
-            # Something else filled the disk past the margin; give the WAL's space back
-            # so that acknowledgements can still drain the spool.
-            self._database.truncate_wal()
-            raise
-        room.appended(len(stored), total)
-        for chunk in stored:
-            self._recent.appended(chunk)
-        if stored:
-            self._newest_seq = stored[-1].seq
-            if self._every_commit_synced:
-                self._durable_seq = self._newest_seq
-        return stored
+            staged_texts = self._segments.stage(texts)
+        except OSError as exc:
+            self._segments.settle()
+            raise self._segment_failure(exc) from exc
+        return _StagedAppend(chunks, sizes, total, staged_texts)
 
-    def _insert(
+    def _abandon(self, staged: _StagedAppend) -> None:
+        """The texts of ``staged`` will not be committed (nothing refers to them)."""
+        staged.texts.discard()
+        self._segments.settle()
+
+    def _commit(
         self,
-        chunks: Sequence[NewChunk],
-        texts: list[bytes],
-        sizes: list[int],
-        now: float,
+        staged: _StagedAppend,
         checkpoint: Checkpoint | None,
         backlog_done: BacklogFile | None,
     ) -> list[SpooledChunk]:
+        """Commit the rows of durable texts, with the checkpoint and mark."""
+        now = self._clock()
         # The texts are on stable storage before the rows pointing at them are committed
         # (``SegmentFiles`` rule 1), so a row that survives a power loss has its text.
-        try:
-            locations = self._segments.append(texts)
-        except OSError as exc:
-            self._segments.settle()
-            raise self._segment_write_error(exc) from exc
+        locations = staged.texts.locations
         stored: list[SpooledChunk] = []
         try:
             with self._database.write_transaction() as connection:
-                for chunk, size, (segment, offset) in zip(chunks, sizes, locations, strict=True):
+                for chunk, size, (segment, offset) in zip(
+                    staged.chunks, staged.sizes, locations, strict=True
+                ):
                     source = chunk.source
                     cursor = connection.execute(
                         "INSERT INTO chunks (text, source_path, source_offset, byte_len,"
@@ -380,15 +430,30 @@ class Spool:
                     SpoolFileState.write_checkpoint(connection, checkpoint, now)
                 if backlog_done is not None:
                     SpoolFileState.write_backlog_done(connection, backlog_done, now)
+        except SpoolDiskFull:
+            self._segments.settle()
+            self._database.truncate_wal()
+            raise
         except BaseException:
             self._segments.settle()
             raise
         self._segments.settle(segment for segment, _ in locations)
+        self._room.appended(len(stored), staged.total)
+        for spooled in stored:
+            self._recent.appended(spooled)
+        if stored:
+            self._newest_seq = stored[-1].seq
+            if self._every_commit_synced:
+                self._durable_seq = self._newest_seq
         return stored
 
-    def _segment_write_error(self, exc: OSError) -> SpoolError:
+    def _segment_failure(self, exc: OSError) -> SpoolError:
+        """What to raise for a segment write or sync that failed with ``exc``."""
         if exc.errno in _DISK_FULL_ERRNOS:
             self._room.full = True
+            # Something else filled the disk past the margin; give the WAL's space back
+            # so that acknowledgements can still drain the spool.
+            self._database.truncate_wal()
             return SpoolDiskFull(
                 f"Cannot write the spool {self._path}: the disk is full.",
                 self._room.buffered_bytes,

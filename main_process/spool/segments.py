@@ -13,20 +13,24 @@ once and a segment is deleted with one unlink.
 
 Rules it keeps:
 
-1. ``append`` returns only after the texts are on stable storage (fdatasync of the
-   segment, and of the directory when the segment is new). The spool commits the rows
-   that point at them after that, so after a power loss a committed row never points at
-   text that did not reach the disk: the row and its checkpoint are one transaction, and
-   if it was lost the file is read again from the older checkpoint.
+1. The spool commits the rows that point at texts only after the texts are on stable
+   storage: ``stage`` writes them (and fsyncs the directory when it starts a segment),
+   and its ``StagedTexts.sync`` fdatasyncs every segment they went to, on any thread
+   (the spool runs it on a worker while the event loop goes on); ``append`` is both at
+   once. So after a power loss a committed row never points at text that did not reach
+   the disk: the row and its checkpoint are one transaction, and if it was lost the file
+   is read again from the older checkpoint.
 2. A new segment is started at every open: the end of the last one may hold texts whose
    rows were never committed (a crash between the two), and nothing refers to them.
 3. A segment is counted live from the commit of its rows (``settle``) to the commit that
    deletes the last of them (``release``); only then is it deleted. The active one too,
    once it holds ``RECYCLE_BYTES``: acknowledged text never holds more of the disk than a
-   segment or two.
+   segment or two. A segment holding texts staged and not yet settled is never deleted
+   (acknowledgements go on while they are made durable).
 
 Must not: know what a chunk, a checkpoint or a seq is (``spool.chunks`` does), or run
-from another thread than the spool's.
+from another thread than the spool's (but ``StagedTexts.sync``, which touches only its
+own descriptors).
 """
 
 from __future__ import annotations
@@ -75,6 +79,40 @@ class SegmentMissing(Exception):
     """A chunk points at a segment (or bytes of one) that is not there."""
 
 
+class StagedTexts:
+    """Texts written to their segments and not yet durable: where each one is, and the
+    descriptors (duplicates, owned here) of the segments ``sync`` makes durable."""
+
+    def __init__(self, locations: list[tuple[int, int]], to_sync: list[int]) -> None:
+        self.locations = locations
+        self._to_sync = to_sync
+
+    def sync(self) -> None:
+        """fdatasync every segment the texts went to, then close the descriptors
+        (from any thread, once). Raises ``OSError``."""
+        to_sync = self._take()
+        try:
+            for fd in to_sync:
+                _flush_data(fd)
+        finally:
+            for fd in to_sync:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Close the descriptors not synced yet (the texts will not be committed; the
+        spool's thread, possibly while ``sync`` runs on another)."""
+        for fd in self._take():
+            os.close(fd)
+
+    def _take(self) -> list[int]:
+        # ``list.pop`` is atomic: a descriptor is taken (and closed) by one caller only.
+        taken: list[int] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                taken.append(self._to_sync.pop(0))
+        return taken
+
+
 class SegmentFiles:
     """The segment files of one spool; see the module docstring."""
 
@@ -89,6 +127,8 @@ class SegmentFiles:
         self._finished: set[int] = set()
         self._next = 1
         self._unsynced = False
+        # The segments of the texts staged and not settled yet (one append at a time).
+        self._staged: set[int] = set()
 
     # ---------------------------------------------------------------- lifetime
 
@@ -122,28 +162,47 @@ class SegmentFiles:
     # ----------------------------------------------------------------- writing
 
     def append(self, texts: Sequence[bytes]) -> list[tuple[int, int]]:
-        """Write ``texts`` and make them durable; their (segment, offset) in order.
+        """Write ``texts`` and make them durable (``stage``, then its ``sync`` on this
+        thread); their (segment, offset) in order. Raises ``OSError``."""
+        staged = self.stage(texts)
+        staged.sync()
+        return staged.locations
+
+    def stage(self, texts: Sequence[bytes]) -> StagedTexts:
+        """Write ``texts`` at the end of the active segment (starting new ones as it
+        fills); they are durable once the result's ``sync`` has run. One staged append
+        at a time: ``settle`` ends it.
 
         Raises ``OSError`` (a full disk: ``ENOSPC``); then nothing refers to what was
         written, and the next append writes over it."""
         locations: list[tuple[int, int]] = []
-        for text in texts:
-            if self._active_fd is None or (
-                self._active_end > 0 and self._active_end + len(text) > self._roll_bytes
-            ):
-                self._start_segment()
-            assert self._active is not None
-            assert self._active_fd is not None
-            locations.append((self._active, self._active_end))
-            self._unsynced = True
-            self._write_all(self._active_fd, text, self._active_end)
-            self._active_end += len(text)
-        self._sync_active()
-        return locations
+        to_sync: list[int] = []
+        try:
+            for text in texts:
+                if self._active_fd is None or (
+                    self._active_end > 0 and self._active_end + len(text) > self._roll_bytes
+                ):
+                    self._hand_over_sync(to_sync)
+                    self._start_segment()
+                assert self._active is not None
+                assert self._active_fd is not None
+                locations.append((self._active, self._active_end))
+                self._staged.add(self._active)
+                self._unsynced = True
+                self._write_all(self._active_fd, text, self._active_end)
+                self._active_end += len(text)
+            self._hand_over_sync(to_sync)
+        except BaseException:
+            for fd in to_sync:
+                os.close(fd)
+            raise
+        return StagedTexts(locations, to_sync)
 
-    def _sync_active(self) -> None:
+    def _hand_over_sync(self, to_sync: list[int]) -> None:
+        """The active segment's unsynced texts are this append's: its sync syncs them,
+        through a descriptor of its own (the active one may be closed meanwhile)."""
         if self._active_fd is not None and self._unsynced:
-            _flush_data(self._active_fd)
+            to_sync.append(os.dup(self._active_fd))
             self._unsynced = False
 
     def _start_segment(self) -> None:
@@ -163,15 +222,15 @@ class SegmentFiles:
         self._unsynced = False
 
     def _finish_active(self) -> None:
-        """The active segment will not be written again. It may hold texts of this very
-        append whose rows are not committed yet: they are made durable before it is
-        closed, and it is deleted (when empty) only by ``settle``, after that commit."""
+        """The active segment will not be written again. Texts staged in it are synced
+        by their ``StagedTexts``; it is deleted (when empty) only by ``settle``, after
+        their commit."""
         if self._active_fd is None or self._active is None:
             return
-        self._sync_active()
         os.close(self._active_fd)
         self._finished.add(self._active)
         self._active, self._active_fd = None, None
+        self._unsynced = False
 
     @staticmethod
     def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -184,9 +243,10 @@ class SegmentFiles:
     # ------------------------------------------------------------------ counting
 
     def settle(self, committed: Iterable[int] = ()) -> None:
-        """After the commit (or the failed commit) of the rows of an ``append``: count
+        """After the commit (or the failed commit) of the rows of a staged append: count
         the rows pointing into ``committed`` (one per item), then delete the segments
         finished meanwhile that no row points into."""
+        self._staged.clear()
         for number in committed:
             self._live[number] = self._live.get(number, 0) + 1
         for number in self._finished:
@@ -204,9 +264,13 @@ class SegmentFiles:
                 continue
             self._live.pop(number, None)
             if number == self._active:
-                if self._active_end >= min(RECYCLE_BYTES, self._roll_bytes):
+                if (
+                    self._active_end >= min(RECYCLE_BYTES, self._roll_bytes)
+                    and number not in self._staged
+                ):
                     self._finish_active()
-                    self.settle()
+                    self._delete(number)
+                    self._finished.discard(number)
             elif number not in self._finished:
                 self._delete(number)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import itertools
 import os
@@ -554,6 +555,149 @@ def test_a_full_disk_under_the_segments_is_backpressure_and_commits_nothing(
         assert not spool.stats().full
     with open_spool(spool_path) as spool:
         assert [chunk.text for chunk in spool.pending()] == ["first\n", "second\n"]
+
+
+class HeldSync:
+    """Stands in for a segment's fdatasync that the disk takes its time over: each call
+    runs (in the spool's worker thread) once the test lets it, or fails as told."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.error: OSError | None = None
+        self._real = spool_segments._flush_data
+
+    def hold(self) -> None:
+        """The next sync waits for ``release``."""
+        self.started.clear()
+        self.release.clear()
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(30), "the test never let the sync finish"
+        if self.error is not None:
+            raise self.error
+        self._real(fd)
+
+
+async def wait_for_event(event: threading.Event) -> None:
+    """Wait for a thread's event without blocking the loop (with a deadline)."""
+    assert await asyncio.to_thread(event.wait, 30), "the event did not come"
+
+
+async def test_the_loop_serves_others_while_an_append_is_made_durable(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk slows the append, not the event loop: while the texts' fdatasync
+    runs (held here), acknowledgements and reads go on, and nothing is committed before
+    it has returned."""
+    held = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    with open_spool(spool_path) as spool:
+        held.release.set()
+        old = spool.append("acknowledged meanwhile\n")
+        held.hold()
+        statements: list[str] = []
+        spool._database.connection.set_trace_callback(
+            lambda statement: statements.append(statement.split(" (")[0].strip())
+        )
+        appending = asyncio.create_task(
+            spool.append_many_durably(
+                [NewChunk("one\n"), NewChunk("two\n")],
+                checkpoint=Checkpoint("7:42", "/logs/app.log", 8, b"fp"),
+            )
+        )
+        await wait_for_event(held.started)
+        # The loop runs: other spool work goes on, and the rows are not there yet.
+        assert spool.acknowledge(old.seq)
+        assert spool.pending() == []
+        assert spool.get_checkpoint("7:42") is None
+        assert "INSERT INTO chunks" not in statements
+        held.release.set()
+        stored = await appending
+    assert [chunk.text for chunk in stored] == ["one\n", "two\n"]
+    assert statements.index("INSERT INTO chunks") > statements.index("BEGIN IMMEDIATE")
+    with open_spool(spool_path) as spool:
+        assert [chunk.text for chunk in spool.pending()] == ["one\n", "two\n"]
+        checkpoint = spool.get_checkpoint("7:42")
+        assert checkpoint is not None
+        assert checkpoint.offset == 8
+
+
+async def test_a_segment_emptied_while_an_append_into_it_is_made_durable_is_kept(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The active segment is recycled once its chunks are all acknowledged; not while
+    texts of an append under way are in it (their rows are not committed yet)."""
+    monkeypatch.setattr(spool_segments, "RECYCLE_BYTES", 8)
+    held = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    with open_spool(spool_path) as spool:
+        held.release.set()
+        first = spool.append("0123456789\n")
+        held.hold()
+        appending = asyncio.create_task(spool.append_many_durably([NewChunk("later\n")]))
+        await wait_for_event(held.started)
+        assert spool.acknowledge(first.seq)  # segment 1 holds no committed chunk now
+        assert segment_names(spool_path) == ["00000001.seg"]
+        held.release.set()
+        [later] = await appending
+    with open_spool(spool_path) as spool:
+        assert spool.pending() == [later]
+
+
+async def test_a_failed_or_cancelled_sync_commits_nothing_and_the_next_append_works(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    with open_spool(spool_path) as spool:
+        held.error = OSError(errno.ENOSPC, "No space left on device")
+        held.release.set()
+        with pytest.raises(SpoolDiskFull, match="disk is full"):
+            await spool.append_many_durably(
+                [NewChunk("lost\n")], checkpoint=Checkpoint("7:42", "/logs/app.log", 5, b"fp")
+            )
+        assert spool.get_checkpoint("7:42") is None
+        held.error = None
+        held.hold()
+        cancelled = asyncio.create_task(spool.append_many_durably([NewChunk("cancelled\n")]))
+        await wait_for_event(held.started)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        held.release.set()
+        [kept] = await spool.append_many_durably(
+            [NewChunk("kept\n")], checkpoint=Checkpoint("7:42", "/logs/app.log", 5, b"fp")
+        )
+        assert spool.pending() == [kept]
+        assert not spool.stats().full
+    with open_spool(spool_path) as spool:
+        assert [chunk.text for chunk in spool.pending()] == ["kept\n"]
+
+
+async def test_appends_from_two_tasks_are_made_one_at_a_time_in_order(
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file sources and standard input append from two tasks: one staged append at a
+    time, in the order they were asked for; the synchronous append refuses to interleave."""
+    held = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    with open_spool(spool_path) as spool:
+        held.hold()
+        first = asyncio.create_task(spool.append_many_durably([NewChunk("first\n")]))
+        second = asyncio.create_task(spool.append_many_durably([NewChunk("second\n")]))
+        await wait_for_event(held.started)
+        with pytest.raises(RuntimeError, match="under way"):
+            spool.append("not now\n")
+        assert held.calls == 1  # the second waits for the first to be committed
+        held.release.set()
+        [one], [two] = await asyncio.gather(first, second)
+        assert (one.text, two.text) == ("first\n", "second\n")
+        assert one.seq < two.seq
+        assert spool.pending() == [one, two]
 
 
 def test_a_spool_of_the_previous_format_keeps_its_chunks_and_adds_segments(

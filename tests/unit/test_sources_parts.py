@@ -72,9 +72,9 @@ class _RecordingSpool:
         self.appended: list[tuple[str, BacklogFile | None]] = []
         self.marks: list[BacklogFile] = []
         self.transactions: list[tuple[int, Checkpoint | None]] = []
-        """(chunks, checkpoint) of each ``append_many`` that stored."""
+        """(chunks, checkpoint) of each ``append_many_durably`` that stored."""
 
-    def append_many(
+    async def append_many_durably(
         self,
         chunks: list[NewChunk],
         *,
@@ -88,19 +88,6 @@ class _RecordingSpool:
             last = index == len(chunks) - 1
             self.appended.append((chunk.text, backlog_done if last else None))
         return [_Stored(len(chunk.text.encode())) for chunk in chunks]
-
-    def append(
-        self,
-        text: str,
-        source: ChunkSource,
-        *,
-        checkpoint: Checkpoint | None = None,
-        backlog_done: BacklogFile | None = None,
-    ) -> _Stored:
-        if self.full:
-            raise SpoolFull(len(text), 0, 0)
-        self.appended.append((text, backlog_done))
-        return _Stored(len(text.encode()))
 
     def mark_backlog_done(self, mark: BacklogFile) -> None:
         self.marks.append(mark)
@@ -125,11 +112,11 @@ def test_pending_chunks_commit_in_order_and_stay_when_refused() -> None:
     totals = CommitTotals()
     spool.full = True
     with pytest.raises(SpoolFull):
-        pending.commit_one(spool, totals)  # type: ignore[arg-type]
+        asyncio.run(pending.commit_one(spool, totals))  # type: ignore[arg-type]
     assert len(pending) == 2
     assert pending.committed_offset == 0
     spool.full = False
-    while pending.commit_one(spool, totals):  # type: ignore[arg-type]
+    while asyncio.run(pending.commit_one(spool, totals)):  # type: ignore[arg-type]
         pass
     assert [text for text, _ in spool.appended] == ["a\n", "b\n"]
     assert pending.committed_offset == 4
@@ -145,7 +132,7 @@ def test_a_files_pending_chunks_go_in_one_transaction_with_the_last_checkpoint()
     pending.mark_backlog_done(mark)
     spool = _RecordingSpool()
     totals = CommitTotals()
-    pending.commit_all(spool, totals)  # type: ignore[arg-type]
+    asyncio.run(pending.commit_all(spool, totals))  # type: ignore[arg-type]
     assert spool.appended == [("a\n", None), ("b\n", None), ("c\n", mark)]
     assert spool.transactions == [(3, _chunk("c\n", 6).checkpoint)]
     assert (len(pending), pending.committed_offset) == (0, 6)
@@ -158,16 +145,16 @@ def test_chunks_the_spool_will_not_take_at_once_go_one_by_one_as_far_as_they_fit
         pending.append(_chunk(text, end))
     spool = _RecordingSpool()
     spool.most_at_once = 1
-    pending.commit_all(spool, CommitTotals())  # type: ignore[arg-type]
+    asyncio.run(pending.commit_all(spool, CommitTotals()))  # type: ignore[arg-type]
     assert [text for text, _ in spool.appended] == ["a\n", "b\n"]
-    assert spool.transactions == []  # each went alone (``append``)
+    assert [count for count, _ in spool.transactions] == [1, 1]  # each went alone
     assert pending.committed_offset == 4
     refused = PendingChunks(0)
     refused.append(_chunk("c\n", 2))
     refused.append(_chunk("d\n", 4))
     spool.full = True
     with pytest.raises(SpoolFull):
-        refused.commit_all(spool, CommitTotals())  # type: ignore[arg-type]
+        asyncio.run(refused.commit_all(spool, CommitTotals()))  # type: ignore[arg-type]
     assert (len(refused), refused.committed_offset) == (2, 0)
 
 
@@ -177,13 +164,13 @@ def test_a_backlog_mark_goes_with_the_last_chunk_or_alone() -> None:
     with_chunk = PendingChunks(0)
     with_chunk.append(_chunk("a\n", 2))
     with_chunk.mark_backlog_done(mark)
-    while with_chunk.commit_one(spool, CommitTotals()):  # type: ignore[arg-type]
+    while asyncio.run(with_chunk.commit_one(spool, CommitTotals())):  # type: ignore[arg-type]
         pass
     assert spool.appended == [("a\n", mark)]
     assert spool.marks == []
     alone = PendingChunks(4)
     alone.mark_backlog_done(mark)
-    assert not alone.commit_one(spool, CommitTotals())  # type: ignore[arg-type]
+    assert not asyncio.run(alone.commit_one(spool, CommitTotals()))  # type: ignore[arg-type]
     assert spool.marks == [mark]
 
 
