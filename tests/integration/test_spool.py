@@ -564,6 +564,7 @@ class HeldSync:
     def __init__(self) -> None:
         self.started = threading.Event()
         self.release = threading.Event()
+        self.release.set()  # until ``hold``
         self.calls = 0
         self.error: OSError | None = None
         self._real = spool_segments._flush_data
@@ -582,21 +583,26 @@ class HeldSync:
         self._real(fd)
 
 
+@pytest.fixture
+def held_sync(monkeypatch: pytest.MonkeyPatch) -> HeldSync:
+    held = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    return held
+
+
 async def wait_for_event(event: threading.Event) -> None:
     """Wait for a thread's event without blocking the loop (with a deadline)."""
     assert await asyncio.to_thread(event.wait, 30), "the event did not come"
 
 
 async def test_the_loop_serves_others_while_an_append_is_made_durable(
-    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+    spool_path: Path, held_sync: HeldSync
 ) -> None:
     """A slow disk slows the append, not the event loop: while the texts' fdatasync
     runs (held here), acknowledgements and reads go on, and nothing is committed before
     it has returned."""
-    held = HeldSync()
-    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    held = held_sync
     with open_spool(spool_path) as spool:
-        held.release.set()
         old = spool.append("acknowledged meanwhile\n")
         held.hold()
         statements: list[str] = []
@@ -627,15 +633,13 @@ async def test_the_loop_serves_others_while_an_append_is_made_durable(
 
 
 async def test_a_segment_emptied_while_an_append_into_it_is_made_durable_is_kept(
-    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch, held_sync: HeldSync
 ) -> None:
     """The active segment is recycled once its chunks are all acknowledged; not while
     texts of an append under way are in it (their rows are not committed yet)."""
     monkeypatch.setattr(spool_segments, "RECYCLE_BYTES", 8)
-    held = HeldSync()
-    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    held = held_sync
     with open_spool(spool_path) as spool:
-        held.release.set()
         first = spool.append("0123456789\n")
         held.hold()
         appending = asyncio.create_task(spool.append_many_durably([NewChunk("later\n")]))
@@ -649,13 +653,11 @@ async def test_a_segment_emptied_while_an_append_into_it_is_made_durable_is_kept
 
 
 async def test_a_failed_or_cancelled_sync_commits_nothing_and_the_next_append_works(
-    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+    spool_path: Path, held_sync: HeldSync
 ) -> None:
-    held = HeldSync()
-    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    held = held_sync
     with open_spool(spool_path) as spool:
         held.error = OSError(errno.ENOSPC, "No space left on device")
-        held.release.set()
         with pytest.raises(SpoolDiskFull, match="disk is full"):
             await spool.append_many_durably(
                 [NewChunk("lost\n")], checkpoint=Checkpoint("7:42", "/logs/app.log", 5, b"fp")
@@ -679,12 +681,11 @@ async def test_a_failed_or_cancelled_sync_commits_nothing_and_the_next_append_wo
 
 
 async def test_appends_from_two_tasks_are_made_one_at_a_time_in_order(
-    spool_path: Path, monkeypatch: pytest.MonkeyPatch
+    spool_path: Path, held_sync: HeldSync
 ) -> None:
     """The file sources and standard input append from two tasks: one staged append at a
     time, in the order they were asked for; the synchronous append refuses to interleave."""
-    held = HeldSync()
-    monkeypatch.setattr(spool_segments, "_flush_data", held)
+    held = held_sync
     with open_spool(spool_path) as spool:
         held.hold()
         first = asyncio.create_task(spool.append_many_durably([NewChunk("first\n")]))

@@ -53,6 +53,14 @@ class HeldReads:
         return os.pread(fd, size, offset)
 
 
+async def measure_loop_lag(lags: list[float]) -> None:
+    """How late the loop runs a 10 ms timer, tick after tick (until cancelled)."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(0.01)
+        lags.append(time.monotonic() - before - 0.01)
+
+
 async def test_a_stalled_read_stops_neither_the_loop_nor_the_other_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -66,15 +74,9 @@ async def test_a_stalled_read_stops_neither_the_loop_nor_the_other_files(
     sources = SourceSet([str(stalled), str(healthy)], [], spool, read_stall_after=0.3)
     lags: list[float] = []
 
-    async def measure_loop_lag() -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - before - 0.01)
-
     async with RunningSources(sources) as running:
         await running.wait_until(lambda: running.quiet([stalled, healthy], 20), 10, "first lines")
-        ticker = asyncio.create_task(measure_loop_lag())
+        ticker = asyncio.create_task(measure_loop_lag(lags))
         reads.hold.set()
         append_bytes(stalled, numbered_lines(range(10, 20)))
         await running.wait_until(reads.waiting.is_set, 10, "the stalled read")
@@ -121,15 +123,9 @@ async def test_a_slow_disk_under_the_spool_does_not_stop_the_loop(
     sources = SourceSet([str(log)], [], spool)
     lags: list[float] = []
 
-    async def measure_loop_lag() -> None:
-        while True:
-            before = time.monotonic()
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - before - 0.01)
-
     async with RunningSources(sources) as running:
         await running.wait_until(lambda: running.quiet([log], 10), 10, "first lines")
-        ticker = asyncio.create_task(measure_loop_lag())
+        ticker = asyncio.create_task(measure_loop_lag(lags))
         hold.set()
         append_bytes(log, numbered_lines(range(10, 20)))
         await running.wait_until(waiting.is_set, 10, "the held sync")
