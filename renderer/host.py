@@ -116,6 +116,7 @@ class RendererHost:
         self._loop: QtLoop | None = None
         self._anchor: webview.Window | None = None
         self._collector: object | None = None  # pywebview's Qt loop: see _gui_started
+        self._collector_post: Poster | None = None
         self._gui = gui
         self._title = title
         self._size = size
@@ -254,7 +255,9 @@ class RendererHost:
         if "qtpy.QtWidgets" in sys.modules:
             # pywebview's loop is its Qt backend (Linux, ``LOG_MONITOR_GUI=native``): cycles
             # holding a closed window's Qt objects are collected on the GUI thread only.
-            _gui_thread_poster()(self._collect_on_the_gui_thread)
+            post = _gui_thread_poster()
+            self._collector_post = post  # the poster lives until its job has run
+            post(self._collect_on_the_gui_thread)
         with self._lock:
             self._gui_running = True
             waiting = list(self._waiting)

@@ -21,8 +21,11 @@ Must not: be created before the ``QApplication`` exists, or off the GUI thread.
 from __future__ import annotations
 
 import gc
+import logging
 
 from PySide6.QtCore import QTimer
+
+log = logging.getLogger(__name__)
 
 # How often the GUI thread looks whether a collection is due: a count read when nothing
 # is (an idle host allocates little between ticks), so the cost is the wakeup.
@@ -46,6 +49,7 @@ class GuiThreadCollector:
         self._timer = QTimer()
         self._timer.timeout.connect(self.collect_if_due)
         self._timer.start(every_ms)
+        log.info("reference cycles are collected on the GUI thread, every %d ms", every_ms)
 
     def collect_if_due(self) -> None:
         """Collect the generation that is due, if one is (GUI thread)."""

@@ -1,11 +1,12 @@
 """The chunks a follower cut and the spool has not taken yet, in order.
 
 Owns: the queue of pending chunks, each with the checkpoint it advances; committing them
-(``commit_all``: every pending chunk of one file in ONE ``Spool.append_many_durably``, with the
-last one's checkpoint and a finished backlog file's mark, so a burst costs one commit,
-one fsync, rather than one a chunk; ``commit_one``: the oldest alone, chunk and
-checkpoint together, what a spool too full for them all still takes); handing chunks over to
-the follower that continues the same content (``copytruncate``); the committed offset.
+(``commit_all``: every pending chunk of one file in ONE ``Spool.append_many_durably``,
+with the last one's checkpoint and a finished backlog file's mark, so a burst costs one
+commit, one fsync, rather than one a chunk; ``commit_one``: the oldest alone, chunk and
+checkpoint together, what a spool too full for them all still takes); handing chunks
+over to the follower that continues the same content (``copytruncate``); the committed
+offset.
 
 Must not: cut chunks (``FileFollower`` does, with ``LineChunker``) or retry: a chunk the
 spool refuses (``SpoolFull``) stays first in the queue.

@@ -285,6 +285,10 @@ def test_a_window_opens_in_the_tray_host_closing_it_leaves_the_tray_stop_ends_it
     open_window(main)
     [ref] = main.wait_windows(1)
     assert ref.host == tray.host  # opened in the tray's host
+    # A closed window's Qt objects must be freed on the GUI thread (else Qt WebEngine
+    # aborts the host): pywebview's loop has the host's collector too.
+    log = main.command("logs", "--windows", "-n", "200")
+    assert "reference cycles are collected on the GUI thread" in log.stdout, log.stdout
     # Closed as a person would: the anchor keeps pywebview's loop, and the host, alive.
     close_as_a_person(desktop, main, ref)
     main.watch.wait(lambda: main.watch.status().windows == 0, 10, "no window counted")
