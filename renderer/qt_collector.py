@@ -45,7 +45,6 @@ class GuiThreadCollector:
 
     def __init__(self, every_ms: int = COLLECT_EVERY_MS) -> None:
         gc.disable()
-        self.collections = 0
         self._timer = QTimer()
         self._timer.timeout.connect(self.collect_if_due)
         self._timer.start(every_ms)
@@ -59,9 +58,3 @@ class GuiThreadCollector:
         generation = due_generation(gc.get_count(), thresholds)
         if generation is not None:
             gc.collect(generation)
-            self.collections += 1
-
-    def stop(self) -> None:
-        """Stop the timer and give collection back to CPython (GUI thread)."""
-        self._timer.stop()
-        gc.enable()
