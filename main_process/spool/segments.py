@@ -126,7 +126,6 @@ class SegmentFiles:
         self._readers: dict[int, int] = {}
         self._finished: set[int] = set()
         self._next = 1
-        self._unsynced = False
         # The segments of the texts staged and not settled yet (one append at a time).
         self._staged: set[int] = set()
 
@@ -154,10 +153,7 @@ class SegmentFiles:
         for fd in self._readers.values():
             os.close(fd)
         self._readers.clear()
-        if self._active_fd is not None:
-            os.close(self._active_fd)
-            self._active_fd = None
-        self._active = None
+        self._close_active()
 
     # ----------------------------------------------------------------- writing
 
@@ -176,34 +172,32 @@ class SegmentFiles:
         Raises ``OSError`` (a full disk: ``ENOSPC``); then nothing refers to what was
         written, and the next append writes over it."""
         locations: list[tuple[int, int]] = []
+        # A descriptor of its own for each segment written here: the sync makes them
+        # durable even if the segment is closed meanwhile (rolled over, or recycled).
         to_sync: list[int] = []
+        written: int | None = None  # the segment this call last wrote to
         try:
             for text in texts:
                 if self._active_fd is None or (
                     self._active_end > 0 and self._active_end + len(text) > self._roll_bytes
                 ):
-                    self._hand_over_sync(to_sync)
+                    if written is not None and self._active_fd is not None:
+                        to_sync.append(os.dup(self._active_fd))
                     self._start_segment()
                 assert self._active is not None
                 assert self._active_fd is not None
                 locations.append((self._active, self._active_end))
                 self._staged.add(self._active)
-                self._unsynced = True
+                written = self._active
                 self._write_all(self._active_fd, text, self._active_end)
                 self._active_end += len(text)
-            self._hand_over_sync(to_sync)
+            if written is not None and self._active_fd is not None:
+                to_sync.append(os.dup(self._active_fd))
         except BaseException:
             for fd in to_sync:
                 os.close(fd)
             raise
         return StagedTexts(locations, to_sync)
-
-    def _hand_over_sync(self, to_sync: list[int]) -> None:
-        """The active segment's unsynced texts are this append's: its sync syncs them,
-        through a descriptor of its own (the active one may be closed meanwhile)."""
-        if self._active_fd is not None and self._unsynced:
-            to_sync.append(os.dup(self._active_fd))
-            self._unsynced = False
 
     def _start_segment(self) -> None:
         self._finish_active()
@@ -219,18 +213,19 @@ class SegmentFiles:
             raise
         self._next = number + 1
         self._active, self._active_fd, self._active_end = number, fd, 0
-        self._unsynced = False
 
     def _finish_active(self) -> None:
         """The active segment will not be written again. Texts staged in it are synced
         by their ``StagedTexts``; it is deleted (when empty) only by ``settle``, after
         their commit."""
-        if self._active_fd is None or self._active is None:
-            return
-        os.close(self._active_fd)
-        self._finished.add(self._active)
+        if self._active is not None:
+            self._finished.add(self._active)
+        self._close_active()
+
+    def _close_active(self) -> None:
+        if self._active_fd is not None:
+            os.close(self._active_fd)
         self._active, self._active_fd = None, None
-        self._unsynced = False
 
     @staticmethod
     def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -268,9 +263,8 @@ class SegmentFiles:
                     self._active_end >= min(RECYCLE_BYTES, self._roll_bytes)
                     and number not in self._staged
                 ):
-                    self._finish_active()
+                    self._close_active()
                     self._delete(number)
-                    self._finished.discard(number)
             elif number not in self._finished:
                 self._delete(number)
 
