@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -116,17 +117,20 @@ class ReadWorkers:
 
     def _settle_soon(self, returned: asyncio.Future[None]) -> None:
         """A read returned (in its worker thread): end the wait for it, if still waiting."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(_settle, returned)
+        self._on_loop(lambda: _settle(returned))
 
     def _returned(self, future: Future[Any]) -> None:
         """A late read returned (in its worker thread): wake the loop to use it."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
+        wake = self._wake
+        if wake is not None:
+            self._on_loop(wake.set)
+
+    def _on_loop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the event loop soon (from a worker thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(callback)
 
 
 def _settle(returned: asyncio.Future[None]) -> None:
