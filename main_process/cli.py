@@ -58,6 +58,7 @@ from main_process.credentials import IdentityError, load_or_create_client_id
 from main_process.embedded_server import EmbeddedServer, EmbeddedServerError
 from main_process.keychain import AnyTokenStore
 from main_process.log_file import add_log_file, configure_logging, last_lines, log_path
+from main_process.malloc_settings import reuse_freed_buffers
 from main_process.paths import DataPaths, ensure_private_dir, resolve_data_dir
 from main_process.settings import (
     GAMES,
@@ -530,6 +531,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if handed_over is not None:
         return handed_over
     add_log_file(data_dir, "main")
+    # Shipping frees and takes back large buffers all the time; see ``malloc_settings``.
+    reuse_freed_buffers()
     try:
         main = MainProcess(settings, RunOptions(read_stdin="-" in args.sources, demo=args.demo))
         return asyncio.run(main.run())
