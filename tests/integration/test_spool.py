@@ -584,10 +584,11 @@ class HeldSync:
 
 
 @pytest.fixture
-def held_sync(monkeypatch: pytest.MonkeyPatch) -> HeldSync:
-    held = HeldSync()
-    monkeypatch.setattr(spool_segments, "_flush_data", held)
-    return held
+def held(monkeypatch: pytest.MonkeyPatch) -> HeldSync:
+    """The segments' fdatasync, held by the test when it calls ``hold``."""
+    sync = HeldSync()
+    monkeypatch.setattr(spool_segments, "_flush_data", sync)
+    return sync
 
 
 async def wait_for_event(event: threading.Event) -> None:
@@ -596,12 +597,11 @@ async def wait_for_event(event: threading.Event) -> None:
 
 
 async def test_the_loop_serves_others_while_an_append_is_made_durable(
-    spool_path: Path, held_sync: HeldSync
+    spool_path: Path, held: HeldSync
 ) -> None:
     """A slow disk slows the append, not the event loop: while the texts' fdatasync
     runs (held here), acknowledgements and reads go on, and nothing is committed before
     it has returned."""
-    held = held_sync
     with open_spool(spool_path) as spool:
         old = spool.append("acknowledged meanwhile\n")
         held.hold()
@@ -633,12 +633,11 @@ async def test_the_loop_serves_others_while_an_append_is_made_durable(
 
 
 async def test_a_segment_emptied_while_an_append_into_it_is_made_durable_is_kept(
-    spool_path: Path, monkeypatch: pytest.MonkeyPatch, held_sync: HeldSync
+    spool_path: Path, monkeypatch: pytest.MonkeyPatch, held: HeldSync
 ) -> None:
     """The active segment is recycled once its chunks are all acknowledged; not while
     texts of an append under way are in it (their rows are not committed yet)."""
     monkeypatch.setattr(spool_segments, "RECYCLE_BYTES", 8)
-    held = held_sync
     with open_spool(spool_path) as spool:
         first = spool.append("0123456789\n")
         held.hold()
@@ -653,9 +652,8 @@ async def test_a_segment_emptied_while_an_append_into_it_is_made_durable_is_kept
 
 
 async def test_a_failed_or_cancelled_sync_commits_nothing_and_the_next_append_works(
-    spool_path: Path, held_sync: HeldSync
+    spool_path: Path, held: HeldSync
 ) -> None:
-    held = held_sync
     with open_spool(spool_path) as spool:
         held.error = OSError(errno.ENOSPC, "No space left on device")
         with pytest.raises(SpoolDiskFull, match="disk is full"):
@@ -681,11 +679,10 @@ async def test_a_failed_or_cancelled_sync_commits_nothing_and_the_next_append_wo
 
 
 async def test_appends_from_two_tasks_are_made_one_at_a_time_in_order(
-    spool_path: Path, held_sync: HeldSync
+    spool_path: Path, held: HeldSync
 ) -> None:
     """The file sources and standard input append from two tasks: one staged append at a
     time, in the order they were asked for; the synchronous append refuses to interleave."""
-    held = held_sync
     with open_spool(spool_path) as spool:
         held.hold()
         first = asyncio.create_task(spool.append_many_durably([NewChunk("first\n")]))
